@@ -1,0 +1,2 @@
+//! leadpipe: shell-like programs in Rust.
+#![allow(missing_docs)]
