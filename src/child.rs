@@ -16,7 +16,7 @@ use crate::{
     ExitStatus, Output, Redirect, Result, Signal,
     command::Stderr,
     exec::{self, Captured, Job},
-    machine::{BoxRead, BoxWrite, Running},
+    machine::{BoxRead, BoxWrite, ReadEnd, Running},
 };
 
 /// A running command or pipeline, from [`Command::spawn`](crate::Command::spawn).
@@ -62,18 +62,32 @@ pub struct Child {
 }
 
 impl Child {
-    pub(crate) fn new(job: Job, mut running: Box<dyn Running>, deadline: Option<Instant>) -> Child {
+    pub(crate) fn new(
+        job: Job,
+        mut running: Box<dyn Running>,
+        deadline: Option<Instant>,
+    ) -> Result<Child> {
+        let pipe_error = |e| crate::Error::io("setting up a pipe", e);
         let count = job.stages().len();
         let stdin = match job.stages()[0].spec().stdin {
             None => running.take_stdin(0).map(ChildStdin),
             Some(_) => None,
         };
-        let stdout = running.take_stdout().map(ChildStdout);
+        let stdout = running
+            .take_stdout()
+            .map(ReadEnd::into_async)
+            .transpose()
+            .map_err(pipe_error)?
+            .map(ChildStdout);
         let mut stderr = None;
         let mut stderr_tasks = Vec::with_capacity(count);
         let mut stderr_captured = Vec::with_capacity(count);
         for (i, command) in job.stages().iter().enumerate() {
-            let pipe = running.take_stderr(i);
+            let pipe = running
+                .take_stderr(i)
+                .map(ReadEnd::into_async)
+                .transpose()
+                .map_err(pipe_error)?;
             let wanted =
                 i + 1 == count && command.spec().stderr == Some(Stderr::To(Redirect::Pipe));
             match pipe {
@@ -92,7 +106,7 @@ impl Child {
                 }
             }
         }
-        Child {
+        Ok(Child {
             stdin,
             stdout,
             stderr,
@@ -103,7 +117,7 @@ impl Child {
             stderr_captured,
             deadline,
             statuses: None,
-        }
+        })
     }
 
     /// The process id of the first stage, on machines that have one to give (the local

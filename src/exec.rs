@@ -7,10 +7,17 @@
 //! blocked writing stderr while we wait for its stdout is the classic deadlock), enforces
 //! the timeout, and checks each stage's status.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
+    task::JoinHandle,
     time::Instant,
 };
 
@@ -18,7 +25,9 @@ use crate::{
     Child, Command, Error, ExitStatus, Input, Lines, Output, Redirect, Result, Signal,
     command::Stderr,
     error::{ExitError, TAIL_BYTES},
-    machine::{BoxRead, MachineRef, Plan, Running, StagePlan, StderrPlan, StdinPlan, StdoutPlan},
+    machine::{
+        BoxRead, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan, StdoutPlan,
+    },
 };
 
 /// The stages of a command or pipeline and the pipeline's own timeout.
@@ -299,24 +308,27 @@ async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
         .map(|s| s.stderr == StderrPlan::Pipe)
         .collect();
     let mut running = job.start(plan).await?;
-    let stdout = running.take_stdout();
-    let stderr: Vec<Option<BoxRead>> = (0..job.stages.len())
-        .map(|i| running.take_stderr(i))
-        .collect();
+    // Stdout is the bulk of what comes back: drained on a blocking thread where the
+    // machine hands over an OS pipe. Stderr, usually small, is read by async tasks, which
+    // also keeps a chatty stderr's memory bounded to its tail.
+    let cancel = CancelOnDrop::default();
+    let stdout = running
+        .take_stdout()
+        .map(|end| end.read_to_end(cancel.0.clone()));
     let keep_tail = mode != Mode::Output;
+    let mut stderr = Vec::with_capacity(job.stages.len());
+    for stage in 0..job.stages.len() {
+        let end = running
+            .take_stderr(stage)
+            .map(ReadEnd::into_async)
+            .transpose();
+        let end = end.map_err(|e| Error::io("reading stderr", e))?;
+        stderr.push(end.map(|pipe| tokio::spawn(drain(pipe, keep_tail))));
+    }
+    let drains: Vec<_> = stderr.iter().flatten().map(|t| t.abort_handle()).collect();
     let work = async {
-        let stdout = async {
-            match stdout {
-                Some(pipe) => drain(pipe, false).await,
-                None => Ok(Vec::new()),
-            }
-        };
-        let stderr = futures::future::try_join_all(stderr.into_iter().map(|pipe| async move {
-            match pipe {
-                Some(pipe) => drain(pipe, keep_tail).await,
-                None => Ok(Vec::new()),
-            }
-        }));
+        let stdout = joined(stdout);
+        let stderr = futures::future::try_join_all(stderr.into_iter().map(joined));
         let (stdout, stderr, statuses) = tokio::join!(stdout, stderr, running.wait());
         let context = || format!("reading the output of `{}`", job.display());
         Ok::<_, Error>((
@@ -331,9 +343,31 @@ async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
     match until(deadline, work).await {
         Some(done) => done,
         None => {
+            // The killed stages' pipes end, but a grandchild that left the group could
+            // hold one open: don't leave its drain behind.
+            drains.iter().for_each(tokio::task::AbortHandle::abort);
+            drop(cancel);
             stop(running.as_mut()).await;
             Err(job.timed_out())
         }
+    }
+}
+
+/// Stops a blocking drain when a call ends early (timeout, or the caller dropped it).
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The bytes a drain task read; nothing when there was no pipe.
+async fn joined(drain: Option<JoinHandle<std::io::Result<Vec<u8>>>>) -> std::io::Result<Vec<u8>> {
+    match drain {
+        Some(task) => task.await.map_err(std::io::Error::other)?,
+        None => Ok(Vec::new()),
     }
 }
 
@@ -403,7 +437,7 @@ pub(crate) async fn success(job: Job) -> Result<bool> {
 pub(crate) async fn spawn(job: Job) -> Result<Child> {
     let deadline = job.deadline();
     let running = job.start(job.plan(Mode::Spawn)).await?;
-    Ok(Child::new(job, running, deadline))
+    Child::new(job, running, deadline)
 }
 
 pub(crate) fn lines(job: Job) -> Lines {

@@ -139,12 +139,19 @@ async fn start(job: Job) -> Result<Box<Started>> {
         .collect();
     let mut running = job.start(plan).await?;
     let mut sources = SelectAll::new();
+    let pipe_error = |e| Error::io("setting up a pipe", e);
     if let Some(pipe) = running.take_stdout() {
-        sources.push(raw_lines(Source::Stdout, pipe));
+        sources.push(raw_lines(
+            Source::Stdout,
+            pipe.into_async().map_err(pipe_error)?,
+        ));
     }
     for i in 0..job.stages().len() {
         if let Some(pipe) = running.take_stderr(i) {
-            sources.push(raw_lines(Source::Stderr(i), pipe));
+            sources.push(raw_lines(
+                Source::Stderr(i),
+                pipe.into_async().map_err(pipe_error)?,
+            ));
         }
     }
     Ok(Box::new(Started {

@@ -9,17 +9,109 @@
 //! here-strings, timeouts, exit checking, error text) is written once, in `exec` and
 //! `child`, for every machine.
 
-use std::{ffi::OsStr, path::PathBuf, sync::Arc};
+use std::{
+    ffi::OsStr,
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use futures::future::BoxFuture;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    task::JoinHandle,
+};
 
 use crate::{Command, ExitStatus, Result, Signal};
 
-/// A stream from a started process to this one.
+/// A stream from a started process to this one, as async code reads it.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The end of a pipe from a started process, as a backend hands it over.
+///
+/// The local backend gives the OS pipe itself: a call that only wants all the bytes
+/// (`read`, `output`) then drains it on a blocking thread, which moves bulk output at
+/// about twice the rate of readiness-driven async reads (a child writing 8 KiB at a time
+/// wakes a fast reader once per write; a blocking read makes that wakeup cheap). Streams
+/// that are not OS pipes (an SSH channel) will be a second variant, read asynchronously.
+pub(crate) enum ReadEnd {
+    Fd(OwnedFd),
+}
+
+impl ReadEnd {
+    /// Reads the pipe to its end on a blocking thread. Setting `cancel` stops the read
+    /// within 100 ms: a grandchild that escaped its process group may hold a pipe open for
+    /// ever.
+    pub(crate) fn read_to_end(self, cancel: Arc<AtomicBool>) -> JoinHandle<io::Result<Vec<u8>>> {
+        match self {
+            ReadEnd::Fd(fd) => tokio::task::spawn_blocking(move || read_fd_to_end(&fd, &cancel)),
+        }
+    }
+
+    /// The end as an async stream.
+    pub(crate) fn into_async(self) -> std::io::Result<BoxRead> {
+        match self {
+            ReadEnd::Fd(fd) => Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+                fd,
+            )?)),
+        }
+    }
+}
+
 /// A stream from this process to a started process.
 pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+fn read_fd_to_end(fd: &OwnedFd, cancel: &AtomicBool) -> io::Result<Vec<u8>> {
+    const CHUNK: usize = 1 << 20;
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "reading was cancelled",
+            ));
+        }
+        let mut ready = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length we pass.
+        let polled = unsafe { libc::poll(&mut ready, 1, 100) };
+        if polled == 0 {
+            continue;
+        }
+        if buffer.capacity() - buffer.len() < CHUNK {
+            buffer.reserve(buffer.len().max(CHUNK));
+        }
+        let spare = buffer.spare_capacity_mut();
+        let read = if polled < 0 {
+            -1
+        } else {
+            // SAFETY: read writes at most `spare.len()` bytes into the Vec's spare capacity;
+            // only what it wrote is exposed by `set_len` below.
+            unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) }
+        };
+        match read {
+            0 => return Ok(buffer),
+            // SAFETY: `read` bytes after the old length were just written.
+            n if n > 0 => unsafe { buffer.set_len(buffer.len() + n as usize) },
+            _ => {
+                let error = io::Error::last_os_error();
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
 
 /// A machine that can start pipelines: the local one, or an SSH connection.
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -108,9 +200,9 @@ pub(crate) trait Running: Send {
     /// The pipe into stage `stage`'s stdin, for a stage planned with [`StdinPlan::Pipe`].
     fn take_stdin(&mut self, stage: usize) -> Option<BoxWrite>;
     /// The pipe from the last stage's stdout, when planned with [`StdoutPlan::Pipe`].
-    fn take_stdout(&mut self) -> Option<BoxRead>;
+    fn take_stdout(&mut self) -> Option<ReadEnd>;
     /// The pipe from stage `stage`'s stderr, when planned with [`StderrPlan::Pipe`].
-    fn take_stderr(&mut self, stage: usize) -> Option<BoxRead>;
+    fn take_stderr(&mut self, stage: usize) -> Option<ReadEnd>;
     /// Waits until every stage has ended; their statuses in stage order. Cancel-safe, and
     /// returns the same statuses when called again.
     fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>>;

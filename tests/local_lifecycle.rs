@@ -128,3 +128,39 @@ async fn a_failed_start_leaves_nothing_running() {
     );
     assert!(wait_gone(read_pid(&dir.path().join("stage.pid"))));
 }
+
+#[tokio::test]
+async fn a_timeout_returns_even_when_an_escaped_grandchild_holds_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    // setsid puts the sleep out of the pipeline's process group: the kill cannot reach it,
+    // and it keeps the captured stdout open.
+    let script = "setsid sleep 30 & echo $! > escaped.pid; wait";
+    let cmd = local()
+        .with_cwd(dir.path())
+        .cmd("sh")
+        .args(["-c", script])
+        .timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let error = cmd.read().await.unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let escaped = read_pid(&dir.path().join("escaped.pid"));
+    assert_eq!(
+        support::process_state(escaped).map(|s| s != 'Z'),
+        Some(true),
+        "it did escape"
+    );
+    // SAFETY: killing the test's own stray process.
+    unsafe { libc_kill(escaped) };
+}
+
+unsafe fn libc_kill(pid: u32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    unsafe { kill(pid as i32, 9) };
+}

@@ -1,0 +1,145 @@
+//! A tour of leadpipe: every capability, with real output.
+//!
+//! `cargo run --example tour` needs nothing but a Unix machine with the usual tools
+//! (sh, ls, sort, ...).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use leadpipe::{Line, Signal, prelude::*};
+
+/// Prints a heading, then what the step shows.
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sh = local();
+    let dir = tempfile::tempdir().map_err(|e| Error::Io {
+        context: "creating a temp dir".into(),
+        source: e,
+    })?;
+    let here = sh.with_cwd(dir.path());
+
+    step("Commands are values: building runs nothing, Display is a pasteable line");
+    let greet = sh
+        .cmd("echo")
+        .arg("hello, world")
+        .arg("it's $HOME, not expanded");
+    println!("{greet}");
+    println!("read() -> {:?}", greet.read().await?);
+
+    step("Pipelines connect processes with OS pipes");
+    let words = sh.cmd("printf").arg("pear\\napple\\nfig\\napple\\n");
+    let sorted = (words.clone() | sh.cmd("sort") | sh.cmd("uniq").arg("-c"))
+        .read()
+        .await?;
+    println!(
+        "{}",
+        words.clone() | sh.cmd("sort") | sh.cmd("uniq").arg("-c")
+    );
+    println!("{sorted}");
+    println!(
+        "yes | head -1 -> {:?} (SIGPIPE upstream is not a failure)",
+        (sh.cmd("yes") | sh.cmd("head").arg("-1")).read().await?
+    );
+
+    step("Here-strings, redirects, appends");
+    let upper = (sh.cmd("tr").args(["a-z", "A-Z"]) << "fed from a string")
+        .read()
+        .await?;
+    println!("tr a-z A-Z << \"fed from a string\" -> {upper:?}");
+    here.cmd("echo")
+        .arg("first")
+        .stdout(Redirect::File("log.txt".into()))
+        .run()
+        .await?;
+    (here.cmd("echo").arg("second") >> "log.txt").run().await?;
+    here.cmd("sh")
+        .args(["-c", "echo to-stderr >&2"])
+        .stderr_to_stdout()
+        .stdout(Redirect::Append("log.txt".into()))
+        .run()
+        .await?;
+    println!("log.txt:\n{}", here.cmd("cat").arg("log.txt").read().await?);
+
+    step("Every call: output(), status(), success()");
+    let out = sh
+        .cmd("sh")
+        .args(["-c", "echo out; echo err >&2; exit 3"])
+        .unchecked()
+        .output()
+        .await?;
+    println!(
+        "status {}, stdout {:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("status() of false -> {}", sh.cmd("false").status().await?);
+    println!(
+        "success() of grep -q apple -> {}",
+        (sh.cmd("grep").args(["-q", "apple"]) << "apple pie")
+            .success()
+            .await?
+    );
+
+    step("Errors say what ran, where, and what it printed");
+    let failing = sh.cmd("ls").arg("/no/such/dir") | sh.cmd("wc").arg("-l");
+    println!("{}", failing.read().await.unwrap_err());
+    println!(
+        "{}",
+        sh.cmd("no-such-program-anywhere")
+            .env("PATH", "/usr/local/bin:/usr/bin")
+            .run()
+            .await
+            .unwrap_err()
+    );
+    println!(
+        "{}",
+        sh.cmd("printf").arg("\\377").read().await.unwrap_err()
+    );
+
+    step("Timeouts kill every stage, and what they started");
+    let slow = (sh.cmd("sh").args(["-c", "sleep 30 & wait"]) | sh.cmd("cat"))
+        .timeout(Duration::from_millis(200));
+    println!("{}", slow.run().await.unwrap_err());
+
+    step("spawn(): a Child with streams, signals and kill");
+    let mut child = sh.cmd("sleep").arg("30").spawn().await?;
+    println!("spawned pid {:?}", child.id());
+    child.signal(Signal::TERM)?;
+    println!("after SIGTERM: {}", child.wait().await.unwrap_err());
+
+    step("lines(): stdout and stderr as they come");
+    let mut lines = sh
+        .cmd("sh")
+        .args(["-c", "echo building; echo 'warning: x' >&2; echo done"])
+        .lines();
+    while let Some(line) = lines.next().await {
+        match line? {
+            Line::Stdout(text) => println!("  out | {text}"),
+            Line::Stderr(text) => println!("  err | {text}"),
+        }
+    }
+
+    step("Machine views scope cwd and env without touching the process");
+    let view = here.with_env("DEPLOY_ENV", "staging");
+    println!("pwd in the view: {}", view.cmd("pwd").read().await?);
+    println!(
+        "DEPLOY_ENV in the view: {}",
+        view.cmd("sh")
+            .args(["-c", "echo $DEPLOY_ENV"])
+            .read()
+            .await?
+    );
+    println!(
+        "this process's DEPLOY_ENV: {:?}",
+        std::env::var_os("DEPLOY_ENV")
+    );
+    println!("which sh -> {}", sh.which("sh").await?.display());
+
+    println!("\nFor a plain fn main without async, see examples/script.rs (leadpipe::blocking).");
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Checks of the tree itself: formatting, README and CI agreeing, the codemap naming every
+//! source file, and no leftovers.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if !path.ends_with("target") && !path.ends_with(".git") {
+                files_under(&path, out);
+            }
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["src", "macros/src", "tests", "examples"] {
+        files_under(&root().join(dir), &mut files);
+    }
+    files.retain(|f| f.extension().is_some_and(|e| e == "rs"));
+    files
+}
+
+#[test]
+fn code_is_formatted() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["fmt", "--all", "--check"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "run `cargo fmt --all`:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn readme_starts_with_the_tour_and_the_test_command_that_ci_runs() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let first_block = readme.split("```").nth(1).expect("a code block");
+    assert!(
+        first_block.contains("cargo run --example tour"),
+        "{first_block}"
+    );
+    assert!(
+        first_block.contains("cargo test --workspace"),
+        "{first_block}"
+    );
+    let ci = fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo test --workspace"),
+        "{ci}"
+    );
+}
+
+#[test]
+fn the_codemap_names_every_source_file() {
+    let architecture = fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    files_under(&root().join("src"), &mut files);
+    for file in files {
+        let relative = file
+            .strip_prefix(root())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            architecture.contains(&format!("`{relative}`")),
+            "ARCHITECTURE.md does not name {relative}"
+        );
+    }
+}
+
+#[test]
+fn no_leftovers_in_the_library() {
+    for file in sources() {
+        let text = fs::read_to_string(&file).unwrap();
+        let library =
+            !file.starts_with(root().join("tests")) && !file.starts_with(root().join("examples"));
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{}:{}", file.display(), n + 1);
+            assert!(
+                !line.ends_with(' ') && !line.contains('\t'),
+                "trailing space or tab at {at}"
+            );
+            if library {
+                for banned in ["todo!(", "unimplemented!(", "dbg!("] {
+                    assert!(!line.contains(banned), "{banned} at {at}");
+                }
+            }
+        }
+    }
+}
