@@ -64,7 +64,7 @@ fn expand(input: TokenStream) -> Result<TokenStream, Failure> {
     };
     let Some(text) = template::literal_value(&literal.to_string()) else {
         return Err((
-            format!("{usage}; this literal is not a plain string"),
+            format!("{usage}; `{literal}` is not a plain string literal"),
             literal.span(),
         ));
     };

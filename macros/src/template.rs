@@ -146,6 +146,9 @@ pub(crate) fn literal_value(src: &str) -> Option<String> {
 /// Renders an error with the template line it is about and carets under the offending
 /// part: the compiler can only underline the whole string literal.
 pub(crate) fn render(template: &str, err: &Error) -> String {
+    if template.trim().is_empty() {
+        return err.message.clone();
+    }
     let start = err.at.start.min(template.len());
     let line_start = template[..start].rfind('\n').map_or(0, |p| p + 1);
     let line_end = template[start..]
@@ -239,11 +242,11 @@ fn is_boundary(c: char) -> bool {
     c.is_whitespace() || matches!(c, '|' | '&' | ';' | '<' | '>' | '(' | ')')
 }
 
-const GLOB: &str = "cmd! does not expand globs: list the files in Rust and pass them with \
+const GLOB: &str = "and cmd! does not expand globs: list the files in Rust and pass them with \
                     `{files...}`, or quote it";
-const SUBSTITUTION: &str = "cmd! runs no shell: run the inner command first \
+const SUBSTITUTION: &str = "(cmd! runs no shell): run the inner command first \
                             (`let out = cmd!(\"..\").read().await?;`) and pass its output with `{out}`";
-const VARIABLE: &str = "cmd! runs no shell: read the value in Rust (`std::env::var(\"NAME\")`) and \
+const VARIABLE: &str = "(cmd! runs no shell): read the value in Rust (`std::env::var(\"NAME\")`) and \
                         pass it with `{value}`";
 const SEQUENCE: &str = "cmd! builds one command or pipeline, not a script: run one cmd! after \
                         another in Rust";
@@ -362,7 +365,9 @@ impl Lexer<'_> {
                 '*' | '?' | '[' => {
                     return error(
                         self.here(1),
-                        format!("unquoted `{c}` is a glob pattern in a shell; {GLOB} (`'{c}'`)"),
+                        format!(
+                            "unquoted `{c}` is a glob pattern in a shell, {GLOB} (`'{c}'`) to pass it as text"
+                        ),
                     );
                 }
                 '#' if self.partial.is_none() => {
@@ -470,7 +475,7 @@ impl Lexer<'_> {
         match self.peek_at(1) {
             Some('(') => Error {
                 at: self.here(2),
-                message: format!("command substitution `$(..)` is not supported: {SUBSTITUTION}"),
+                message: format!("command substitution `$(..)` is not supported {SUBSTITUTION}"),
             },
             Some(c)
                 if c == '{' || c == '_' || c.is_ascii_alphanumeric() || "?#@*!-$".contains(c) =>
@@ -478,7 +483,7 @@ impl Lexer<'_> {
                 Error {
                     at: self.here(2),
                     message: format!(
-                        "shell variables (`$NAME`, `${{NAME}}`) are not expanded: {VARIABLE}; {literal}"
+                        "shell variables (`$NAME`, `${{NAME}}`) are not expanded {VARIABLE}; {literal}"
                     ),
                 }
             }
@@ -494,9 +499,7 @@ impl Lexer<'_> {
     fn backtick(&self) -> Error {
         Error {
             at: self.here(1),
-            message: format!(
-                "command substitution with backticks is not supported: {SUBSTITUTION}"
-            ),
+            message: format!("command substitution with backticks is not supported {SUBSTITUTION}"),
         }
     }
 
@@ -829,14 +832,18 @@ impl Parser {
                     }
                 }
                 Tok::Redirect(op) => {
+                    let mut full = at.clone();
                     let target = if op == Op::StderrToStdout {
                         Word::default()
                     } else {
                         match tokens.next() {
                             Some(Token {
                                 tok: Tok::Word { word, .. },
-                                ..
-                            }) => word,
+                                at: word_at,
+                            }) => {
+                                full.end = word_at.end;
+                                word
+                            }
                             Some(Token {
                                 tok: Tok::Splat(expr),
                                 at: splat_at,
@@ -863,7 +870,7 @@ impl Parser {
                             }
                         }
                     };
-                    self.redirect(src, op, target, at)?;
+                    self.redirect(src, op, target, full)?;
                 }
             }
         }
@@ -1283,17 +1290,17 @@ mod tests {
         fails("a << EOF", "<<", "here-documents");
         fails("diff <(a) b", "<(", "process substitution");
         fails("tee >(a)", ">(", "process substitution");
-        fails("a 2>&1 > f", "2>&1 >", "`> file 2>&1` or `&> file`");
-        fails("a 2>&1 >> f", "2>&1 >>", "`> file 2>&1`");
+        fails("a 2>&1 > f", "2>&1 > f", "`> file 2>&1` or `&> file`");
+        fails("a 2>&1 >> f", "2>&1 >> f", "`> file 2>&1`");
         fails("a >&2", ">&2", "stdout into stderr");
         fails("a >&f", ">&f", "&> file");
         fails("a 1>&2", "1>&2", "only `2>&1`");
         fails("a 3> f", "3>", "file descriptor 3");
         fails("a 2< f", "2<", "file descriptor 2");
-        fails("a > x > y", ">", "stdout is redirected twice");
-        fails("a &> x 2> y", "2>", "stderr is redirected twice");
-        fails("a < x <<< y", "<<<", "stdin is redirected twice");
-        fails("a | b < f", "<", "only the first command");
+        fails("a > x > y", "> y", "stdout is redirected twice");
+        fails("a &> x 2> y", "2> y", "stderr is redirected twice");
+        fails("a < x <<< y", "<<< y", "stdin is redirected twice");
+        fails("a | b < f", "< f", "only the first command");
         fails("a >| f", ">|", "`>|`");
         fails("a <> f", "<>", "`<>`");
         fails("a >", ">", "needs a file name");
