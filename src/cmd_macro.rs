@@ -99,9 +99,12 @@
 ///   and references to them. Numbers are not: convert them first (`let n = n.to_string();`
 ///   or `{n.to_string()}`).
 /// - `{xs...}` needs `&xs` (or `xs`, when it is itself a reference) to iterate over items that
-///   are `AsRef<OsStr>`: a `Vec`, slice, array, `Option`, set, or a reference to one. To pass
-///   an iterator, collect it first or call [`.args(iter)`](crate::Command::args).
+///   are `AsRef<OsStr>`: a `Vec`, slice, array, `Option`, set, or a reference to one.
 /// - Interpolations are borrowed, as `format!` borrows: nothing is moved into the command.
+///   The one exception is a spread ending in a method call, whose result is consumed, so an
+///   iterator can be spread that way: `{paths.iter()...}`, `{env.keys()...}`. An iterator held
+///   in a variable cannot be borrowed into arguments: spread `{it.by_ref()...}`, collect it,
+///   or call [`.args(it)`](crate::Command::args).
 ///
 /// # Pipes and redirects
 ///

@@ -194,18 +194,27 @@ impl Gen {
         TokenTree::Ident(Ident::new(name, self.span)).into()
     }
 
-    /// `&(expr)`: borrowed like `format!` borrows, so interpolating never moves a value.
-    fn borrowed(&self, expr: &str) -> TokenStream {
+    /// `(expr)`, the user's expression with the template's span.
+    fn user_expr(&self, expr: &str) -> TokenStream {
         let user = expr
             .parse::<TokenStream>()
             .expect("checked by the template parser");
-        let mut tokens: TokenStream = TokenTree::Punct(Punct::new('&', Spacing::Alone)).into();
-        tokens = respan(tokens, self.span);
-        tokens.extend(self.parens(respan(user, self.user)));
+        self.parens(respan(user, self.user))
+    }
+
+    /// `&(expr)`: borrowed like `format!` borrows, so interpolating never moves a value.
+    fn borrowed(&self, expr: &str) -> TokenStream {
+        let amp = TokenTree::Punct(Punct::new('&', Spacing::Alone));
+        let mut tokens = respan(amp.into(), self.span);
+        tokens.extend(self.user_expr(expr));
         tokens
     }
 
     fn expansion(&self, machine: Option<(TokenStream, Span)>, stages: &[Stage]) -> TokenStream {
+        // Errors about the machine (no `cmd` method) point at the machine expression.
+        let cmd_span = machine
+            .as_ref()
+            .map_or(self.span, |&(_, span)| Span::mixed_site().located_at(span));
         let mut body = TokenStream::new();
         // For rust-analyzer, as xshell does: it highlights `{name}` in a string literal passed
         // to `format_args!`, even in code that is configured out. `cfg(any())` is false.
@@ -234,20 +243,24 @@ impl Gen {
             if n > 0 {
                 body.extend(self.code("|"));
             }
-            body.extend(self.stage(stage));
+            body.extend(self.stage(stage, cmd_span));
         }
         self.group(Delimiter::Brace, body)
     }
 
-    fn stage(&self, stage: &Stage) -> TokenStream {
+    fn stage(&self, stage: &Stage, cmd_span: Span) -> TokenStream {
         let mut tokens = self.local("__leadpipe_machine");
-        tokens.extend(self.call("cmd", self.os_str(&stage.program)));
+        tokens.extend(respan(".cmd".parse().unwrap(), cmd_span));
+        tokens.extend(self.parens(self.os_str(&stage.program)));
         for arg in &stage.args {
             tokens.extend(match arg {
                 Arg::Word(word) => self.call("arg", self.os_str(word)),
-                // `(&xs).into_iter()` rather than `IntoIterator::into_iter(&xs)`: method
-                // lookup also accepts `xs: &[T]` (a common parameter type), which `&&[T]`
-                // would not be.
+                // A method call's result is a temporary: hand it over, so that
+                // `{files.iter()...}` works.
+                Arg::Splat(expr) if expr.ends_with(')') => self.call("args", self.user_expr(expr)),
+                // A place is borrowed, like `{x}`. `(&xs).into_iter()` rather than
+                // `IntoIterator::into_iter(&xs)`: method lookup also accepts `xs: &[T]` (a
+                // common parameter type), which `&&[T]` would not be.
                 Arg::Splat(expr) => {
                     let mut iter = self.parens(self.borrowed(expr));
                     iter.extend(self.code(".into_iter()"));
