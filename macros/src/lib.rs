@@ -262,9 +262,12 @@ impl Gen {
                 // `IntoIterator::into_iter(&xs)`: method lookup also accepts `xs: &[T]` (a
                 // common parameter type), which `&&[T]` would not be.
                 Arg::Splat(expr) => {
-                    let mut iter = self.parens(self.borrowed(expr));
+                    // The trait is imported in a block of its own, so that this also works
+                    // under `#![no_implicit_prelude]`.
+                    let mut iter = self.code("use ::core::iter::IntoIterator as _;");
+                    iter.extend(self.parens(self.borrowed(expr)));
                     iter.extend(self.code(".into_iter()"));
-                    self.call("args", iter)
+                    self.call("args", self.group(Delimiter::Brace, iter))
                 }
             });
         }
@@ -336,7 +339,7 @@ impl Gen {
     }
 
     fn path(&self, word: &Word) -> TokenStream {
-        let mut tokens = self.code("::std::path::PathBuf::from");
+        let mut tokens = self.code("<::std::path::PathBuf as ::core::convert::From<_>>::from");
         tokens.extend(self.parens(self.os_str(word)));
         tokens
     }
@@ -368,6 +371,10 @@ impl Gen {
         }
         extend(self.code("b\"\\n\""));
         block.extend(self.local("__leadpipe_bytes"));
-        self.wrap("Input::from", self.group(Delimiter::Brace, block))
+        let mut tokens = self.code("<");
+        tokens.extend(self.krate("Input"));
+        tokens.extend(self.code("as ::core::convert::From<::std::vec::Vec<u8>>>::from"));
+        tokens.extend(self.parens(self.group(Delimiter::Brace, block)));
+        tokens
     }
 }
