@@ -55,7 +55,7 @@
 ///
 /// | template | arguments |
 /// | --- | --- |
-/// | `a  b` | words split on spaces, tabs and newlines: `a`, `b` |
+/// | `a  b` | words split on spaces, tabs and newlines (as bash, not on other Unicode spaces): `a`, `b` |
 /// | `'a b'` | single quotes: one argument, every character literal (`{`, `$`, `\` included) |
 /// | `"a b"` | double quotes: one argument; `{x}` is interpolated inside, `\"`, `\\`, `` \` `` and `\$` are escapes, any other `\` stays |
 /// | `a\ b` | outside quotes, `\` makes the next character literal: `a b` |
@@ -155,6 +155,7 @@
 /// | --- | --- |
 /// | `a; b`, `a && b`, `a \|\| b` | one `cmd!` after another in Rust; `?` stops at the first failure |
 /// | `a &` | `.spawn()` |
+/// | `! a` | `!cmd!("a").success().await?` |
 /// | `$(..)`, `` `..` `` | run the inner command first, then interpolate its output |
 /// | `$VAR`, `${VAR}` | `std::env::var`, then `{value}`; `'$'` or `\$` for a dollar sign |
 /// | `*`, `?`, `[` unquoted | list the files in Rust and spread them with `{files...}`; quote them to pass them as text |

@@ -135,7 +135,7 @@ pub(crate) fn literal_value(src: &str) -> Option<String> {
             }
             '\n' | '\r' => {
                 // A line continuation: the newline and the next line's indentation vanish.
-                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                while chars.next_if(|&c| is_blank(c)).is_some() {}
             }
             _ => return None,
         }
@@ -189,10 +189,12 @@ enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     /// `assignment`: starts with an unquoted `NAME=`, which a shell takes as an environment
-    /// variable when it comes before the program.
+    /// variable when it comes before the program. `bang`: an unquoted `!`, which negates the
+    /// exit status there.
     Word {
         word: Word,
         assignment: bool,
+        bang: bool,
     },
     Splat(String),
     Pipe,
@@ -237,9 +239,24 @@ struct Lexer<'a> {
     partial: Option<Partial>,
 }
 
+/// Whitespace between words: what bash splits on (and newline, so templates may span lines).
+/// Not Unicode spaces such as U+00A0, which bash keeps inside a word.
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
 /// Characters that end an unquoted word, as in a POSIX shell.
 fn is_boundary(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '|' | '&' | ';' | '<' | '>' | '(' | ')')
+    is_blank(c) || matches!(c, '|' | '&' | ';' | '<' | '>' | '(' | ')')
+}
+
+/// A shell variable name, which `NAME=` before a program would assign.
+fn is_shell_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 const GLOB: &str = "and cmd! does not expand globs: list the files in Rust and pass them with \
@@ -296,7 +313,7 @@ impl Lexer<'_> {
         p.word.push_text(c);
         p.after_assignment = false;
         if let Some(plain) = &mut p.plain {
-            if c == '=' && !p.assignment && is_identifier(plain) {
+            if c == '=' && !p.assignment && is_shell_name(plain) {
                 p.assignment = true;
                 p.after_assignment = true;
             }
@@ -311,6 +328,7 @@ impl Lexer<'_> {
                 tok: Tok::Word {
                     word: p.word,
                     assignment: p.assignment,
+                    bang: p.plain.as_deref() == Some("!"),
                 },
                 at: p.start..end,
             });
@@ -324,7 +342,7 @@ impl Lexer<'_> {
     fn run(&mut self) -> Result<(), Error> {
         while let Some(c) = self.peek() {
             match c {
-                c if c.is_whitespace() => {
+                c if is_blank(c) => {
                     self.end_word();
                     self.i += 1;
                 }
@@ -796,9 +814,20 @@ impl Parser {
         }
         while let Some(Token { tok, at }) = tokens.next() {
             match tok {
-                Tok::Word { word, assignment } => {
+                Tok::Word {
+                    word,
+                    assignment,
+                    bang,
+                } => {
                     if self.program.is_some() {
                         self.args.push(Arg::Word(word));
+                    } else if bang {
+                        return error(
+                            at,
+                            "`!` before a command negates its exit status in a shell, which cmd! \
+                             does not do: test `.success().await` in Rust, or quote it (`'!'`) to \
+                             run a program named `!`",
+                        );
                     } else if assignment {
                         let name = &src[at.start..][..src[at.start..].find('=').unwrap_or(0)];
                         return error(
@@ -1253,6 +1282,12 @@ mod tests {
         assert_eq!(stage.args, args);
         // `NAME=value` is an argument after the program.
         assert_eq!(one("make CC=gcc").args, [arg("CC=gcc")]);
+        // Only a valid shell name makes an assignment; `!` is plain after the program.
+        assert_eq!(one("é=x a").program, lit("é=x"));
+        assert_eq!(one("'!' x").program, lit("!"));
+        assert_eq!(one("test ! -e f").args, [arg("!"), arg("-e"), arg("f")]);
+        // bash splits on blanks only: a no-break space stays inside the word.
+        assert_eq!(one("echo a\u{a0}b").args, [arg("a\u{a0}b")]);
     }
 
     #[test]
@@ -1282,6 +1317,8 @@ mod tests {
         fails("env X=~/x", "~", "`~`");
         fails("echo # hi", "#", "comment");
         fails("FOO=bar make", "FOO=bar", ".env(\"FOO\", value)");
+        fails("! grep -q x f", "!", "negates its exit status");
+        fails("a | ! b", "!", "negates its exit status");
         fails("FOO=\"a b\" make", "FOO=\"a b\"", ".env(\"FOO\"");
     }
 

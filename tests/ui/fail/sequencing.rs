@@ -8,4 +8,5 @@ fn main() {
     let _ = cmd!("sleep 10 &");
     let _ = cmd!("make |& tee log");
     let _ = cmd!("(cd src && make)");
+    let _ = cmd!("! grep -q error build.log");
 }
