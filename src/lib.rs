@@ -1,5 +1,118 @@
 //! leadpipe: shell-like programs in Rust.
-#![allow(missing_docs)]
+//!
+//! Deployment scripts, release tooling and fleet operations are mostly "run this, feed it
+//! that, check it worked". leadpipe makes each command a typed value you build, compose
+//! and run, on this machine or (soon) on remote machines over SSH, with errors that say
+//! what ran, where, and what it printed.
+//!
+//! # Commands are values
+//!
+//! A machine makes commands; building one runs nothing.
+//!
+//! ```no_run
+//! # async fn demo() -> leadpipe::Result<()> {
+//! use leadpipe::prelude::*;
+//!
+//! let sh = local();
+//! let ls = sh.cmd("ls").arg("-la").arg("/var/log");
+//! println!("{ls}");                      // ls -la /var/log  (quoted for a shell)
+//! let listing: String = ls.read().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Arguments are passed as they are: no shell sits in the middle, so nothing is split,
+//! globbed or interpreted, whatever a variable holds.
+//!
+//! # Pipes and redirects
+//!
+//! `|` connects commands into a [`Pipeline`] (OS pipes; the data never passes through
+//! your program), `<<` feeds bytes, `>>` appends to a file, and methods do the rest.
+//!
+//! ```no_run
+//! # async fn demo() -> leadpipe::Result<()> {
+//! use leadpipe::prelude::*;
+//! let sh = local();
+//! let errors = (sh.cmd("grep").args(["-c", "ERROR"]) << "ok\nERROR x\n").read().await?;
+//! let first = (sh.cmd("yes") | sh.cmd("head").arg("-1")).read().await?;
+//! (sh.cmd("date") >> "deploy.log").run().await?;
+//! sh.cmd("make").stdout(Redirect::Null).stderr_to_stdout().run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A pipeline fails when any stage fails (bash's `pipefail`), except a stage that died of
+//! SIGPIPE because a later one stopped reading. The error names the stage and shows its
+//! own stderr.
+//!
+//! # Running
+//!
+//! | call | returns | stdin / stdout / stderr when not set | status |
+//! | --- | --- | --- | --- |
+//! | [`run`](Command::run) | `()` | inherited / inherited / inherited | checked |
+//! | [`read`](Command::read) | `String`, one trailing `\n` trimmed | null / captured / kept for the error | checked |
+//! | [`read_bytes`](Command::read_bytes) | `Vec<u8>` | null / captured / kept for the error | checked |
+//! | [`output`](Command::output) | [`Output`] | null / captured / captured | checked unless `unchecked()` |
+//! | [`status`](Command::status) | [`ExitStatus`] | null / null / null | never an error |
+//! | [`success`](Command::success) | `bool` | null / null / null | never an error |
+//! | [`spawn`](Command::spawn) | [`Child`] | pipe / pipe / kept for the error | checked at `wait` |
+//! | [`lines`](Command::lines) | [`Lines`] stream | null / lines / lines | checked at the end |
+//!
+//! "Checked" means a status outside [`ok_codes`](Command::ok_codes) (default `[0]`) is an
+//! [`Error::Exit`]. [`timeout`](Command::timeout) kills the command and everything it
+//! started; dropping a [`Child`] does the same.
+//!
+//! # Machines
+//!
+//! [`LocalMachine`] runs commands here. `with_cwd` and `with_env` return views of a machine
+//! instead of changing the process's directory or environment.
+//!
+//! # Without async
+//!
+//! [`blocking`] gives every call to a plain `fn main`: write `.wait()` where async code
+//! writes `.await`.
+//!
+//! # Errors
+//!
+//! One [`enum@Error`] type. Its `Display` is meant for the person running the script:
+//!
+//! ```text
+//! stage 1 of 2 failed with exit code 2 on local:
+//!   $ ls /nope | wc -l
+//!   stage 1: ls /nope
+//!   stderr: ls: cannot access '/nope': No such file or directory
+//! ```
+//!
+//! Every start emits a `tracing` event at debug level with the command line and machine.
+
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod blocking;
+mod child;
+mod command;
+mod error;
+mod exec;
+mod lines;
+mod local;
+mod machine;
+mod pipeline;
+mod quote;
+mod redirect;
+mod status;
+
+pub use crate::{
+    child::{Child, ChildStderr, ChildStdin, ChildStdout},
+    command::Command,
+    error::{Error, ExitError, Result},
+    lines::{Line, Lines},
+    local::{LocalMachine, local},
+    pipeline::Pipeline,
+    redirect::{Input, Redirect},
+    status::{ExitStatus, Output, Signal},
+};
+
+/// The names a script needs: `use leadpipe::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, local};
+}
 
 mod cmd_macro;
 

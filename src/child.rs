@@ -1,0 +1,287 @@
+//! `Child`: a started command or pipeline, and its streams.
+
+use std::{
+    fmt, io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use crate::{
+    ExitStatus, Output, Redirect, Result, Signal,
+    command::Stderr,
+    exec::{self, Captured, Job},
+    machine::{BoxRead, BoxWrite, Running},
+};
+
+/// A running command or pipeline, from [`Command::spawn`](crate::Command::spawn).
+///
+/// `stdin` is a pipe into the first stage and `stdout` a pipe from the last, unless the
+/// command redirected them; take them to talk to the process. Stderr is drained by
+/// leadpipe in the background (so the process never blocks on it) and kept for the error
+/// and for [`wait_with_output`](Child::wait_with_output); set
+/// [`Redirect::Pipe`] on the last stage's stderr to get it as `stderr` instead.
+///
+/// Dropping a `Child` that has not been waited for kills everything it started: on the
+/// local machine the whole process group of the pipeline, grandchildren included.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// let mut child = leadpipe::local().cmd("tr").args(["a-z", "A-Z"]).spawn().await?;
+/// let mut stdin = child.stdin.take().unwrap();
+/// stdin.write_all(b"hello").await.unwrap();
+/// drop(stdin); // end of input
+/// let mut upper = String::new();
+/// child.stdout.take().unwrap().read_to_string(&mut upper).await.unwrap();
+/// child.wait().await?;
+/// assert_eq!(upper, "HELLO");
+/// # Ok(()) }
+/// ```
+pub struct Child {
+    /// The pipe into the first stage's stdin (unless it was redirected or fed bytes).
+    pub stdin: Option<ChildStdin>,
+    /// The pipe from the last stage's stdout (unless it was redirected).
+    pub stdout: Option<ChildStdout>,
+    /// The pipe from the last stage's stderr, when it was set to [`Redirect::Pipe`].
+    pub stderr: Option<ChildStderr>,
+    job: Job,
+    running: Box<dyn Running>,
+    /// Per stage: the task draining its stderr, until its bytes are in `stderr_kept`.
+    stderr_tasks: Vec<Option<JoinHandle<io::Result<Vec<u8>>>>>,
+    stderr_kept: Vec<Vec<u8>>,
+    stderr_captured: Vec<bool>,
+    deadline: Option<Instant>,
+    statuses: Option<Vec<ExitStatus>>,
+}
+
+impl Child {
+    pub(crate) fn new(job: Job, mut running: Box<dyn Running>, deadline: Option<Instant>) -> Child {
+        let count = job.stages().len();
+        let stdin = match job.stages()[0].spec().stdin {
+            None => running.take_stdin(0).map(ChildStdin),
+            Some(_) => None,
+        };
+        let stdout = running.take_stdout().map(ChildStdout);
+        let mut stderr = None;
+        let mut stderr_tasks = Vec::with_capacity(count);
+        let mut stderr_captured = Vec::with_capacity(count);
+        for (i, command) in job.stages().iter().enumerate() {
+            let pipe = running.take_stderr(i);
+            let wanted =
+                i + 1 == count && command.spec().stderr == Some(Stderr::To(Redirect::Pipe));
+            match pipe {
+                Some(pipe) if wanted => {
+                    stderr = Some(ChildStderr(pipe));
+                    stderr_tasks.push(None);
+                    stderr_captured.push(false);
+                }
+                Some(pipe) => {
+                    stderr_tasks.push(Some(tokio::spawn(exec::drain(pipe, false))));
+                    stderr_captured.push(true);
+                }
+                None => {
+                    stderr_tasks.push(None);
+                    stderr_captured.push(false);
+                }
+            }
+        }
+        Child {
+            stdin,
+            stdout,
+            stderr,
+            job,
+            running,
+            stderr_tasks,
+            stderr_kept: vec![Vec::new(); count],
+            stderr_captured,
+            deadline,
+            statuses: None,
+        }
+    }
+
+    /// The process id of the first stage, on machines that have one to give (the local
+    /// one). On the local machine it is also the process group id of the pipeline.
+    pub fn id(&self) -> Option<u32> {
+        self.running.id()
+    }
+
+    /// Sends `signal` to everything the child started (on the local machine, its process
+    /// group). Nothing happens once it has ended.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the machine refuses to deliver it.
+    pub fn signal(&mut self, signal: Signal) -> Result<()> {
+        self.running.signal(signal)
+    }
+
+    /// Kills everything the child started (SIGKILL) and waits until it is gone. A later
+    /// [`wait`](Child::wait) reports the death by SIGKILL as the failure it is.
+    ///
+    /// # Errors
+    /// As [`signal`](Child::signal).
+    pub async fn kill(&mut self) -> Result<()> {
+        self.running.signal(Signal::KILL)?;
+        self.finish(None).await.map(|_| ())
+    }
+
+    /// Waits for the child to end and checks its status. Closes our end of `stdin` if it
+    /// was not taken (so the child sees end of input) and discards stdout that was not
+    /// taken; take the streams you need before calling it. Cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::Exit`](crate::Error::Exit) for a failing status (with the stderr leadpipe
+    /// kept), [`Error::Timeout`](crate::Error::Timeout) when the command's timeout passed.
+    pub async fn wait(&mut self) -> Result<ExitStatus> {
+        let statuses = self.finish(None).await?;
+        self.check(&statuses, Vec::new())?;
+        Ok(self.job.status_of(&statuses))
+    }
+
+    /// Waits for the child to end, collecting the stdout that was not taken and the
+    /// stderr leadpipe kept, and checks its status.
+    ///
+    /// # Errors
+    /// As [`wait`](Child::wait); with `unchecked()` a failing status is in the [`Output`].
+    pub async fn wait_with_output(mut self) -> Result<Output> {
+        let mut stdout = Vec::new();
+        let statuses = self.finish(Some(&mut stdout)).await?;
+        self.check(&statuses, stdout.clone())?;
+        Ok(Output {
+            status: self.job.status_of(&statuses),
+            stdout,
+            stderr: std::mem::take(&mut self.stderr_kept).concat(),
+            statuses,
+        })
+    }
+
+    fn check(&self, statuses: &[ExitStatus], stdout: Vec<u8>) -> Result<()> {
+        let captured = Captured {
+            stdout,
+            stderr: self.stderr_kept.iter().map(|s| exec::tail(s)).collect(),
+            stderr_captured: self.stderr_captured.clone(),
+        };
+        self.job.check(statuses, &captured)
+    }
+
+    /// Waits for every stage and every kept stderr, reading or discarding the stdout
+    /// that was not taken, within the deadline.
+    async fn finish(&mut self, stdout_sink: Option<&mut Vec<u8>>) -> Result<Vec<ExitStatus>> {
+        if let Some(statuses) = &self.statuses {
+            return Ok(statuses.clone());
+        }
+        self.stdin = None;
+        let stdout = self.stdout.take();
+        let Child {
+            running,
+            stderr_tasks,
+            stderr_kept,
+            ..
+        } = self;
+        let work = async {
+            let read_stdout = async {
+                match (stdout, stdout_sink) {
+                    (Some(mut pipe), Some(sink)) => {
+                        tokio::io::AsyncReadExt::read_to_end(&mut pipe, sink).await
+                    }
+                    (Some(mut pipe), None) => tokio::io::copy(&mut pipe, &mut tokio::io::sink())
+                        .await
+                        .map(|_| 0),
+                    (None, _) => Ok(0),
+                }
+            };
+            let kept = async {
+                for (task, kept) in stderr_tasks.iter_mut().zip(stderr_kept.iter_mut()) {
+                    if let Some(handle) = task {
+                        *kept = handle.await.unwrap_or_else(|e| Err(io::Error::other(e)))?;
+                        *task = None;
+                    }
+                }
+                Ok::<_, io::Error>(())
+            };
+            let (read, kept, statuses) = tokio::join!(read_stdout, kept, running.wait());
+            let context = || "reading the output of a spawned command".to_owned();
+            read.map_err(|e| crate::Error::io(context(), e))?;
+            kept.map_err(|e| crate::Error::io(context(), e))?;
+            statuses
+        };
+        let Some(statuses) = exec::until(self.deadline, work).await else {
+            exec::stop(self.running.as_mut()).await;
+            self.statuses = self.running.wait().await.ok();
+            return Err(self.job.timed_out());
+        };
+        let statuses = statuses?;
+        self.statuses = Some(statuses.clone());
+        Ok(statuses)
+    }
+}
+
+impl fmt::Debug for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("command", &self.job.display())
+            .field("id", &self.id())
+            .field("statuses", &self.statuses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pipe into a child's stdin: a tokio [`AsyncWrite`]. Drop it (or `shutdown`) to send
+/// end of input.
+pub struct ChildStdin(BoxWrite);
+
+impl AsyncWrite for ChildStdin {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+impl fmt::Debug for ChildStdin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChildStdin")
+    }
+}
+
+macro_rules! read_stream {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("The pipe from a child's ", $what, ": a tokio [`AsyncRead`].")]
+        pub struct $name(BoxRead);
+
+        impl AsyncRead for $name {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut *self.0).poll_read(cx, buf)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($name))
+            }
+        }
+    };
+}
+
+read_stream!(ChildStdout, "stdout");
+read_stream!(ChildStderr, "stderr");

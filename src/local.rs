@@ -1,0 +1,503 @@
+//! `LocalMachine`: processes on this machine, started without a shell.
+//!
+//! A pipeline's stages are spawned directly (no `sh -c`), connected by OS pipes that this
+//! process never reads, and put in one new process group so that a timeout, `kill()` or a
+//! dropped `Child` can stop every stage and everything the stages started with one
+//! `killpg`. Hazards handled here, each next to the code that defends against it:
+//! pipe ends leaking into other children, a program missing in stage three while stages
+//! one and two already run, signalling a process group id the kernel has reused, and
+//! terminal job control.
+
+use std::{
+    ffi::{OsStr, OsString},
+    fs::{File, OpenOptions},
+    io,
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, LazyLock},
+};
+
+use futures::future::BoxFuture;
+use tokio::net::unix::pipe;
+
+use crate::{
+    Command, Error, ExitStatus, Result, Signal,
+    command::Scope,
+    machine::{
+        Backend, BoxRead, BoxWrite, MachineRef, Plan, Running, StagePlan, StderrPlan, StdinPlan,
+        StdoutPlan,
+    },
+};
+
+/// This machine: commands run as child processes of this one.
+///
+/// `LocalMachine` is a cheap, cloneable value. [`with_cwd`](LocalMachine::with_cwd) and
+/// [`with_env`](LocalMachine::with_env) return *views* whose commands start in another
+/// directory or with more variables; the process's own directory and environment are
+/// never changed, so concurrent tasks cannot step on each other.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::LocalMachine;
+/// let sh = LocalMachine::new();
+/// let repo = sh.with_cwd("/srv/app").with_env("GIT_PAGER", "");
+/// let head = repo.cmd("git").args(["rev-parse", "HEAD"]).read().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LocalMachine {
+    backend: MachineRef,
+    scope: Scope,
+}
+
+/// Every `LocalMachine` shares one backend, so commands from different views (or from
+/// separate `local()` calls) can join one pipeline.
+static LOCAL: LazyLock<MachineRef> = LazyLock::new(|| Arc::new(LocalBackend));
+
+impl Default for LocalMachine {
+    fn default() -> LocalMachine {
+        LocalMachine::new()
+    }
+}
+
+impl LocalMachine {
+    /// This machine, in this process's working directory and environment.
+    pub fn new() -> LocalMachine {
+        LocalMachine {
+            backend: LOCAL.clone(),
+            scope: Scope::default(),
+        }
+    }
+
+    /// A command that runs `program` here. Nothing runs until one of the command's calls.
+    ///
+    /// A `program` without a `/` is looked up on `PATH` (the command's own, if it sets
+    /// one) when the command runs; one with a `/` is taken from the working directory.
+    pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        Command::new(self.backend.clone(), &self.scope, program.as_ref())
+    }
+
+    /// Where `program` would be found, as running it would look for it.
+    ///
+    /// # Errors
+    /// [`Error::CommandNotFound`] naming the `PATH` searched.
+    pub async fn which(&self, program: impl AsRef<OsStr>) -> Result<PathBuf> {
+        let path = self
+            .scope
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "PATH")
+            .and_then(|(_, value)| value.clone());
+        self.backend
+            .which(program.as_ref(), path.as_deref(), self.scope.cwd.as_deref())
+            .await
+    }
+
+    /// A view of this machine whose commands start in `dir` (relative to this view's
+    /// directory, as `cd` would). The process's own directory is not changed.
+    #[doc(alias = "pushd")]
+    #[doc(alias = "cd")]
+    pub fn with_cwd(&self, dir: impl AsRef<Path>) -> LocalMachine {
+        LocalMachine {
+            backend: self.backend.clone(),
+            scope: self.scope.with_cwd(dir.as_ref()),
+        }
+    }
+
+    /// A view of this machine whose commands get `key=value` in their environment. The
+    /// process's own environment is not changed.
+    #[doc(alias = "pushenv")]
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> LocalMachine {
+        LocalMachine {
+            backend: self.backend.clone(),
+            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+        }
+    }
+
+    /// The directory this view's commands start in, when the view set one.
+    pub fn get_cwd(&self) -> Option<&Path> {
+        self.scope.cwd.as_deref()
+    }
+}
+
+impl std::fmt::Debug for LocalMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMachine")
+            .field("cwd", &self.scope.cwd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This machine, [`LocalMachine::new`].
+pub fn local() -> LocalMachine {
+    LocalMachine::new()
+}
+
+struct LocalBackend;
+
+impl Backend for LocalBackend {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn start(&self, plan: Plan) -> BoxFuture<'_, Result<Box<dyn Running>>> {
+        // Spawning does not block; the future only exists to share the interface (and to
+        // be inside the runtime, which the pipes below register with).
+        Box::pin(async move { start(plan).map(|running| Box::new(running) as Box<dyn Running>) })
+    }
+
+    fn which<'a>(
+        &'a self,
+        program: &'a OsStr,
+        path: Option<&'a OsStr>,
+        cwd: Option<&'a Path>,
+    ) -> BoxFuture<'a, Result<PathBuf>> {
+        Box::pin(async move { which(program, path, cwd) })
+    }
+}
+
+fn which(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> Result<PathBuf> {
+    let searched: OsString = path
+        .map(OsStr::to_os_string)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let not_found = || Error::CommandNotFound {
+        program: program.to_string_lossy().into_owned(),
+        machine: "local".to_owned(),
+        searched: searched.to_string_lossy().into_owned(),
+    };
+    if program.is_empty() {
+        return Err(not_found());
+    }
+    let base = match cwd {
+        Some(dir) if dir.is_absolute() => dir.to_path_buf(),
+        _ => std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the current directory", e))?
+            .join(cwd.unwrap_or(Path::new(""))),
+    };
+    which::which_in(program, Some(&searched), base).map_err(|_| not_found())
+}
+
+/// The program a stage runs, as the command's env would have it looked up.
+fn resolve(command: &Command) -> Result<PathBuf> {
+    let spec = command.spec();
+    // The command's own PATH wins; if it clears or removes PATH, this process's is used.
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "PATH")
+        .and_then(|(_, value)| value.as_deref());
+    which(&spec.program, path, spec.cwd.as_deref())
+}
+
+/// Where a stage's stdout goes, before it becomes the child's: kept as a descriptor so
+/// that `2>&1` can duplicate it.
+enum Out {
+    Inherit,
+    Null,
+    Fd(OwnedFd),
+}
+
+impl Out {
+    fn duplicate(&self) -> io::Result<Stdio> {
+        Ok(match self {
+            Out::Inherit => io::stdout().as_fd().try_clone_to_owned()?.into(),
+            Out::Null => Stdio::null(),
+            Out::Fd(fd) => fd.try_clone()?.into(),
+        })
+    }
+
+    fn into_stdio(self) -> Stdio {
+        match self {
+            Out::Inherit => Stdio::inherit(),
+            Out::Null => Stdio::null(),
+            Out::Fd(fd) => fd.into(),
+        }
+    }
+}
+
+/// A pipe whose write end goes to a child and whose read end stays here.
+///
+/// `std::io::pipe` creates both ends close-on-exec: a child spawned concurrently by another
+/// thread cannot inherit them and hold our pipe open (only the end we hand to a child
+/// is dup'ed onto its fd 0/1/2, without the flag).
+fn pipe_to_us() -> io::Result<(BoxRead, OwnedFd)> {
+    let (reader, writer) = io::pipe()?;
+    let reader = pipe::Receiver::from_owned_fd(reader.into())?;
+    Ok((Box::new(reader), writer.into()))
+}
+
+fn open_out(path: &Path, append: bool) -> io::Result<OwnedFd> {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    Ok(options.open(path)?.into())
+}
+
+/// A redirect path as the child would see it: relative to the child's directory.
+fn at_cwd(stage: &StagePlan, path: &Path) -> PathBuf {
+    match &stage.command.spec().cwd {
+        Some(dir) => dir.join(path),
+        None => path.to_path_buf(),
+    }
+}
+
+fn redirect_error(stage: &StagePlan, what: &str, path: &Path, error: io::Error) -> Error {
+    Error::io(
+        format!(
+            "cannot open {} for {what} of `{}` on local",
+            path.display(),
+            stage.command.display_line()
+        ),
+        error,
+    )
+}
+
+fn stdout_of(stage: &StagePlan, stdout: &mut Option<BoxRead>) -> Result<Out> {
+    let open = |path: &Path, append| {
+        let path = at_cwd(stage, path);
+        open_out(&path, append).map_err(|e| redirect_error(stage, "stdout", &path, e))
+    };
+    Ok(match &stage.stdout {
+        StdoutPlan::Inherit => Out::Inherit,
+        StdoutPlan::Null => Out::Null,
+        StdoutPlan::File(path) => Out::Fd(open(path, false)?),
+        StdoutPlan::Append(path) => Out::Fd(open(path, true)?),
+        StdoutPlan::Pipe => {
+            let (reader, writer) = pipe_to_us().map_err(|e| Error::io("creating a pipe", e))?;
+            *stdout = Some(reader);
+            Out::Fd(writer)
+        }
+        // Only the last stage's stdout is resolved here; the others are pipes made in `start`.
+        StdoutPlan::Next => Out::Null,
+    })
+}
+
+fn start(plan: Plan) -> Result<LocalRunning> {
+    let count = plan.stages.len();
+    // Every program is found before anything starts: a typo in the last stage must not
+    // leave the first ones running.
+    let programs = plan
+        .stages
+        .iter()
+        .map(|stage| resolve(&stage.command))
+        .collect::<Result<Vec<_>>>()?;
+
+    // Job control: a process reading the terminal must be in the terminal's foreground
+    // process group, or the kernel stops it with SIGTTIN (and Ctrl-C must reach it). So a
+    // pipeline that reads our terminal stays in our group, and is signalled stage by stage
+    // (its grandchildren are then out of reach of timeouts and drops). Everything else
+    // gets a process group of its own.
+    let reads_terminal = plan.stages.iter().any(|s| s.stdin == StdinPlan::Inherit)
+        // SAFETY: isatty only inspects the descriptor.
+        && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+
+    let mut running = LocalRunning {
+        children: Vec::with_capacity(count),
+        group: None,
+        own_group: !reads_terminal,
+        stdin: (0..count).map(|_| None).collect(),
+        stdout: None,
+        stderr: (0..count).map(|_| None).collect(),
+    };
+    // The last stdout first: any stage's stderr may be sent there (`(a | b) 2>&1`).
+    let last_stage = &plan.stages[count - 1];
+    let mut last_out = Some(stdout_of(last_stage, &mut running.stdout)?);
+    let mut previous: Option<OwnedFd> = None;
+
+    for (i, (stage, program)) in plan.stages.iter().zip(&programs).enumerate() {
+        let spec = stage.command.spec();
+        let pipe_error = |e| Error::io("creating a pipe", e);
+        let stdin: Stdio = match &stage.stdin {
+            StdinPlan::Inherit => Stdio::inherit(),
+            StdinPlan::Null => Stdio::null(),
+            StdinPlan::File(path) => {
+                let path = at_cwd(stage, path);
+                File::open(&path)
+                    .map_err(|e| redirect_error(stage, "stdin", &path, e))?
+                    .into()
+            }
+            StdinPlan::Pipe => {
+                let (reader, writer) = io::pipe().map_err(pipe_error)?;
+                let writer = pipe::Sender::from_owned_fd(writer.into()).map_err(pipe_error)?;
+                running.stdin[i] = Some(Box::new(writer));
+                reader.into()
+            }
+            // The previous stage's stdout, or end of file when it went elsewhere.
+            StdinPlan::Previous => previous.take().map_or_else(Stdio::null, Stdio::from),
+        };
+        // Dropping an unused read end here makes the previous stage's writes fail with
+        // EPIPE, as in a shell: `a > file | b` gives b nothing.
+        previous = None;
+        let out = if i + 1 == count {
+            last_out.take().unwrap_or(Out::Null)
+        } else if stage.stdout == StdoutPlan::Next {
+            let (reader, writer) = io::pipe().map_err(pipe_error)?;
+            previous = Some(reader.into());
+            Out::Fd(writer.into())
+        } else {
+            stdout_of(stage, &mut None)?
+        };
+        let dup_error = |e| Error::io("duplicating stdout for 2>&1", e);
+        let stderr: Stdio = match &stage.stderr {
+            StderrPlan::Inherit => Stdio::inherit(),
+            StderrPlan::Null => Stdio::null(),
+            StderrPlan::File(path) | StderrPlan::Append(path) => {
+                let path = at_cwd(stage, path);
+                let append = matches!(stage.stderr, StderrPlan::Append(_));
+                open_out(&path, append)
+                    .map_err(|e| redirect_error(stage, "stderr", &path, e))?
+                    .into()
+            }
+            StderrPlan::Pipe => {
+                let (reader, writer) = pipe_to_us().map_err(pipe_error)?;
+                running.stderr[i] = Some(reader);
+                writer.into()
+            }
+            StderrPlan::Stdout => out.duplicate().map_err(dup_error)?,
+            StderrPlan::PipelineStdout => match &last_out {
+                Some(last) => last.duplicate().map_err(dup_error)?,
+                None => out.duplicate().map_err(dup_error)?,
+            },
+        };
+
+        let mut process = tokio::process::Command::new(program);
+        process.arg0(&spec.program).args(&spec.args);
+        if spec.env_clear {
+            process.env_clear();
+        }
+        for (key, value) in &spec.env {
+            match value {
+                Some(value) => process.env(key, value),
+                None => process.env_remove(key),
+            };
+        }
+        if let Some(dir) = &spec.cwd {
+            process.current_dir(dir);
+        }
+        process.stdin(stdin).stdout(out.into_stdio()).stderr(stderr);
+        if running.own_group {
+            // Stage 0 leads a new group; the others join it. The leader cannot have been
+            // reaped yet (only `wait` reaps), so its group id is still valid.
+            process.process_group(running.group.unwrap_or(0));
+        }
+        // On error, `running` is dropped and kills the stages already started.
+        let child = process.spawn().map_err(|e| spawn_error(stage, e))?;
+        if i == 0 && running.own_group {
+            running.group = child.id().and_then(|id| i32::try_from(id).ok());
+        }
+        running.children.push((child, None));
+        // `process` is dropped here, closing our copies of the ends this child now holds:
+        // otherwise the next stage would never see end of file.
+    }
+    Ok(running)
+}
+
+fn spawn_error(stage: &StagePlan, error: io::Error) -> Error {
+    let line = stage.command.display_line();
+    match &stage.command.spec().cwd {
+        Some(dir) if error.kind() == io::ErrorKind::NotFound && !dir.is_dir() => Error::io(
+            format!(
+                "cannot start `{line}` on local: no directory {}",
+                dir.display()
+            ),
+            error,
+        ),
+        _ => Error::io(format!("cannot start `{line}` on local"), error),
+    }
+}
+
+/// The processes of a started local pipeline.
+struct LocalRunning {
+    /// Each stage's child and, once reaped, its status.
+    children: Vec<(tokio::process::Child, Option<ExitStatus>)>,
+    /// The pipeline's process group (the first stage's pid), when it has its own.
+    group: Option<i32>,
+    own_group: bool,
+    stdin: Vec<Option<BoxWrite>>,
+    stdout: Option<BoxRead>,
+    stderr: Vec<Option<BoxRead>>,
+}
+
+impl Running for LocalRunning {
+    fn take_stdin(&mut self, stage: usize) -> Option<BoxWrite> {
+        self.stdin.get_mut(stage)?.take()
+    }
+
+    fn take_stdout(&mut self) -> Option<BoxRead> {
+        self.stdout.take()
+    }
+
+    fn take_stderr(&mut self, stage: usize) -> Option<BoxRead> {
+        self.stderr.get_mut(stage)?.take()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>> {
+        Box::pin(async move {
+            let mut statuses = Vec::with_capacity(self.children.len());
+            for (child, status) in &mut self.children {
+                let status = match status {
+                    Some(status) => *status,
+                    None => {
+                        let waited = child
+                            .wait()
+                            .await
+                            .map_err(|e| Error::io("waiting for a child process", e))?;
+                        *status = Some(waited.into());
+                        waited.into()
+                    }
+                };
+                statuses.push(status);
+            }
+            Ok(statuses)
+        })
+    }
+
+    fn signal(&mut self, signal: Signal) -> Result<()> {
+        // A reaped child's pid (and so a group led by it, once the group is empty) may
+        // belong to an unrelated process by now: signal only while one of ours is
+        // unreaped. tokio's `id()` turns `None` exactly when the child is reaped; a live or
+        // zombie member keeps the group id from being reused.
+        let alive: Vec<u32> = self.children.iter().filter_map(|(c, _)| c.id()).collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        let sent = match self.group {
+            // SAFETY: plain syscall on a group id we own, see above.
+            Some(group) => unsafe { libc::killpg(group, signal.as_raw()) },
+            None => alive
+                .iter()
+                // SAFETY: plain syscall on an unreaped child's pid.
+                .map(|&pid| unsafe { libc::kill(pid as libc::pid_t, signal.as_raw()) })
+                .min()
+                .unwrap_or(0),
+        };
+        let error = io::Error::last_os_error();
+        if sent == 0 || error.raw_os_error() == Some(libc::ESRCH) {
+            Ok(())
+        } else {
+            Err(Error::io(format!("sending {signal} on local"), error))
+        }
+    }
+
+    fn id(&self) -> Option<u32> {
+        self.children.first().and_then(|(child, _)| child.id())
+    }
+}
+
+impl Drop for LocalRunning {
+    fn drop(&mut self) {
+        // Dropped before every stage ended (a timeout, a dropped Child or Lines, a failed
+        // start): kill them all. tokio reaps the dropped children in the background, so
+        // no zombie is left behind.
+        let _ = self.signal(Signal::KILL);
+    }
+}

@@ -1,0 +1,257 @@
+//! `Pipeline`: commands whose stdout feeds the next one's stdin.
+
+use std::{ffi::OsStr, fmt, path::Path, time::Duration};
+
+use crate::{
+    Child, Command, Input, Lines, Output, Redirect, Result,
+    exec::{self, Job},
+    status::ExitStatus,
+};
+
+/// Commands connected stdout to stdin, made with `|`: `a | b | c`.
+///
+/// On a local machine the stages are connected by OS pipes, so the data flows from process
+/// to process without passing through this one. Every stage's stderr is drained at the
+/// same time (a stage that writes a lot of stderr never stalls the pipeline) and kept for
+/// the error unless redirected.
+///
+/// A pipeline fails when any stage fails, like bash's `set -o pipefail`, with two
+/// refinements: a stage killed by SIGPIPE because a later stage stopped reading is not a
+/// failure (`yes | head -1` succeeds, as in bash), and the error names the *first* stage
+/// that failed, with that stage's own stderr, since that is usually the cause.
+///
+/// Settings made on the pipeline apply to its stages: `stdin` to the first, `stdout` to the
+/// last, `stderr`, `env`, `cwd`, `ok_codes` and `unchecked` to every stage, and `timeout`
+/// to the whole (a stage's own timeout also limits the whole pipeline). Settings made on a
+/// command before it joins a pipeline stay with that stage: `(a.stdout(f) | b)` sends a's
+/// output to `f` and gives b an empty stdin, as the shell does.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::prelude::*;
+/// let sh = local();
+/// let first = (sh.cmd("yes") | sh.cmd("head").arg("-1")).read().await?;
+/// assert_eq!(first, "y");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    stages: Vec<Command>,
+    timeout: Option<Duration>,
+}
+
+impl From<Command> for Pipeline {
+    fn from(command: Command) -> Pipeline {
+        Pipeline {
+            stages: vec![command],
+            timeout: None,
+        }
+    }
+}
+
+impl Pipeline {
+    fn each(mut self, change: impl Fn(Command) -> Command) -> Pipeline {
+        self.stages = self.stages.into_iter().map(change).collect();
+        self
+    }
+
+    fn first(mut self, change: impl FnOnce(Command) -> Command) -> Pipeline {
+        let first = self.stages.remove(0);
+        self.stages.insert(0, change(first));
+        self
+    }
+
+    fn last(mut self, change: impl FnOnce(Command) -> Command) -> Pipeline {
+        if let Some(last) = self.stages.pop() {
+            self.stages.push(change(last));
+        }
+        self
+    }
+
+    /// The stages, in order.
+    pub fn stages(&self) -> &[Command] {
+        &self.stages
+    }
+
+    /// Sets the first stage's standard input.
+    pub fn stdin(self, input: impl Into<Input>) -> Pipeline {
+        let input = input.into();
+        self.first(|c| c.stdin(input))
+    }
+
+    /// Sets the last stage's standard output.
+    pub fn stdout(self, redirect: impl Into<Redirect>) -> Pipeline {
+        let redirect = redirect.into();
+        self.last(|c| c.stdout(redirect))
+    }
+
+    /// Sets every stage's standard error.
+    pub fn stderr(self, redirect: impl Into<Redirect>) -> Pipeline {
+        let redirect = redirect.into();
+        self.each(|c| c.stderr(redirect.clone()))
+    }
+
+    /// Sends every stage's standard error wherever the last stage's standard output goes,
+    /// like `{ a | b; } 2>&1` in a shell.
+    pub fn stderr_to_stdout(self) -> Pipeline {
+        self.each(Command::stderr_to_pipeline_stdout)
+    }
+
+    /// Sets an environment variable for every stage.
+    pub fn env(self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Pipeline {
+        self.each(|c| c.env(key.as_ref(), value.as_ref()))
+    }
+
+    /// Removes an environment variable from every stage.
+    pub fn env_remove(self, key: impl AsRef<OsStr>) -> Pipeline {
+        self.each(|c| c.env_remove(key.as_ref()))
+    }
+
+    /// Sets every stage's working directory (as [`Command::cwd`]).
+    pub fn cwd(self, dir: impl AsRef<Path>) -> Pipeline {
+        self.each(|c| c.cwd(dir.as_ref()))
+    }
+
+    /// Sets the exit codes that count as success for every stage.
+    pub fn ok_codes(self, codes: impl IntoIterator<Item = i32>) -> Pipeline {
+        let codes: Vec<i32> = codes.into_iter().collect();
+        self.each(|c| c.ok_codes(codes.iter().copied()))
+    }
+
+    /// Accepts every exit status of every stage.
+    pub fn unchecked(self) -> Pipeline {
+        self.each(Command::unchecked)
+    }
+
+    /// Kills every stage, and everything they started, when the pipeline runs longer than
+    /// `limit`; the call returns [`Error::Timeout`](crate::Error::Timeout).
+    pub fn timeout(mut self, limit: Duration) -> Pipeline {
+        self.timeout = Some(limit);
+        self
+    }
+
+    fn job(&self) -> Job {
+        Job::new(self.stages.clone(), self.timeout)
+    }
+
+    /// Runs the pipeline as [`Command::run`] does.
+    ///
+    /// # Errors
+    /// As [`Command::run`]; the error names the stage that failed.
+    pub async fn run(&self) -> Result<()> {
+        exec::run(self.job()).await
+    }
+
+    /// Runs the pipeline and returns the last stage's stdout as text, as [`Command::read`].
+    ///
+    /// # Errors
+    /// As [`Command::read`].
+    pub async fn read(&self) -> Result<String> {
+        exec::read(self.job()).await
+    }
+
+    /// Runs the pipeline and returns the last stage's stdout, byte for byte.
+    ///
+    /// # Errors
+    /// As [`Command::read_bytes`].
+    pub async fn read_bytes(&self) -> Result<Vec<u8>> {
+        exec::read_bytes(self.job()).await
+    }
+
+    /// Runs the pipeline and returns every stage's status, the last stdout and all stderr.
+    ///
+    /// # Errors
+    /// As [`Command::output`].
+    pub async fn output(&self) -> Result<Output> {
+        exec::output(self.job()).await
+    }
+
+    /// Runs the pipeline quietly and returns its status (bash's `pipefail` status).
+    ///
+    /// # Errors
+    /// As [`Command::status`].
+    pub async fn status(&self) -> Result<ExitStatus> {
+        exec::status(self.job()).await
+    }
+
+    /// Runs the pipeline quietly and tells whether every stage succeeded.
+    ///
+    /// # Errors
+    /// As [`Command::success`].
+    pub async fn success(&self) -> Result<bool> {
+        exec::success(self.job()).await
+    }
+
+    /// Starts the pipeline; the [`Child`] holds the first stage's stdin and the last
+    /// stage's stdout.
+    ///
+    /// # Errors
+    /// As [`Command::spawn`].
+    pub async fn spawn(&self) -> Result<Child> {
+        exec::spawn(self.job()).await
+    }
+
+    /// The last stage's stdout lines and every stage's stderr lines, as they come.
+    pub fn lines(&self) -> Lines {
+        exec::lines(self.job())
+    }
+}
+
+impl fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.job().display())
+    }
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stages)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl std::ops::BitOr<Command> for Pipeline {
+    type Output = Pipeline;
+    /// `(a | b) | c`: the last stage's stdout feeds `c`.
+    fn bitor(mut self, rhs: Command) -> Pipeline {
+        self.stages.push(rhs);
+        self
+    }
+}
+
+impl std::ops::BitOr<Pipeline> for Pipeline {
+    type Output = Pipeline;
+    /// `(a | b) | (c | d)`: one pipeline of four stages.
+    fn bitor(mut self, rhs: Pipeline) -> Pipeline {
+        self.stages.extend(rhs.stages);
+        self.timeout = match (self.timeout, rhs.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+}
+
+macro_rules! here_string {
+    ($($ty:ty),*) => {$(
+        impl std::ops::Shl<$ty> for Pipeline {
+            type Output = Pipeline;
+            /// `pipeline << bytes`: feeds exactly these bytes to the first stage's stdin.
+            fn shl(self, input: $ty) -> Pipeline {
+                self.stdin(Input::bytes(input))
+            }
+        }
+    )*};
+}
+here_string!(&str, String, Vec<u8>, &[u8]);
+
+impl<P: AsRef<Path>> std::ops::Shr<P> for Pipeline {
+    type Output = Pipeline;
+    /// `pipeline >> path`: appends the last stage's stdout to a file.
+    fn shr(self, path: P) -> Pipeline {
+        self.stdout(Redirect::Append(path.as_ref().to_path_buf()))
+    }
+}

@@ -1,0 +1,53 @@
+//! Shared helpers for leadpipe's integration tests.
+#![allow(dead_code)]
+
+use std::{path::Path, time::Duration};
+
+/// The test helper program with exact behaviour (see tests/bin/testbin.rs).
+pub const TESTBIN: &str = env!("CARGO_BIN_EXE_leadpipe-testbin");
+
+/// `leadpipe-testbin` on the local machine.
+pub fn testbin() -> leadpipe::Command {
+    leadpipe::local().cmd(TESTBIN)
+}
+
+/// What `leadpipe-testbin write` puts on stdout: byte i is `i % 251`.
+pub fn stdout_pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// What `leadpipe-testbin write` puts on stderr: byte i is `b'a' + i % 26`.
+pub fn stderr_pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// The state letter of a process from /proc (`R`, `S`, `Z`, ...), `None` once it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits up to 5 s for a process to be gone or a zombie (reaped by whoever its parent is).
+pub fn wait_gone(pid: u32) -> bool {
+    for _ in 0..500 {
+        match process_state(pid) {
+            None | Some('Z') | Some('X') => return true,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
+/// Reads a pid written by a test command into `file`, waiting up to 5 s for it to appear.
+pub fn read_pid(file: &Path) -> u32 {
+    for _ in 0..500 {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no pid in {}", file.display());
+}
