@@ -48,6 +48,7 @@
 /// let dir = "/var/log/nginx";
 /// cmd!(remote, "tar czf /tmp/logs.tgz -C {dir} .").run().await?;
 /// let size = cmd!(remote, "stat -c %s /tmp/logs.tgz").read().await?;
+/// let status = cmd!(remote.with_cwd("/srv/app"), "git status --short").read().await?;
 /// # Ok(()) }
 /// ```
 ///
@@ -133,7 +134,8 @@
 /// **Here-strings** follow bash: `<<<` feeds the word followed by one newline, so
 /// `cmd!("wc -l <<< {text}")` counts the lines of `text` as bash would. An interpolated
 /// here-string needs `AsRef<[u8]>` (`&str`, `String`, `Vec<u8>`, `&[u8]`). To feed bytes
-/// exactly, with no newline added, use [`.stdin(..)`](crate::Command::stdin) on the command.
+/// exactly, with no newline added, use the `<<` operator on the command
+/// (`cmd!("wc -c") << bytes`) or [`.stdin(..)`](crate::Command::stdin).
 ///
 /// ```no_run
 /// # use leadpipe::cmd;
