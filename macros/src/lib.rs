@@ -38,11 +38,10 @@ fn expand(input: TokenStream) -> Result<TokenStream, Failure> {
                 Span::call_site(),
             )
         })?;
-    let rest = tokens.split_off(semi + 1);
+    let mut rest = tokens.split_off(semi + 1);
     tokens.pop();
     let root: TokenStream = tokens.into_iter().collect();
 
-    let mut rest = rest;
     if rest.last().is_some_and(|t| is_punct(t, ',')) {
         rest.pop();
     }

@@ -854,7 +854,7 @@ impl Parser {
                     self.args.push(Arg::Splat(expr));
                 }
                 Tok::Pipe => {
-                    self.finish_stage(src, at.clone(), "before")?;
+                    self.finish_stage(src, Some(at.clone()))?;
                     self.stage_start = at.end;
                     if tokens.peek().is_none() {
                         return error(at, "`|` needs a command after it");
@@ -903,25 +903,27 @@ impl Parser {
                 }
             }
         }
-        self.finish_stage(src, src.len()..src.len(), "after")?;
+        self.finish_stage(src, None)?;
         Ok(self.stages)
     }
 
-    fn finish_stage(&mut self, src: &str, pipe: Range<usize>, side: &str) -> Result<(), Error> {
+    /// Closes the current stage, at a `|` (`pipe`, its range) or at the template's end.
+    fn finish_stage(&mut self, src: &str, pipe: Option<Range<usize>>) -> Result<(), Error> {
         let Some(program) = self.program.take() else {
-            let message = if !self.redirects.is_empty() {
-                "a redirect needs a command to apply to: this part of the template has no \
-                 program"
-                    .to_owned()
-            } else if side == "before" {
-                "`|` needs a command before it".to_owned()
-            } else {
-                "`|` needs a command after it".to_owned()
-            };
-            let at = if side == "before" {
-                pipe
-            } else {
-                self.stage_start.min(src.len())..src.len()
+            // This stage's text, without the blanks around it.
+            let end = pipe.as_ref().map_or(src.len(), |p| p.start);
+            let start = self.stage_start.min(end);
+            let text = &src[start..end];
+            let start = start + (text.len() - text.trim_start_matches(is_blank).len());
+            let end = (end - (text.len() - text.trim_end_matches(is_blank).len())).max(start);
+            let (message, at) = match pipe {
+                _ if !self.redirects.is_empty() => (
+                    "a redirect needs a command to apply to: this part of the template has no \
+                     program",
+                    start..end,
+                ),
+                Some(pipe) => ("`|` needs a command before it", pipe),
+                None => ("`|` needs a command after it", start..end),
             };
             return error(at, message);
         };
@@ -1354,6 +1356,8 @@ mod tests {
         fails("a |", "|", "command after it");
         fails("a | | b", "|", "command before it");
         fails("> f", "> f", "needs a command");
+        fails("> f | b", "> f", "needs a command");
+        fails("a | 2> f ", "2> f", "needs a command");
         fails("echo 'a", "'a", "unclosed `'`");
         fails("echo \"a", "\"a", "unclosed `\"`");
         fails("echo {a", "{a", "unclosed `{`");
