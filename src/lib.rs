@@ -113,3 +113,10 @@ pub use crate::{
 pub mod prelude {
     pub use crate::{Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, local};
 }
+
+mod cmd_macro;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use leadpipe_macros::cmd_impl;
+}
