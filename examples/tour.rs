@@ -64,6 +64,19 @@ async fn main() -> Result<()> {
         .await?;
     println!("log.txt:\n{}", here.cmd("cat").arg("log.txt").read().await?);
 
+    step("cmd!: the same, spelled as in a shell and parsed at compile time");
+    let file = "notes (draft).txt";
+    let pats = ["-e", "apple", "-e", "fig"];
+    cmd!(here, "echo apple pie > {file}").run().await?;
+    println!("{}", cmd!(here, "cat {file} | grep {pats...} | tr a-z A-Z"));
+    println!(
+        "-> {:?}",
+        cmd!(here, "cat {file} | grep {pats...} | tr a-z A-Z")
+            .read()
+            .await?
+    );
+    println!("here-string: {:?}", cmd!("wc -c <<< {file}").read().await?);
+
     step("Every call: output(), status(), success()");
     let out = sh
         .cmd("sh")

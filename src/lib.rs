@@ -87,6 +87,7 @@
 
 pub mod blocking;
 mod child;
+mod cmd_macro;
 mod command;
 mod error;
 mod exec;
@@ -111,12 +112,16 @@ pub use crate::{
 
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, local};
+    pub use crate::{Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, cmd, local};
 }
 
-mod cmd_macro;
-
+/// What the `cmd!` expansion needs from this crate that is not part of its API.
 #[doc(hidden)]
 pub mod __private {
     pub use leadpipe_macros::cmd_impl;
 }
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

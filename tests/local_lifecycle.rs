@@ -117,8 +117,11 @@ async fn lines_honour_the_timeout() {
 
 #[tokio::test]
 async fn a_failed_start_leaves_nothing_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let error = (hanging_stage(dir.path()) | local().cmd("cat").cwd("/leadpipe/missing"))
+    // The first stage may be killed before it runs a single instruction of its own, so it
+    // is found by a marker in its command line, not by anything it writes.
+    let marker = "31.4159265";
+    let first = testbin().args(["sleep", marker]);
+    let error = (first | local().cmd("cat").cwd("/leadpipe/missing"))
         .run()
         .await
         .unwrap_err();
@@ -126,7 +129,32 @@ async fn a_failed_start_leaves_nothing_running() {
         error.to_string().contains("no directory /leadpipe/missing"),
         "{error}"
     );
-    assert!(wait_gone(read_pid(&dir.path().join("stage.pid"))));
+    let running = |marker: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let live = support::process_state(
+                    entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0),
+                );
+                cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == marker.as_bytes())
+                    && !matches!(live, None | Some('Z'))
+            })
+    };
+    for _ in 0..500 {
+        if !running(marker) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the first stage is still running");
 }
 
 #[tokio::test]
