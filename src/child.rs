@@ -180,6 +180,7 @@ impl Child {
             stdout,
             stderr: self.stderr_kept.iter().map(|s| exec::tail(s)).collect(),
             stderr_captured: self.stderr_captured.clone(),
+            shared_stderr: self.running.shared_stderr(),
         };
         self.job.check(statuses, &captured)
     }

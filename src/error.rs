@@ -61,6 +61,45 @@ pub enum Error {
     /// A [`blocking`](crate::blocking) call was made from inside an async runtime, where it
     /// would block a worker thread (or deadlock); `.await` the call instead.
     BlockingInRuntime,
+    /// No SSH connection could be made: the address did not answer, refused, or the
+    /// handshake failed.
+    Connect {
+        /// `user@host[:port]`.
+        destination: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server accepted none of the ways leadpipe tried to log in.
+    Auth {
+        /// `user@host[:port]`.
+        destination: String,
+        /// What was tried, in order (key files with why they could not be used, password).
+        /// Never a secret.
+        tried: Vec<String>,
+        /// The methods the server said it accepts (`publickey`, `password`, ...).
+        accepted: Vec<String>,
+    },
+    /// The server's host key was refused: unknown, changed, or revoked per known_hosts.
+    HostKey {
+        /// The host as known_hosts names it (`host` or `[host]:port`).
+        host: String,
+        /// Why, with the key's fingerprint (`SHA256:...`) and the file and line involved.
+        reason: String,
+    },
+    /// The server refused to open a channel for a reason other than its channel limit
+    /// (which leadpipe waits out).
+    ChannelRefused {
+        /// The machine.
+        machine: String,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The SSH connection died (TCP reset, keepalives unanswered) while a call was using it.
+    /// The machine does not reconnect by itself: connect again.
+    ConnectionLost {
+        /// The machine.
+        machine: String,
+    },
 }
 
 /// The details of [`Error::Exit`]: which command failed, how, and the tails of its output.
@@ -163,6 +202,32 @@ impl fmt::Display for Error {
                 "a leadpipe::blocking call was made inside an async runtime, where it would \
                  block the runtime; use .await instead",
             ),
+            Error::Connect {
+                destination,
+                reason,
+            } => write!(f, "cannot connect to {destination}: {reason}"),
+            Error::Auth {
+                destination,
+                tried,
+                accepted,
+            } => {
+                write!(f, "authentication failed for {destination}")?;
+                let tried = if tried.is_empty() {
+                    "nothing (no key file found, no password given)".to_owned()
+                } else {
+                    tried.join(", ")
+                };
+                write!(f, "\n  tried: {tried}")?;
+                if !accepted.is_empty() {
+                    write!(f, "\n  the server accepts: {}", accepted.join(", "))?;
+                }
+                Ok(())
+            }
+            Error::HostKey { host, reason } => write!(f, "host key of {host} refused: {reason}"),
+            Error::ChannelRefused { machine, reason } => {
+                write!(f, "{machine} refused to open a channel: {reason}")
+            }
+            Error::ConnectionLost { machine } => write!(f, "the connection to {machine} was lost"),
         }
     }
 }

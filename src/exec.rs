@@ -221,14 +221,26 @@ impl Job {
         } else {
             Vec::new()
         };
+        let (stderr, stderr_captured) = if output.shared_stderr {
+            (
+                tail(&output.stderr.concat()),
+                output.stderr_captured.iter().any(|c| *c),
+            )
+        } else {
+            let stderr = output.stderr.get(index).map_or_else(Vec::new, |s| tail(s));
+            (
+                stderr,
+                output.stderr_captured.get(index).copied().unwrap_or(false),
+            )
+        };
         Err(Error::Exit(Box::new(ExitError {
             command: self.display(),
             stage: (count > 1).then(|| (index, count, self.stages[index].display_line())),
             machine: self.machine_name(),
             status: *status,
             stdout,
-            stderr: output.stderr.get(index).map_or_else(Vec::new, |s| tail(s)),
-            stderr_captured: output.stderr_captured.get(index).copied().unwrap_or(false),
+            stderr,
+            stderr_captured,
         })))
     }
 
@@ -269,6 +281,8 @@ pub(crate) struct Captured {
     pub(crate) stderr: Vec<Vec<u8>>,
     /// Per stage: whether its stderr came here at all.
     pub(crate) stderr_captured: Vec<bool>,
+    /// Every stage wrote one stream, found at one stage (see `Running::shared_stderr`).
+    pub(crate) shared_stderr: bool,
 }
 
 /// The last [`TAIL_BYTES`] of `bytes`.
@@ -308,6 +322,7 @@ async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
         .map(|s| s.stderr == StderrPlan::Pipe)
         .collect();
     let mut running = job.start(plan).await?;
+    let shared_stderr = running.shared_stderr();
     // Stdout is the bulk of what comes back: drained on a blocking thread where the
     // machine hands over an OS pipe. Stderr, usually small, is read by async tasks, which
     // also keeps a chatty stderr's memory bounded to its tail.
@@ -337,6 +352,7 @@ async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
                 stdout: stdout.map_err(|e| Error::io(context(), e))?,
                 stderr: stderr.map_err(|e| Error::io(context(), e))?,
                 stderr_captured,
+                shared_stderr,
             },
         ))
     };

@@ -97,6 +97,7 @@ mod machine;
 mod pipeline;
 mod quote;
 mod redirect;
+mod ssh;
 mod status;
 
 pub use crate::{
@@ -107,12 +108,15 @@ pub use crate::{
     local::{LocalMachine, local},
     pipeline::Pipeline,
     redirect::{Input, Redirect},
+    ssh::{HostKeyPolicy, SshBuilder, SshMachine},
     status::{ExitStatus, Output, Signal},
 };
 
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, cmd, local};
+    pub use crate::{
+        Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, SshMachine, cmd, local,
+    };
 }
 
 /// What the `cmd!` expansion needs from this crate that is not part of its API.

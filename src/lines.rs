@@ -229,6 +229,7 @@ async fn step(state: State) -> Option<(Result<Line>, State)> {
                     stdout: Vec::new(),
                     stderr: std::mem::take(&mut started.stderr_tails),
                     stderr_captured: std::mem::take(&mut started.stderr_captured),
+                    shared_stderr: started.running.shared_stderr(),
                 };
                 started.job.check(&statuses, &captured)
             });

@@ -91,9 +91,7 @@ impl LocalMachine {
             .rev()
             .find(|(key, _)| key == "PATH")
             .and_then(|(_, value)| value.clone());
-        self.backend
-            .which(program.as_ref(), path.as_deref(), self.scope.cwd.as_deref())
-            .await
+        which(program.as_ref(), path.as_deref(), self.scope.cwd.as_deref())
     }
 
     /// A view of this machine whose commands start in `dir` (relative to this view's
@@ -147,15 +145,6 @@ impl Backend for LocalBackend {
         // Spawning does not block; the future only exists to share the interface (and to
         // be inside the runtime, which the pipes below register with).
         Box::pin(async move { start(plan).map(|running| Box::new(running) as Box<dyn Running>) })
-    }
-
-    fn which<'a>(
-        &'a self,
-        program: &'a OsStr,
-        path: Option<&'a OsStr>,
-        cwd: Option<&'a Path>,
-    ) -> BoxFuture<'a, Result<PathBuf>> {
-        Box::pin(async move { which(program, path, cwd) })
     }
 }
 

@@ -10,7 +10,6 @@
 //! `child`, for every machine.
 
 use std::{
-    ffi::OsStr,
     io,
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
@@ -37,24 +36,31 @@ pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// (`read`, `output`) then drains it on a blocking thread, which moves bulk output at
 /// about twice the rate of readiness-driven async reads (a child writing 8 KiB at a time
 /// wakes a fast reader once per write; a blocking read makes that wakeup cheap). Streams
-/// that are not OS pipes (an SSH channel) will be a second variant, read asynchronously.
+/// that are not OS pipes (an SSH channel) are read asynchronously.
 pub(crate) enum ReadEnd {
     Fd(OwnedFd),
+    Async(BoxRead),
 }
 
 impl ReadEnd {
-    /// Reads the pipe to its end on a blocking thread. Setting `cancel` stops the read
-    /// within 100 ms: a grandchild that escaped its process group may hold a pipe open for
-    /// ever.
+    /// Reads the pipe to its end: an OS pipe on a blocking thread, where setting `cancel`
+    /// stops the read within 100 ms (a grandchild that escaped its process group may hold
+    /// a pipe open for ever); an async stream in a task.
     pub(crate) fn read_to_end(self, cancel: Arc<AtomicBool>) -> JoinHandle<io::Result<Vec<u8>>> {
         match self {
             ReadEnd::Fd(fd) => tokio::task::spawn_blocking(move || read_fd_to_end(&fd, &cancel)),
+            ReadEnd::Async(mut read) => tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut read, &mut buffer).await?;
+                Ok(buffer)
+            }),
         }
     }
 
     /// The end as an async stream.
     pub(crate) fn into_async(self) -> std::io::Result<BoxRead> {
         match self {
+            ReadEnd::Async(read) => Ok(read),
             ReadEnd::Fd(fd) => Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
                 fd,
             )?)),
@@ -122,15 +128,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ///
     /// On error nothing of the plan is left running.
     fn start(&self, plan: Plan) -> BoxFuture<'_, Result<Box<dyn Running>>>;
-
-    /// Finds `program` the way starting it would, with the command's `PATH` (`path`) and
-    /// working directory.
-    fn which<'a>(
-        &'a self,
-        program: &'a OsStr,
-        path: Option<&'a OsStr>,
-        cwd: Option<&'a std::path::Path>,
-    ) -> BoxFuture<'a, Result<PathBuf>>;
 }
 
 /// A shared handle to a machine's backend, carried by every command it makes.
@@ -203,6 +200,11 @@ pub(crate) trait Running: Send {
     fn take_stdout(&mut self) -> Option<ReadEnd>;
     /// The pipe from stage `stage`'s stderr, when planned with [`StderrPlan::Pipe`].
     fn take_stderr(&mut self, stage: usize) -> Option<ReadEnd>;
+    /// Whether all stages write one shared stderr stream (a remote shell's), handed out
+    /// for one stage: then an error shows that stream, whichever stage failed.
+    fn shared_stderr(&self) -> bool {
+        false
+    }
     /// Waits until every stage has ended; their statuses in stage order. Cancel-safe, and
     /// returns the same statuses when called again.
     fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>>;

@@ -1,0 +1,419 @@
+//! A pipeline started on an SSH machine: one session channel running one command line.
+//!
+//! Invariant: **no channel is ever left without a task draining it.** russh feeds every
+//! channel of a connection from one loop through small per-channel queues, so one channel
+//! nobody reads stalls all the others, new channel opens and keepalives included. The
+//! [`pump`] task reads every message of its channel from the moment it is open until the
+//! server closes it, whatever the caller does: it forwards stdout and stderr to the pipes
+//! handed to `exec` (or to this process's own streams, or nowhere), strips the status
+//! lines, and keeps the exit status.
+//!
+//! Known limit: the forwarding queues are unbounded, so a caller that stops reading a fast
+//! stream lets it pile up in memory (russh grants the server more window as data arrives,
+//! not as it is consumed). Bounded memory without stalling the connection needs per-channel
+//! flow control in russh, or spilling to disk; see ARCHITECTURE.md.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use russh::{ChannelMsg, Sig, client::Msg};
+use tokio::{
+    io::{AsyncRead, AsyncWriteExt, ReadBuf},
+    sync::{OwnedSemaphorePermit, mpsc, oneshot, watch},
+};
+
+use super::{
+    command_line,
+    markers::{self, Event},
+    session::Connection,
+};
+use crate::{
+    Error, ExitStatus, Result, Signal,
+    machine::{BoxWrite, Plan, ReadEnd, Running, StderrPlan, StdinPlan, StdoutPlan},
+};
+
+/// Where the pump sends one of the channel's two streams.
+enum Sink {
+    /// A pipe to the caller (`ReadEnd::Async`).
+    Pipe(mpsc::UnboundedSender<Vec<u8>>),
+    /// This process's own stdout or stderr (`run()`).
+    Stdout,
+    Stderr,
+    /// Nobody: the stream was redirected on the remote side.
+    Discard,
+}
+
+impl Sink {
+    async fn send(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self {
+            Sink::Pipe(pipe) => {
+                // The caller dropped its end: keep draining, drop the bytes.
+                let _ = pipe.send(bytes);
+            }
+            Sink::Stdout => {
+                let _ = tokio::io::stdout().write_all(&bytes).await;
+            }
+            Sink::Stderr => {
+                let _ = tokio::io::stderr().write_all(&bytes).await;
+            }
+            Sink::Discard => {}
+        }
+    }
+}
+
+/// A pipe from the pump to the caller.
+struct ChannelPipe {
+    queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    offset: usize,
+}
+
+impl AsyncRead for ChannelPipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.offset == self.chunk.len() {
+            match self.queue.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => {
+                    self.chunk = chunk;
+                    self.offset = 0;
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = buf.remaining().min(self.chunk.len() - self.offset);
+        let offset = self.offset;
+        buf.put_slice(&self.chunk[offset..offset + n]);
+        self.offset += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn pipe() -> (Sink, ReadEnd) {
+    let (sender, queue) = mpsc::unbounded_channel();
+    let reader = ChannelPipe {
+        queue,
+        chunk: Vec::new(),
+        offset: 0,
+    };
+    (Sink::Pipe(sender), ReadEnd::Async(Box::new(reader)))
+}
+
+/// What the pump learns that the caller needs while the pipeline runs.
+struct Control {
+    connection: Arc<Connection>,
+    channel: russh::ChannelWriteHalf<Msg>,
+    /// The remote shell's pid (leader of the pipeline's process group), once reported.
+    pid: watch::Receiver<Option<u32>>,
+    finished: OnceLock<()>,
+}
+
+impl Control {
+    /// Signals the whole remote pipeline: a `signal` request on the channel (honoured for
+    /// ordinary logins) and `kill -SIG -- -PGID` from a second channel (which also works
+    /// where sshd refuses `signal`, e.g. for root).
+    async fn signal(self: Arc<Self>, signal: Signal) {
+        if let Some(sig) = to_sig(signal) {
+            let _ = self.channel.signal(sig).await;
+        }
+        let mut pid = self.pid.clone();
+        let known =
+            tokio::time::timeout(Duration::from_secs(10), pid.wait_for(Option::is_some)).await;
+        let Some(pid) = known.ok().and_then(|p| p.ok().and_then(|p| *p)) else {
+            return;
+        };
+        if self.finished.get().is_some() {
+            return;
+        }
+        let Ok((channel, _permit)) = self.connection.open_session(true).await else {
+            return;
+        };
+        let command = format!("kill -{} -- -{pid} 2>/dev/null", signal.as_raw());
+        let (mut read, write) = channel.split();
+        if write.exec(false, command.into_bytes()).await.is_ok() {
+            let _ = write.eof().await;
+            while read.wait().await.is_some() {}
+        }
+    }
+}
+
+fn to_sig(signal: Signal) -> Option<Sig> {
+    Some(match signal {
+        Signal::HUP => Sig::HUP,
+        Signal::INT => Sig::INT,
+        Signal::QUIT => Sig::QUIT,
+        Signal::ABRT => Sig::ABRT,
+        Signal::KILL => Sig::KILL,
+        Signal::SEGV => Sig::SEGV,
+        Signal::PIPE => Sig::PIPE,
+        Signal::ALRM => Sig::ALRM,
+        Signal::TERM => Sig::TERM,
+        Signal::USR1 => Sig::USR1,
+        _ => return None,
+    })
+}
+
+fn from_sig(sig: &Sig) -> Signal {
+    let name = format!("{sig:?}");
+    let name = match sig {
+        Sig::Custom(custom) => custom.as_str(),
+        _ => name.as_str(),
+    };
+    Signal::from_name(name).unwrap_or(Signal::from_raw(0))
+}
+
+/// A started remote pipeline.
+pub(crate) struct SshRunning {
+    stdin: Option<BoxWrite>,
+    stdout: Option<ReadEnd>,
+    /// All stages share the channel's one stderr; it is handed out for the first stage that
+    /// pipes stderr here.
+    stderr: Option<(usize, ReadEnd)>,
+    done: Option<oneshot::Receiver<Outcome>>,
+    outcome: Option<Outcome>,
+    control: Arc<Control>,
+}
+
+/// How the channel ended, kept so that `wait` can answer again.
+type Outcome = std::result::Result<Vec<ExitStatus>, Failure>;
+
+#[derive(Clone)]
+enum Failure {
+    /// The connection died before the server closed the channel.
+    Lost,
+    /// The remote shell could not find this program.
+    Missing(String),
+}
+
+/// Starts `plan` on a channel of `connection`.
+pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<SshRunning> {
+    let marker = markers::new_marker();
+    let line = command_line::build(&plan, &marker);
+    let (channel, permit) = connection.open_session(false).await?;
+    let (read, write) = channel.split();
+    write
+        .exec(true, line)
+        .await
+        .map_err(|_| connection.lost())?;
+
+    let last = plan.stages.len() - 1;
+    let (stdout_sink, stdout) = match plan.stages[last].stdout {
+        StdoutPlan::Pipe => {
+            let (sink, end) = pipe();
+            (sink, Some(end))
+        }
+        StdoutPlan::Inherit => (Sink::Stdout, None),
+        _ => (Sink::Discard, None),
+    };
+    let stderr_stage = plan
+        .stages
+        .iter()
+        .position(|s| s.stderr == StderrPlan::Pipe);
+    let (stderr_sink, stderr) = match stderr_stage {
+        Some(stage) => {
+            let (sink, end) = pipe();
+            (sink, Some((stage, end)))
+        }
+        None if plan.stages.iter().any(|s| s.stderr == StderrPlan::Inherit) => (Sink::Stderr, None),
+        None => (Sink::Discard, None),
+    };
+    let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
+        Some(Box::new(write.make_writer()) as BoxWrite)
+    } else {
+        write.eof().await.map_err(|_| connection.lost())?;
+        None
+    };
+    let (pid_sender, pid) = watch::channel(None);
+    let control = Arc::new(Control {
+        connection: connection.clone(),
+        channel: write,
+        pid,
+        finished: OnceLock::new(),
+    });
+    let (done_sender, done) = oneshot::channel();
+    let pump = Pump {
+        stages: plan.stages.len(),
+        filter: markers::Filter::new(&marker),
+        stdout: stdout_sink,
+        stderr: stderr_sink,
+        pid: pid_sender,
+        control: control.clone(),
+        _permit: permit,
+    };
+    tokio::spawn(async move {
+        let result = pump.run(read).await;
+        let _ = done_sender.send(result);
+    });
+    Ok(SshRunning {
+        stdin,
+        stdout,
+        stderr,
+        done: Some(done),
+        outcome: None,
+        control,
+    })
+}
+
+struct Pump {
+    stages: usize,
+    filter: markers::Filter,
+    stdout: Sink,
+    stderr: Sink,
+    pid: watch::Sender<Option<u32>>,
+    control: Arc<Control>,
+    /// The channel's slot, given back when the server has closed it.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pump {
+    async fn run(mut self, mut read: russh::ChannelReadHalf) -> Outcome {
+        let mut exit = None;
+        let mut closed = false;
+        let mut events = Vec::new();
+        let mut statuses: Vec<Option<ExitStatus>> = vec![None; self.stages];
+        let mut missing = None;
+        while let Some(message) = read.wait().await {
+            match message {
+                ChannelMsg::Data { data } => self.stdout.send(data.to_vec()).await,
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    let user = self.filter.feed(&data, &mut events);
+                    for event in events.drain(..) {
+                        match event {
+                            Event::Pid(pid) => {
+                                let _ = self.pid.send(Some(pid));
+                            }
+                            Event::Missing(program) => {
+                                missing
+                                    .get_or_insert(String::from_utf8_lossy(&program).into_owned());
+                            }
+                            Event::Status { stage, code } => {
+                                if let Some(slot) = statuses.get_mut(stage) {
+                                    *slot = Some(shell_status(code));
+                                }
+                            }
+                        }
+                    }
+                    self.stderr.send(user).await;
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    exit = Some(ExitStatus::Code(exit_status as i32));
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    exit = Some(ExitStatus::Signal(from_sig(&signal_name)));
+                }
+                ChannelMsg::Eof => {}
+                ChannelMsg::Close => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = self.control.finished.set(());
+        let rest = self.filter.finish();
+        self.stderr.send(rest).await;
+        if !closed && exit.is_none() {
+            return Err(Failure::Lost);
+        }
+        if let Some(program) = missing {
+            return Err(Failure::Missing(program));
+        }
+        let exit = exit.unwrap_or(ExitStatus::Signal(Signal::KILL));
+        if self.stages == 1 {
+            return Ok(vec![exit]);
+        }
+        // A stage with no status line was killed before it could report: with the shell.
+        let fallback = match exit {
+            ExitStatus::Signal(signal) => ExitStatus::Signal(signal),
+            _ => ExitStatus::Signal(Signal::KILL),
+        };
+        Ok(statuses
+            .into_iter()
+            .map(|s| s.unwrap_or(fallback))
+            .collect())
+    }
+}
+
+/// A stage's `$?`: the shell reports death by signal N as 128 + N.
+fn shell_status(code: i32) -> ExitStatus {
+    match code {
+        129..=159 => ExitStatus::Signal(Signal::from_raw(code - 128)),
+        _ => ExitStatus::Code(code),
+    }
+}
+
+impl Running for SshRunning {
+    fn take_stdin(&mut self, stage: usize) -> Option<BoxWrite> {
+        if stage == 0 { self.stdin.take() } else { None }
+    }
+
+    fn take_stdout(&mut self) -> Option<ReadEnd> {
+        self.stdout.take()
+    }
+
+    fn take_stderr(&mut self, stage: usize) -> Option<ReadEnd> {
+        match &self.stderr {
+            Some((owner, _)) if *owner == stage => self.stderr.take().map(|(_, end)| end),
+            _ => None,
+        }
+    }
+
+    fn shared_stderr(&self) -> bool {
+        true
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>> {
+        Box::pin(async move {
+            if let Some(done) = &mut self.done {
+                // Cancel-safe: the receiver stays in place until it has answered.
+                self.outcome = Some(done.await.unwrap_or(Err(Failure::Lost)));
+                self.done = None;
+            }
+            let connection = &self.control.connection;
+            match self.outcome.clone().unwrap_or(Err(Failure::Lost)) {
+                Ok(statuses) => Ok(statuses),
+                Err(Failure::Lost) => Err(connection.lost()),
+                Err(Failure::Missing(program)) => Err(Error::CommandNotFound {
+                    program,
+                    machine: connection.name.clone(),
+                    searched: "the remote shell's PATH".to_owned(),
+                }),
+            }
+        })
+    }
+
+    fn signal(&mut self, signal: Signal) -> Result<()> {
+        if self.control.finished.get().is_none() {
+            tokio::spawn(self.control.clone().signal(signal));
+        }
+        Ok(())
+    }
+
+    fn id(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl Drop for SshRunning {
+    fn drop(&mut self) {
+        // Dropped before the server closed the channel (timeout, dropped Child): kill the
+        // remote pipeline. The pump keeps draining until the close comes.
+        if self.control.finished.get().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(self.control.clone().signal(Signal::KILL));
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! One SSH connection: connecting, checking the host key, authenticating, and opening
+//! channels without tripping over the server's channel limit.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use russh::{
+    ChannelOpenFailure, MethodKind,
+    client::{self, Handle, Msg},
+    keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::known_hosts::{self, Verdict};
+use crate::{Error, Result};
+
+/// What to do with a host key that known_hosts does not vouch for.
+///
+/// The choices of OpenSSH's `StrictHostKeyChecking` and paramiko's policies. A key that
+/// known_hosts lists as *changed* or *revoked* is refused by every policy but
+/// [`AcceptAny`](HostKeyPolicy::AcceptAny).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HostKeyPolicy {
+    /// Only keys known_hosts lists for the host (`StrictHostKeyChecking yes`); the default.
+    #[default]
+    Strict,
+    /// Accept a host seen for the first time and append its key to the first known_hosts
+    /// file (`accept-new`); still refuse a changed key.
+    AcceptNew,
+    /// Accept any key, unchecked. For throw-away lab machines only: it gives up the
+    /// protection against a man in the middle.
+    AcceptAny,
+}
+
+/// Everything needed to open and authenticate one connection.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) identity_files: Vec<PathBuf>,
+    pub(crate) password: Option<String>,
+    pub(crate) passphrase: Option<String>,
+    pub(crate) known_hosts: Vec<PathBuf>,
+    pub(crate) host_key_policy: HostKeyPolicy,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) keepalive_max: usize,
+    pub(crate) max_channels: usize,
+}
+
+impl Settings {
+    /// `user@host` or `user@host:port`: how errors and logs name the machine.
+    pub(crate) fn destination(&self) -> String {
+        if self.port == 22 {
+            format!("{}@{}", self.user, self.host)
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// The russh event handler: checks the server's key.
+struct Client {
+    host: String,
+    port: u16,
+    known_hosts: Vec<PathBuf>,
+    policy: HostKeyPolicy,
+    /// Why the key was refused, for the error (russh only reports "unknown key").
+    refusal: Arc<Mutex<Option<Error>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            self.refuse(
+                "the server presented a host certificate; leadpipe checks plain host keys only",
+            );
+            return Ok(false);
+        };
+        if self.policy == HostKeyPolicy::AcceptAny {
+            return Ok(true);
+        }
+        let key_type = key.algorithm().as_str().to_owned();
+        let blob = key.to_bytes().unwrap_or_default();
+        let fingerprint = known_hosts::fingerprint(&blob);
+        let files = self.known_hosts.clone();
+        let verdict = known_hosts::check_files(&files, &self.host, self.port, &key_type, &blob);
+        let shown_files = || {
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match verdict {
+            Ok(Verdict::Trusted) => Ok(true),
+            Ok(Verdict::Unknown) if self.policy == HostKeyPolicy::AcceptNew => {
+                let added = files.first().zip(known_hosts::entry_line(
+                    &self.host, self.port, &key_type, &blob,
+                ));
+                match added.map(|(path, line)| known_hosts::append(path, &line)) {
+                    Some(Ok(())) => Ok(true),
+                    Some(Err(error)) => {
+                        self.refuse(&format!(
+                            "could not add its {key_type} key {fingerprint} to {}: {error}",
+                            shown_files()
+                        ));
+                        Ok(false)
+                    }
+                    None => {
+                        self.refuse(&format!("its name cannot be written to known_hosts as a plain entry ({key_type} key {fingerprint})"));
+                        Ok(false)
+                    }
+                }
+            }
+            Ok(Verdict::Unknown) => {
+                self.refuse(&format!(
+                    "the host is not in known_hosts ({}): its {key_type} key is {fingerprint}; \
+                     add it, or connect with HostKeyPolicy::AcceptNew",
+                    shown_files()
+                ));
+                Ok(false)
+            }
+            Ok(Verdict::Changed {
+                path,
+                line,
+                key_type,
+            }) => {
+                self.refuse(&format!(
+                    "THE HOST KEY HAS CHANGED: {} line {line} lists another {key_type} key; the \
+                     server presented {fingerprint}. Someone may be intercepting the connection, \
+                     or the host was reinstalled",
+                    path.display()
+                ));
+                Ok(false)
+            }
+            Ok(Verdict::Revoked { path, line }) => {
+                self.refuse(&format!(
+                    "its {key_type} key {fingerprint} is revoked ({} line {line})",
+                    path.display()
+                ));
+                Ok(false)
+            }
+            Err(error) => {
+                self.refuse(&format!(
+                    "cannot read known_hosts ({}): {error}",
+                    shown_files()
+                ));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Client {
+    fn refuse(&self, reason: &str) {
+        let destination = if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        };
+        if let Ok(mut refusal) = self.refusal.lock() {
+            *refusal = Some(Error::HostKey {
+                host: destination,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// An authenticated connection, shared by every clone of its `SshMachine`.
+pub(crate) struct Connection {
+    pub(crate) name: String,
+    handle: Handle<Client>,
+    /// Channels for processes. One slot of the server's limit stays free for kills: a
+    /// pipeline must be stoppable even when every other slot holds a hung process.
+    slots: Arc<Semaphore>,
+    kill_slot: Arc<Semaphore>,
+}
+
+/// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
+impl Connection {
+    pub(crate) async fn open(settings: &Settings) -> Result<Connection> {
+        let destination = settings.destination();
+        let connect_error = |reason: String| Error::Connect {
+            destination: destination.clone(),
+            reason,
+        };
+        let address = (settings.host.as_str(), settings.port);
+        let stream = tokio::time::timeout(
+            settings.connect_timeout,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| connect_error(format!("no answer within {:?}", settings.connect_timeout)))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_error(e.to_string()))?;
+
+        let config = client::Config {
+            // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
+            // itself became the bottleneck in measurements.
+            window_size: 8 << 20,
+            preferred: russh::Preferred {
+                cipher: std::borrow::Cow::Borrowed(CIPHERS),
+                ..Default::default()
+            },
+            // A quiet long-running command is not an idle connection.
+            inactivity_timeout: None,
+            keepalive_interval: Some(settings.keepalive_interval),
+            keepalive_max: settings.keepalive_max,
+            nodelay: true,
+            ..Default::default()
+        };
+        let refusal = Arc::new(Mutex::new(None));
+        let client = Client {
+            host: settings.host.clone(),
+            port: settings.port,
+            known_hosts: settings.known_hosts.clone(),
+            policy: settings.host_key_policy,
+            refusal: refusal.clone(),
+        };
+        let handshake = client::connect_stream(Arc::new(config), stream, client);
+        let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
+            .await
+            .map_err(|_| {
+                connect_error(format!(
+                    "no SSH handshake within {:?}",
+                    settings.connect_timeout
+                ))
+            })?
+            .map_err(|e| match refusal.lock().ok().and_then(|mut r| r.take()) {
+                Some(refused) => refused,
+                None => connect_error(e.to_string()),
+            })?;
+        authenticate(&mut handle, settings).await?;
+        // Leave one of the server's channel slots for kills (see `kill_slot`).
+        let slots = settings.max_channels.saturating_sub(1).max(1);
+        Ok(Connection {
+            name: destination,
+            handle,
+            slots: Arc::new(Semaphore::new(slots)),
+            kill_slot: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    /// A session channel for a process, waiting for a free slot when the server refuses
+    /// more (OpenSSH's `MaxSessions`, 10 by default: sshd frees a slot only after the close
+    /// exchange, so a refusal can come even within our own count; it is retried).
+    pub(crate) async fn open_session(
+        &self,
+        for_kill: bool,
+    ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
+        let slots = if for_kill {
+            &self.kill_slot
+        } else {
+            &self.slots
+        };
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.lost())?;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.handle.channel_open_session().await {
+                Ok(channel) => return Ok((channel, permit)),
+                Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed))
+                    if pause < Duration::from_secs(2) =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    return Err(Error::ChannelRefused {
+                        machine: self.name.clone(),
+                        reason: format!("{reason:?}"),
+                    });
+                }
+                Err(_) => return Err(self.lost()),
+            }
+        }
+    }
+
+    pub(crate) fn lost(&self) -> Error {
+        Error::ConnectionLost {
+            machine: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+}
+
+/// Tries, in order: the identity files given (or, when none were, the default ones that
+/// exist), then the password. Records every attempt for the error.
+async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Result<()> {
+    let mut tried = Vec::new();
+    let mut accepted: Vec<String> = Vec::new();
+    let note = |result: russh::client::AuthResult, accepted: &mut Vec<String>| match result {
+        russh::client::AuthResult::Success => true,
+        russh::client::AuthResult::Failure {
+            remaining_methods, ..
+        } => {
+            *accepted = remaining_methods
+                .iter()
+                .map(|m| <&str>::from(m).to_owned())
+                .collect();
+            false
+        }
+    };
+    let auth_error = |e: russh::Error| Error::Connect {
+        destination: settings.destination(),
+        reason: format!("authentication failed: {e}"),
+    };
+    let keys = if settings.identity_files.is_empty() {
+        default_identities()
+    } else {
+        settings.identity_files.clone()
+    };
+    for path in &keys {
+        let key = match load_key(path, settings.passphrase.as_deref()) {
+            Ok(key) => key,
+            Err(reason) => {
+                tried.push(format!("key {} ({reason})", path.display()));
+                continue;
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(auth_error)?
+                .flatten()
+                .or(Some(HashAlg::Sha256))
+        } else {
+            None
+        };
+        let result = handle
+            .authenticate_publickey(
+                settings.user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
+            .await
+            .map_err(auth_error)?;
+        if note(result, &mut accepted) {
+            return Ok(());
+        }
+        tried.push(format!("key {}", path.display()));
+    }
+    if let Some(password) = &settings.password {
+        let result = handle
+            .authenticate_password(settings.user.clone(), password.clone())
+            .await
+            .map_err(auth_error)?;
+        if note(result, &mut accepted) {
+            return Ok(());
+        }
+        tried.push("password".to_owned());
+    }
+    if accepted.is_empty() {
+        // Ask the server what it would take, for the error.
+        if let Ok(russh::client::AuthResult::Failure {
+            remaining_methods, ..
+        }) = handle.authenticate_none(settings.user.clone()).await
+        {
+            accepted = remaining_methods
+                .iter()
+                .filter(|m| **m != MethodKind::None)
+                .map(|m| <&str>::from(m).to_owned())
+                .collect();
+        }
+    }
+    Err(Error::Auth {
+        destination: settings.destination(),
+        tried,
+        accepted,
+    })
+}
+
+fn load_key(
+    path: &std::path::Path,
+    passphrase: Option<&str>,
+) -> std::result::Result<PrivateKey, String> {
+    russh::keys::load_secret_key(path, passphrase).map_err(|e| match e {
+        russh::keys::Error::KeyIsEncrypted => "encrypted, and no passphrase was given".to_owned(),
+        other => other.to_string(),
+    })
+}
+
+/// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`: the ones that exist.
+fn default_identities() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|name| PathBuf::from(&home).join(".ssh").join(name))
+        .filter(|path| path.exists())
+        .collect()
+}
