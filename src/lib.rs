@@ -96,6 +96,7 @@ mod machine;
 mod pipeline;
 mod quote;
 mod redirect;
+mod ssh;
 mod status;
 
 pub use crate::{
