@@ -2,4 +2,6 @@
 
 // Until the SSH machine calls them, only the unit tests use these parsers.
 #[allow(dead_code)]
+mod config;
+#[allow(dead_code)]
 mod known_hosts;
