@@ -8,6 +8,7 @@
 //! adds.
 
 mod command_line;
+mod config;
 mod known_hosts;
 mod markers;
 mod process;
@@ -95,26 +96,23 @@ impl SshMachine {
         builder.connect().await
     }
 
-    /// Settings for a connection to `host`, before connecting.
+    /// Settings for a connection to `host`, before connecting. `host` may be an alias of
+    /// `~/.ssh/config`.
     pub fn builder(host: impl Into<String>) -> SshBuilder {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default();
         SshBuilder {
-            settings: Settings {
-                host: host.into(),
-                port: 22,
-                user: std::env::var("USER").unwrap_or_else(|_| "root".to_owned()),
-                identity_files: Vec::new(),
-                password: None,
-                passphrase: None,
-                known_hosts: vec![home.join(".ssh/known_hosts")],
-                host_key_policy: HostKeyPolicy::Strict,
-                connect_timeout: Duration::from_secs(15),
-                keepalive_interval: Duration::from_secs(10),
-                keepalive_max: 3,
-                max_channels: 10,
-            },
+            host: host.into(),
+            user: None,
+            port: None,
+            identity_files: Vec::new(),
+            password: None,
+            passphrase: None,
+            known_hosts: Vec::new(),
+            host_key_policy: None,
+            connect_timeout: None,
+            keepalive: None,
+            max_channels: 10,
+            config_file: home().map(|home| home.join(".ssh/config")),
+            jump: None,
         }
     }
 
@@ -214,84 +212,95 @@ impl fmt::Debug for SshMachine {
 /// How to connect: user, port, keys, host-key policy, timeouts. From
 /// [`SshMachine::builder`].
 ///
-/// Authentication tries, in order: the identity files given (or, when none were,
-/// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` where they exist; encrypted ones with the
-/// [`passphrase`](SshBuilder::passphrase)), then the [`password`](SshBuilder::password).
-/// RSA keys sign with rsa-sha2. Host keys are checked against `~/.ssh/known_hosts` (or the
-/// files given) under [`HostKeyPolicy::Strict`] unless another policy is chosen.
+/// Values come from, in order of precedence: the builder's methods, then `~/.ssh/config`
+/// for the host (HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile,
+/// StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval/CountMax, ProxyJump), then
+/// the defaults below.
+///
+/// Authentication tries, in order: the identity files given (or, when none were, those of
+/// the config, or `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` where they exist; encrypted
+/// ones with the [`passphrase`](SshBuilder::passphrase)), the ssh-agent's keys
+/// (`SSH_AUTH_SOCK`, unless `IdentitiesOnly`), the [`password`](SshBuilder::password),
+/// then keyboard-interactive answered with that password. RSA keys sign with rsa-sha2.
+/// Host keys are checked against `~/.ssh/known_hosts` (or the files given) under
+/// [`HostKeyPolicy::Strict`] unless another policy is chosen.
 #[derive(Clone)]
 pub struct SshBuilder {
-    settings: Settings,
+    host: String,
+    user: Option<String>,
+    port: Option<u16>,
+    identity_files: Vec<PathBuf>,
+    password: Option<String>,
+    passphrase: Option<String>,
+    known_hosts: Vec<PathBuf>,
+    host_key_policy: Option<HostKeyPolicy>,
+    connect_timeout: Option<Duration>,
+    keepalive: Option<(Duration, usize)>,
+    max_channels: usize,
+    config_file: Option<PathBuf>,
+    jump: Option<SshMachine>,
 }
 
 impl SshBuilder {
-    /// The user to log in as (default: `$USER`).
+    /// The user to log in as (default: the config's `User`, else `$USER`).
     pub fn user(mut self, user: impl Into<String>) -> SshBuilder {
-        self.settings.user = user.into();
+        self.user = Some(user.into());
         self
     }
 
-    /// The port (default 22).
+    /// The port (default: the config's `Port`, else 22).
     pub fn port(mut self, port: u16) -> SshBuilder {
-        self.settings.port = port;
+        self.port = Some(port);
         self
     }
 
     /// A private key file to log in with (OpenSSH or PEM format); may be given several
-    /// times. Giving one turns off the default `~/.ssh/id_*` files.
+    /// times. Giving one replaces the config's and the default `~/.ssh/id_*` files.
     pub fn identity_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
-        self.settings
-            .identity_files
-            .push(expand_home(path.as_ref()));
+        self.identity_files.push(expand_home(path.as_ref()));
         self
     }
 
-    /// A password to log in with, tried after the keys. Never shown by `Debug` or errors.
+    /// A password to log in with, tried after the keys (also for keyboard-interactive).
+    /// Never shown by `Debug` or errors.
     pub fn password(mut self, password: impl Into<String>) -> SshBuilder {
-        self.settings.password = Some(password.into());
+        self.password = Some(password.into());
         self
     }
 
     /// The passphrase of encrypted identity files. Never shown by `Debug` or errors.
     pub fn passphrase(mut self, passphrase: impl Into<String>) -> SshBuilder {
-        self.settings.passphrase = Some(passphrase.into());
+        self.passphrase = Some(passphrase.into());
         self
     }
 
-    /// Checks host keys against this known_hosts file instead of `~/.ssh/known_hosts` (call
-    /// again to add more files; `AcceptNew` appends to the first).
+    /// Checks host keys against this known_hosts file instead of the config's or
+    /// `~/.ssh/known_hosts` (call again to add files; `AcceptNew` appends to the first).
     pub fn known_hosts(mut self, path: impl AsRef<Path>) -> SshBuilder {
-        if self
-            .settings
-            .known_hosts
-            .first()
-            .is_some_and(|p| p.ends_with(".ssh/known_hosts"))
-        {
-            self.settings.known_hosts.clear();
-        }
-        self.settings.known_hosts.push(expand_home(path.as_ref()));
+        self.known_hosts.push(expand_home(path.as_ref()));
         self
     }
 
-    /// What to do with host keys known_hosts does not vouch for (default
-    /// [`HostKeyPolicy::Strict`]).
+    /// What to do with host keys known_hosts does not vouch for (default: the config's
+    /// `StrictHostKeyChecking`, else [`HostKeyPolicy::Strict`]).
     pub fn host_key_policy(mut self, policy: HostKeyPolicy) -> SshBuilder {
-        self.settings.host_key_policy = policy;
+        self.host_key_policy = Some(policy);
         self
     }
 
-    /// How long connecting and the handshake may take (default 15 s).
+    /// How long connecting and the handshake may take (default: the config's
+    /// `ConnectTimeout`, else 15 s).
     pub fn connect_timeout(mut self, limit: Duration) -> SshBuilder {
-        self.settings.connect_timeout = limit;
+        self.connect_timeout = Some(limit);
         self
     }
 
     /// Sends a keepalive after `interval` of silence from the server and gives the
-    /// connection up after `max` unanswered ones (default 10 s and 3): then every call in
-    /// flight fails with [`Error::ConnectionLost`].
+    /// connection up after `max` unanswered ones (default: the config's
+    /// `ServerAliveInterval`/`CountMax`, else 10 s and 3): then every call in flight fails
+    /// with [`Error::ConnectionLost`].
     pub fn keepalive(mut self, interval: Duration, max: usize) -> SshBuilder {
-        self.settings.keepalive_interval = interval;
-        self.settings.keepalive_max = max;
+        self.keepalive = Some((interval, max));
         self
     }
 
@@ -299,16 +308,37 @@ impl SshBuilder {
     /// default 10). One is kept free for stopping processes; when the others are busy, new
     /// commands wait for a free one instead of failing.
     pub fn max_channels(mut self, channels: usize) -> SshBuilder {
-        self.settings.max_channels = channels.max(2);
+        self.max_channels = channels.max(2);
+        self
+    }
+
+    /// Reads this ssh_config file instead of `~/.ssh/config`; `None` reads none.
+    pub fn ssh_config(mut self, path: Option<PathBuf>) -> SshBuilder {
+        self.config_file = path;
+        self
+    }
+
+    /// Reaches the host through `bastion`: the SSH session runs over a `direct-tcpip`
+    /// channel of the bastion's connection (what `ProxyJump` in ssh_config does, which is
+    /// followed when this is not set).
+    pub fn jump(mut self, bastion: &SshMachine) -> SshBuilder {
+        self.jump = Some(bastion.clone());
         self
     }
 
     /// Connects and authenticates.
     ///
     /// # Errors
-    /// [`Error::Connect`], [`Error::HostKey`], [`Error::Auth`].
+    /// [`Error::Connect`] (also for an ssh_config that cannot be read, naming file and
+    /// line), [`Error::HostKey`], [`Error::Auth`].
     pub async fn connect(self) -> Result<SshMachine> {
-        let connection = Arc::new(Connection::open(&self.settings).await?);
+        let (settings, proxy_jump) = self.settings()?;
+        let jump = match (self.jump, proxy_jump) {
+            (Some(bastion), _) => Some(bastion),
+            (None, Some(hops)) => Some(connect_hops(&hops).await?),
+            (None, None) => None,
+        };
+        let connection = Arc::new(Connection::open(&settings, jump.map(|j| j.connection)).await?);
         Ok(SshMachine {
             backend: Arc::new(SshBackend {
                 connection: connection.clone(),
@@ -317,24 +347,131 @@ impl SshBuilder {
             scope: Scope::default(),
         })
     }
+
+    /// The settings after the config file, and the config's `ProxyJump`.
+    fn settings(&self) -> Result<(Settings, Option<String>)> {
+        let local_user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
+        let context = config::ExpandContext {
+            home: home().unwrap_or_default(),
+            local_user: local_user.clone(),
+        };
+        let file = match &self.config_file {
+            Some(path) => {
+                config::resolve_file(path, &self.host, &context).map_err(|e| Error::Connect {
+                    destination: self.host.clone(),
+                    reason: format!("bad ssh config: {e}"),
+                })?
+            }
+            None => config::HostConfig::default(),
+        };
+        let home = context.home;
+        let known_hosts = if !self.known_hosts.is_empty() {
+            self.known_hosts.clone()
+        } else {
+            file.user_known_hosts_files.clone().unwrap_or_else(|| {
+                vec![
+                    home.join(".ssh/known_hosts"),
+                    home.join(".ssh/known_hosts2"),
+                ]
+            })
+        };
+        let policy = self
+            .host_key_policy
+            .unwrap_or(match file.strict_host_key_checking {
+                Some(config::StrictHostKeyChecking::No) => HostKeyPolicy::AcceptAny,
+                Some(config::StrictHostKeyChecking::AcceptNew) => HostKeyPolicy::AcceptNew,
+                _ => HostKeyPolicy::Strict,
+            });
+        let keepalive = self.keepalive.unwrap_or((
+            file.server_alive_interval
+                .unwrap_or(Duration::from_secs(10)),
+            file.server_alive_count_max.map_or(3, |n| n as usize),
+        ));
+        let identity_files = if self.identity_files.is_empty() {
+            file.identity_files.clone()
+        } else {
+            self.identity_files.clone()
+        };
+        let settings = Settings {
+            host: file.hostname.clone().unwrap_or_else(|| self.host.clone()),
+            port: self.port.or(file.port).unwrap_or(22),
+            user: self
+                .user
+                .clone()
+                .or(file.user.clone())
+                .unwrap_or(local_user),
+            identity_files,
+            use_agent: !file.identities_only.unwrap_or(false) && self.identity_files.is_empty(),
+            password: self.password.clone(),
+            passphrase: self.passphrase.clone(),
+            known_hosts,
+            host_key_policy: policy,
+            connect_timeout: self
+                .connect_timeout
+                .or(file.connect_timeout)
+                .unwrap_or(Duration::from_secs(15)),
+            keepalive_interval: (!keepalive.0.is_zero()).then_some(keepalive.0),
+            keepalive_max: keepalive.1,
+            max_channels: self.max_channels,
+        };
+        Ok((settings, file.proxy_jump.clone()))
+    }
+}
+
+/// Connects through every hop of a `ProxyJump` list (`a,b`: first a, then b through a).
+fn connect_hops(hops: &str) -> BoxFuture<'_, Result<SshMachine>> {
+    Box::pin(async move {
+        let mut via: Option<SshMachine> = None;
+        for hop in hops.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let (user, rest) = match hop.rsplit_once('@') {
+                Some((user, rest)) => (Some(user), rest),
+                None => (None, hop),
+            };
+            let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
+                destination: hop.to_owned(),
+                reason: "bad ProxyJump entry".to_owned(),
+            })?;
+            let mut builder = SshMachine::builder(host);
+            if let Some(user) = user {
+                builder = builder.user(user);
+            }
+            if let Some(port) = port {
+                builder = builder.port(port);
+            }
+            if let Some(bastion) = &via {
+                builder = builder.jump(bastion);
+            }
+            via = Some(builder.connect().await?);
+        }
+        via.ok_or_else(|| Error::Connect {
+            destination: hops.to_owned(),
+            reason: "empty ProxyJump".to_owned(),
+        })
+    })
 }
 
 impl fmt::Debug for SshBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.settings;
         f.debug_struct("SshBuilder")
-            .field("destination", &s.destination())
-            .field("identity_files", &s.identity_files)
-            .field("password", &s.password.as_ref().map(|_| "<hidden>"))
-            .field("known_hosts", &s.known_hosts)
-            .field("host_key_policy", &s.host_key_policy)
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("port", &self.port)
+            .field("identity_files", &self.identity_files)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("known_hosts", &self.known_hosts)
+            .field("host_key_policy", &self.host_key_policy)
+            .field("config_file", &self.config_file)
             .finish_non_exhaustive()
     }
 }
 
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
 fn expand_home(path: &Path) -> PathBuf {
-    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+    match (path.strip_prefix("~"), home()) {
+        (Ok(rest), Some(home)) => home.join(rest),
         _ => path.to_path_buf(),
     }
 }

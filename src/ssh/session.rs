@@ -43,12 +43,14 @@ pub(crate) struct Settings {
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) identity_files: Vec<PathBuf>,
+    /// Whether to try the ssh-agent's keys (`SSH_AUTH_SOCK`).
+    pub(crate) use_agent: bool,
     pub(crate) password: Option<String>,
     pub(crate) passphrase: Option<String>,
     pub(crate) known_hosts: Vec<PathBuf>,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
-    pub(crate) keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
     pub(crate) max_channels: usize,
 }
@@ -182,6 +184,8 @@ impl Client {
 pub(crate) struct Connection {
     pub(crate) name: String,
     handle: Handle<Client>,
+    /// The bastion this connection runs through, kept alive as long as it is needed.
+    _via: Option<Arc<Connection>>,
     /// Channels for processes. One slot of the server's limit stays free for kills: a
     /// pipeline must be stoppable even when every other slot holds a hung process.
     slots: Arc<Semaphore>,
@@ -198,25 +202,69 @@ const CIPHERS: &[russh::cipher::Name] = &[
 ];
 
 impl Connection {
-    pub(crate) async fn open(settings: &Settings) -> Result<Connection> {
+    /// Connects directly, or through `via`'s `direct-tcpip` channel.
+    pub(crate) async fn open(
+        settings: &Settings,
+        via: Option<Arc<Connection>>,
+    ) -> Result<Connection> {
         let destination = settings.destination();
         let connect_error = |reason: String| Error::Connect {
             destination: destination.clone(),
             reason,
         };
-        let address = (settings.host.as_str(), settings.port);
-        let stream = tokio::time::timeout(
-            settings.connect_timeout,
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
-        .map_err(|_| connect_error(format!("no answer within {:?}", settings.connect_timeout)))?
-        .map_err(|e| connect_error(e.to_string()))?;
-        // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| connect_error(e.to_string()))?;
+        let limit = settings.connect_timeout;
+        let handle = match &via {
+            None => {
+                let address = (settings.host.as_str(), settings.port);
+                let stream = tokio::time::timeout(limit, tokio::net::TcpStream::connect(address))
+                    .await
+                    .map_err(|_| connect_error(format!("no answer within {limit:?}")))?
+                    .map_err(|e| connect_error(e.to_string()))?;
+                // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
+                stream
+                    .set_nodelay(true)
+                    .map_err(|e| connect_error(e.to_string()))?;
+                Connection::handshake(settings, stream).await?
+            }
+            Some(bastion) => {
+                let channel = bastion
+                    .handle
+                    .channel_open_direct_tcpip(
+                        settings.host.clone(),
+                        u32::from(settings.port),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                    .map_err(|e| {
+                        connect_error(format!(
+                            "the jump host {} could not reach it: {e}",
+                            bastion.name
+                        ))
+                    })?;
+                Connection::handshake(settings, channel.into_stream()).await?
+            }
+        };
+        // Leave one of the server's channel slots for kills (see `kill_slot`).
+        let slots = settings.max_channels.saturating_sub(1).max(1);
+        Ok(Connection {
+            name: destination,
+            handle,
+            _via: via,
+            slots: Arc::new(Semaphore::new(slots)),
+            kill_slot: Arc::new(Semaphore::new(1)),
+        })
+    }
 
+    async fn handshake<S>(settings: &Settings, stream: S) -> Result<Handle<Client>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let destination = settings.destination();
+        let connect_error = |reason: String| Error::Connect {
+            destination: destination.clone(),
+            reason,
+        };
         let config = client::Config {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
@@ -227,7 +275,7 @@ impl Connection {
             },
             // A quiet long-running command is not an idle connection.
             inactivity_timeout: None,
-            keepalive_interval: Some(settings.keepalive_interval),
+            keepalive_interval: settings.keepalive_interval,
             keepalive_max: settings.keepalive_max,
             nodelay: true,
             ..Default::default()
@@ -254,14 +302,7 @@ impl Connection {
                 None => connect_error(e.to_string()),
             })?;
         authenticate(&mut handle, settings).await?;
-        // Leave one of the server's channel slots for kills (see `kill_slot`).
-        let slots = settings.max_channels.saturating_sub(1).max(1);
-        Ok(Connection {
-            name: destination,
-            handle,
-            slots: Arc::new(Semaphore::new(slots)),
-            kill_slot: Arc::new(Semaphore::new(1)),
-        })
+        Ok(handle)
     }
 
     /// A session channel for a process, waiting for a free slot when the server refuses
@@ -369,6 +410,35 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
         }
         tried.push(format!("key {}", path.display()));
     }
+    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match russh::keys::agent::client::AgentClient::connect_env().await {
+            Ok(mut agent) => {
+                let identities = agent.request_identities().await.unwrap_or_default();
+                for identity in identities {
+                    let key = identity.public_key().into_owned();
+                    let hash = if key.algorithm().is_rsa() {
+                        Some(HashAlg::Sha256)
+                    } else {
+                        None
+                    };
+                    let comment = key.comment().to_owned();
+                    match handle
+                        .authenticate_publickey_with(settings.user.clone(), key, hash, &mut agent)
+                        .await
+                    {
+                        Ok(result) => {
+                            if note(result, &mut accepted) {
+                                return Ok(());
+                            }
+                            tried.push(format!("agent key {comment}"));
+                        }
+                        Err(e) => tried.push(format!("agent key {comment} ({e})")),
+                    }
+                }
+            }
+            Err(e) => tried.push(format!("ssh-agent ({e})")),
+        }
+    }
     if let Some(password) = &settings.password {
         let result = handle
             .authenticate_password(settings.user.clone(), password.clone())
@@ -378,6 +448,15 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
             return Ok(());
         }
         tried.push("password".to_owned());
+        if accepted.iter().any(|m| m == "keyboard-interactive") {
+            if keyboard_interactive(handle, settings, password)
+                .await
+                .map_err(auth_error)?
+            {
+                return Ok(());
+            }
+            tried.push("keyboard-interactive".to_owned());
+        }
     }
     if accepted.is_empty() {
         // Ask the server what it would take, for the error.
@@ -397,6 +476,33 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
         tried,
         accepted,
     })
+}
+
+/// Answers every keyboard-interactive prompt with the password (what a person at `ssh`
+/// would type for PAM's "Password:" prompt).
+async fn keyboard_interactive(
+    handle: &mut Handle<Client>,
+    settings: &Settings,
+    password: &str,
+) -> std::result::Result<bool, russh::Error> {
+    use russh::client::KeyboardInteractiveAuthResponse as Response;
+    let mut response = handle
+        .authenticate_keyboard_interactive_start(settings.user.clone(), None)
+        .await?;
+    // A server may ask several rounds; a few are plenty for a password.
+    for _ in 0..4 {
+        match response {
+            Response::Success => return Ok(true),
+            Response::Failure { .. } => return Ok(false),
+            Response::InfoRequest { prompts, .. } => {
+                let answers = prompts.iter().map(|_| password.to_owned()).collect();
+                response = handle
+                    .authenticate_keyboard_interactive_respond(answers)
+                    .await?;
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn load_key(
