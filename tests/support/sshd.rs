@@ -125,7 +125,7 @@ impl Sshd {
         self.dir.path().join("ssh_config")
     }
 
-    /// The pid of the listening sshd.
+    /// The pid of the listening sshd (which [`Sshd::pgrep`] does not include).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -165,7 +165,9 @@ impl Sshd {
             .unwrap_or_default()
     }
 
-    fn try_start(extra_config: &[&str]) -> Result<Sshd, String> {
+    /// [`Sshd::start_with`] without the skip-or-panic: why the server could not start
+    /// (for a failed sshd: the end of its log), whatever `CI` says.
+    pub fn try_start(extra_config: &[&str]) -> Result<Sshd, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("{SSHD} not found; install openssh-server"));
         }
@@ -372,26 +374,47 @@ impl Sshd {
 }
 
 impl Drop for Sshd {
-    /// Kills the listener and every process of this server (see [`Sshd::pgrep`]) by pid,
-    /// then the temp dir goes. Never by name: other sshds on this machine are not ours.
+    /// Kills every process of this server (see [`Sshd::pgrep`]) and then the listener, by
+    /// pid, and removes the dir. Never by name: other sshds on this machine are not ours.
     fn drop(&mut self) {
         let listener = self.child.id();
-        // Stop the listener first: a stopped sshd cannot fork new connections while the
-        // process tree is read and killed, and its children stay its children until then.
-        signal("STOP", &[listener]);
-        for _ in 0..100 {
-            let mut pids = self.processes();
-            let listener_alive = matches!(self.child.try_wait(), Ok(None));
-            if listener_alive {
-                pids.push(listener);
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // Freeze the tree from the top down: a stopped process cannot fork, so once a
+            // scan finds nothing new, every process is known and stays where it is. Killed
+            // right away instead, a per-connection sshd could start one more session whose
+            // process would escape to init.
+            let mut stopped = HashSet::from([listener]);
+            let mut todo = vec![listener];
+            for _ in 0..100 {
+                signal("STOP", &todo);
+                todo = self.processes();
+                todo.retain(|pid| !stopped.contains(pid));
+                if todo.is_empty() {
+                    break;
+                }
+                stopped.extend(&todo);
             }
-            if pids.is_empty() {
-                break;
+            // The listener stays (stopped) until the end: it holds the port, and with it
+            // the meaning of SSH_CONNECTION=... PORT, so that the rounds below cannot hit a
+            // new harness that got the same port.
+            stopped.remove(&listener);
+            signal("KILL", &stopped.into_iter().collect::<Vec<_>>());
+            // Anything that slipped through (a process between fork and exec has no
+            // SSH_CONNECTION yet): until two scans in a row find nothing.
+            let mut empty_scans = 0;
+            for _ in 0..100 {
+                let pids = self.processes();
+                if pids.is_empty() {
+                    empty_scans += 1;
+                    if empty_scans == 2 {
+                        break;
+                    }
+                } else {
+                    empty_scans = 0;
+                    signal("KILL", &pids);
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-            // All at once: killed one by one, the per-connection sshds would be re-parented
-            // to init before we got to them (their sessions are still found by environment).
-            signal("KILL", &pids);
-            std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -438,7 +461,9 @@ fn start_listening(
                 let _ = child.kill();
                 let _ = child.wait();
                 let text = fs::read_to_string(log).unwrap_or_default();
-                last_error = format!("{e}; the end of {}:\n{}", log.display(), tail(&text, 20));
+                // One line that says it all (for the skip message), then the context.
+                let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+                last_error = format!("{e}: {last}\nthe end of sshd's log:\n{}", tail(&text, 20));
                 if !text.contains("Address already in use") {
                     break;
                 }
