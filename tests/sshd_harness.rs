@@ -257,6 +257,21 @@ fn the_password_logs_in_the_user_but_never_root() {
         stderr(&output)
     );
 
+    // keyboard-interactive is offered, but with UsePAM no sshd has no device behind it: it
+    // never asks anything and never lets anyone in.
+    let kbd = askpass(&sshd, "askpass-kbd", sshd.password);
+    let mut ssh = bare_ssh(&sshd, &sshd.user);
+    ssh.args(["-o", "PubkeyAuthentication=no"])
+        .args(["-o", "PreferredAuthentications=keyboard-interactive"]);
+    let output = run(with_askpass(&mut ssh, &kbd).args(["127.0.0.1", "id -un"]));
+    assert!(!output.status.success(), "keyboard-interactive let us in");
+    assert!(
+        stderr(&output).contains("keyboard-interactive"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(askpass_calls(&kbd), 0);
+
     // Root: a password is asked for and refused. We do not know (or touch) root's password,
     // so the refusal alone would prove little; sshd's effective configuration says why.
     let root = askpass(&sshd, "askpass-root", sshd.password);
@@ -431,6 +446,40 @@ fn start_with_sets_max_sessions() {
     assert!(failures[0].contains("refused"), "{failures:?}");
 }
 
+/// The parent pid of a process, from /proc.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Live processes anywhere whose environment says a session on 127.0.0.1:`port` started
+/// them, with their command lines.
+fn processes_of_sessions_on(port: u16) -> Vec<(u32, String)> {
+    let marker = format!(" 127.0.0.1 {port}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| !matches!(support::process_state(pid), None | Some('Z') | Some('X')))
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0).any(|var| {
+                    var.starts_with(b"SSH_CONNECTION=")
+                        && String::from_utf8_lossy(var).ends_with(&marker)
+                })
+            })
+        })
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (pid, String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        })
+        .collect()
+}
+
 #[test]
 fn pgrep_finds_remote_processes_and_drop_leaves_none_behind() {
     let Some(sshd) = Sshd::start() else { return };
@@ -448,6 +497,14 @@ fn pgrep_finds_remote_processes_and_drop_leaves_none_behind() {
         &sshd,
         ssh(&sshd).args(["harness", "setsid sleep 1235 </dev/null >/dev/null 2>&1 &"]),
     );
+    // And one that keeps forking, left behind the same way.
+    ok(
+        &sshd,
+        ssh(&sshd).args([
+            "harness",
+            "setsid sh -c 'while :; do sleep 0.01; done' </dev/null >/dev/null 2>&1 &",
+        ]),
+    );
     eventually("sleep 1234 on the server", || {
         !sshd.pgrep("sleep 1234").is_empty()
     });
@@ -459,15 +516,37 @@ fn pgrep_finds_remote_processes_and_drop_leaves_none_behind() {
         !in_session.contains(&client.0.id()),
         "pgrep counted the local ssh client"
     );
-    assert!(!sshd.pgrep("sleep 1235").is_empty());
+    let left_behind = sshd.pgrep("sleep 1235");
+    assert_eq!(left_behind.len(), 1, "{left_behind:?}");
+    eventually("the fork loop on the server", || {
+        !sshd.pgrep("while :; do sleep 0.01").is_empty()
+    });
     assert!(sshd.pgrep("no such command line anywhere").is_empty());
+    // Not a descendant of sshd any more: only its environment ties it to this server.
+    let tree = sshd.pgrep("");
+    let parent = parent(left_behind[0]).unwrap();
+    assert!(
+        parent != sshd.pid() && !tree.contains(&parent),
+        "sleep 1235 still hangs off sshd (parent {parent})"
+    );
 
     // Every process of the server (the empty pattern matches them all), and the listener.
     let mut all = sshd.pgrep("");
     assert!(all.len() >= 4, "{all:?}");
     all.push(sshd.pid());
     let dir = sshd.dir.path().to_owned();
+    let port = sshd.port;
+    let started = Instant::now();
     drop(sshd);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "drop took {took:?}");
+    // Checked without the harness: nothing with this server's SSH_CONNECTION lives on,
+    // not even after a while (the fork loop would have made new ones).
+    for _ in 0..2 {
+        let survivors = processes_of_sessions_on(port);
+        assert!(survivors.is_empty(), "left behind: {survivors:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for pid in all {
         let state = support::process_state(pid);
         assert!(
@@ -524,4 +603,18 @@ fn two_harnesses_at_once_are_independent() {
     }
     // b is untouched by a's end.
     assert_eq!(ok(&b, ssh(&b).args(["harness", "id -un"])), b.user);
+}
+
+#[test]
+fn a_server_that_cannot_start_says_why() {
+    if !Path::new(support::sshd::SSHD).exists() {
+        return;
+    }
+    let Err(error) = Sshd::try_start(&["NoSuchKeyword yes"]) else {
+        panic!("sshd started with a bad config");
+    };
+    assert!(
+        error.contains("Bad configuration option: NoSuchKeyword"),
+        "{error}"
+    );
 }
