@@ -18,6 +18,9 @@
 //! only log that user in: [`Sshd::privileged`] is false, [`Sshd::user`] is the current user,
 //! password logins cannot work (sshd cannot read /etc/shadow) and `harness-root` cannot log
 //! in. Tests of those parts check `privileged` first.
+//!
+//! A test run that is killed outright (SIGKILL, not a panic) cannot run `Drop`: its sshd
+//! keeps running, with its dir in /tmp/leadpipe-sshd.*; the command line names the dir.
 #![allow(dead_code)]
 
 use std::{
@@ -54,7 +57,7 @@ pub struct Sshd {
     pub host: String,
     /// The port sshd listens on.
     pub port: u16,
-    /// The server's own dir (mode 0755, see `start_with`); removed on drop.
+    /// The server's own dir (mode 0755: see the comment in `try_start`); removed on drop.
     pub dir: tempfile::TempDir,
     /// One line, `[127.0.0.1]:PORT ssh-ed25519 AAAA...`, for this server's host key.
     pub known_hosts: PathBuf,
@@ -137,7 +140,8 @@ impl Sshd {
     /// left behind: once its session ends, such a process is re-parented to init and no
     /// longer a descendant. A process that clears its environment and detaches escapes both.
     /// Other harnesses' processes are never included, so parallel tests do not see each
-    /// other's; the test process and its `ssh` clients are not included either.
+    /// other's; the test process and its `ssh` clients are not included either. The empty
+    /// pattern gives all of them.
     pub fn pgrep(&self, pattern: &str) -> Vec<u32> {
         let mut pids: Vec<u32> = self
             .processes()
@@ -196,15 +200,17 @@ impl Sshd {
             .map_err(|e| format!("cannot create a temp dir in /tmp: {e}"))?;
         let d = dir.path().to_owned();
         // sshd reads AuthorizedKeysFile as the user logging in, and TempDir makes the dir
-        // 0700 root: open it to everyone (it holds only test keys) so TEST_USER can get in.
+        // 0700 root: open it to everyone so TEST_USER can get in (the private keys in it stay
+        // 0600, and they are throw-away test keys anyway).
         fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
 
         let host_key = d.join("ssh_host_ed25519_key");
         let client_key = d.join("id_ed25519");
         let client_key_encrypted = d.join("id_ed25519_encrypted");
         let client_key_rsa = d.join("id_rsa");
-        // ssh-keygen writes private keys 0600 and public keys 0644; sshd insists on the first
-        // for its host key, ssh on the first for the client keys (both run as root).
+        // ssh-keygen writes private keys 0600 and public keys 0644: sshd insists on the first
+        // for its host key, ssh for the client keys (both run as the user of the tests, who
+        // owns them).
         let keys: [(&Path, &[&str], &str); 4] = [
             (&host_key, &["-t", "ed25519"], ""),
             (&client_key, &["-t", "ed25519"], ""),
