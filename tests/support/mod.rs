@@ -3,6 +3,8 @@
 
 use std::{path::Path, time::Duration};
 
+pub mod sshd;
+
 /// The test helper program with exact behaviour (see tests/bin/testbin.rs).
 pub const TESTBIN: &str = env!("CARGO_BIN_EXE_leadpipe-testbin");
 
