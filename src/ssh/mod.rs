@@ -13,6 +13,7 @@ mod known_hosts;
 mod markers;
 mod process;
 mod session;
+mod spill;
 
 use std::{
     ffi::OsStr,

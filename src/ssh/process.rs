@@ -8,107 +8,66 @@
 //! handed to `exec` (or to this process's own streams, or nowhere), strips the status
 //! lines, and keeps the exit status.
 //!
-//! Known limit: the forwarding queues are unbounded, so a caller that stops reading a fast
-//! stream lets it pile up in memory (russh grants the server more window as data arrives,
-//! not as it is consumed). Bounded memory without stalling the connection needs per-channel
-//! flow control in russh, or spilling to disk; see ARCHITECTURE.md.
+//! The pump hands the streams on through [`spill`](super::spill) pipes, which never make it
+//! wait and keep memory bounded by spilling to a temp file.
 
 use std::{
-    io,
-    pin::Pin,
     sync::{Arc, OnceLock},
-    task::{Context, Poll},
     time::Duration,
 };
 
 use futures::future::BoxFuture;
 use russh::{ChannelMsg, Sig, client::Msg};
 use tokio::{
-    io::{AsyncRead, AsyncWriteExt, ReadBuf},
-    sync::{OwnedSemaphorePermit, mpsc, oneshot, watch},
+    io::AsyncWriteExt,
+    sync::{OwnedSemaphorePermit, oneshot, watch},
 };
 
 use super::{
     command_line,
     markers::{self, Event},
     session::Connection,
+    spill::{SpillWriter, spill_pipe},
 };
 use crate::{
     Error, ExitStatus, Result, Signal,
     machine::{BoxWrite, Plan, ReadEnd, Running, StderrPlan, StdinPlan, StdoutPlan},
 };
 
-/// Where the pump sends one of the channel's two streams.
+/// Where the pump sends one of the channel's two streams. Sending never waits (see
+/// [`spill`](super::spill)), so the pump always keeps its channel drained.
 enum Sink {
-    /// A pipe to the caller (`ReadEnd::Async`).
-    Pipe(mpsc::UnboundedSender<Vec<u8>>),
-    /// This process's own stdout or stderr (`run()`).
-    Stdout,
-    Stderr,
+    Pipe(SpillWriter),
     /// Nobody: the stream was redirected on the remote side.
     Discard,
 }
 
 impl Sink {
-    async fn send(&mut self, bytes: Vec<u8>) {
-        if bytes.is_empty() {
-            return;
-        }
-        match self {
-            Sink::Pipe(pipe) => {
-                // The caller dropped its end: keep draining, drop the bytes.
-                let _ = pipe.send(bytes);
-            }
-            Sink::Stdout => {
-                let _ = tokio::io::stdout().write_all(&bytes).await;
-            }
-            Sink::Stderr => {
-                let _ = tokio::io::stderr().write_all(&bytes).await;
-            }
-            Sink::Discard => {}
+    fn send(&self, bytes: Vec<u8>) {
+        if let Sink::Pipe(pipe) = self {
+            pipe.push(bytes);
         }
     }
-}
 
-/// A pipe from the pump to the caller.
-struct ChannelPipe {
-    queue: mpsc::UnboundedReceiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    offset: usize,
-}
-
-impl AsyncRead for ChannelPipe {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        while self.offset == self.chunk.len() {
-            match self.queue.poll_recv(cx) {
-                Poll::Ready(Some(chunk)) => {
-                    self.chunk = chunk;
-                    self.offset = 0;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        let n = buf.remaining().min(self.chunk.len() - self.offset);
-        let offset = self.offset;
-        buf.put_slice(&self.chunk[offset..offset + n]);
-        self.offset += n;
-        Poll::Ready(Ok(()))
+    /// A pipe to the caller.
+    fn to_caller() -> (Sink, ReadEnd) {
+        let (writer, reader) = spill_pipe();
+        (Sink::Pipe(writer), ReadEnd::Async(Box::new(reader)))
     }
-}
 
-fn pipe() -> (Sink, ReadEnd) {
-    let (sender, queue) = mpsc::unbounded_channel();
-    let reader = ChannelPipe {
-        queue,
-        chunk: Vec::new(),
-        offset: 0,
-    };
-    (Sink::Pipe(sender), ReadEnd::Async(Box::new(reader)))
+    /// This process's own stdout or stderr (`run()`), written by a task of its own: a slow
+    /// terminal or pipe on our side must not hold up the pump.
+    fn to_own<W>(mut own: W) -> Sink
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (writer, mut reader) = spill_pipe();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut reader, &mut own).await;
+            let _ = own.flush().await;
+        });
+        Sink::Pipe(writer)
+    }
 }
 
 /// What the pump learns that the caller needs while the pipeline runs.
@@ -211,10 +170,10 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
         StdoutPlan::Pipe => {
-            let (sink, end) = pipe();
+            let (sink, end) = Sink::to_caller();
             (sink, Some(end))
         }
-        StdoutPlan::Inherit => (Sink::Stdout, None),
+        StdoutPlan::Inherit => (Sink::to_own(tokio::io::stdout()), None),
         _ => (Sink::Discard, None),
     };
     let stderr_stage = plan
@@ -223,10 +182,12 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         .position(|s| s.stderr == StderrPlan::Pipe);
     let (stderr_sink, stderr) = match stderr_stage {
         Some(stage) => {
-            let (sink, end) = pipe();
+            let (sink, end) = Sink::to_caller();
             (sink, Some((stage, end)))
         }
-        None if plan.stages.iter().any(|s| s.stderr == StderrPlan::Inherit) => (Sink::Stderr, None),
+        None if plan.stages.iter().any(|s| s.stderr == StderrPlan::Inherit) => {
+            (Sink::to_own(tokio::io::stderr()), None)
+        }
         None => (Sink::Discard, None),
     };
     let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
@@ -286,7 +247,7 @@ impl Pump {
         let mut missing = None;
         while let Some(message) = read.wait().await {
             match message {
-                ChannelMsg::Data { data } => self.stdout.send(data.to_vec()).await,
+                ChannelMsg::Data { data } => self.stdout.send(data.to_vec()),
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     let user = self.filter.feed(&data, &mut events);
                     for event in events.drain(..) {
@@ -305,7 +266,7 @@ impl Pump {
                             }
                         }
                     }
-                    self.stderr.send(user).await;
+                    self.stderr.send(user);
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
                     exit = Some(ExitStatus::Code(exit_status as i32));
@@ -323,7 +284,7 @@ impl Pump {
         }
         let _ = self.control.finished.set(());
         let rest = self.filter.finish();
-        self.stderr.send(rest).await;
+        self.stderr.send(rest);
         if !closed && exit.is_none() {
             return Err(Failure::Lost);
         }

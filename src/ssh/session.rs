@@ -190,6 +190,10 @@ pub(crate) struct Connection {
     /// pipeline must be stoppable even when every other slot holds a hung process.
     slots: Arc<Semaphore>,
     kill_slot: Arc<Semaphore>,
+    /// A session channel opened ahead of need, so that starting a command costs one round
+    /// trip (exec) instead of two (open, exec). sshd leaves an idle session channel alone;
+    /// it holds one slot. It receives nothing before its exec, so it needs no draining.
+    spare: std::sync::Mutex<Option<(russh::Channel<Msg>, OwnedSemaphorePermit)>>,
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
@@ -247,13 +251,35 @@ impl Connection {
         };
         // Leave one of the server's channel slots for kills (see `kill_slot`).
         let slots = settings.max_channels.saturating_sub(1).max(1);
-        Ok(Connection {
+        let connection = Connection {
             name: destination,
             handle,
             _via: via,
             slots: Arc::new(Semaphore::new(slots)),
             kill_slot: Arc::new(Semaphore::new(1)),
-        })
+            spare: std::sync::Mutex::new(None),
+        };
+        // The first channel after authentication meets the server's delayed ACK (~40 ms):
+        // open the spare now, inside connect, rather than in the first command.
+        let spare = connection.open_fresh(false).await?;
+        connection.put_spare(spare);
+        Ok(connection)
+    }
+
+    fn put_spare(&self, channel: (russh::Channel<Msg>, OwnedSemaphorePermit)) {
+        let extra = match self.spare.lock() {
+            Ok(mut spare) if spare.is_none() => {
+                *spare = Some(channel);
+                None
+            }
+            _ => Some(channel),
+        };
+        if let Some((extra, permit)) = extra {
+            tokio::spawn(async move {
+                let _ = extra.close().await;
+                drop(permit);
+            });
+        }
     }
 
     async fn handshake<S>(settings: &Settings, stream: S) -> Result<Handle<Client>>
@@ -309,6 +335,25 @@ impl Connection {
     /// more (OpenSSH's `MaxSessions`, 10 by default: sshd frees a slot only after the close
     /// exchange, so a refusal can come even within our own count; it is retried).
     pub(crate) async fn open_session(
+        self: &Arc<Self>,
+        for_kill: bool,
+    ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
+        if !for_kill {
+            let spare = self.spare.lock().ok().and_then(|mut spare| spare.take());
+            let refill = self.clone();
+            tokio::spawn(async move {
+                if let Ok(channel) = refill.open_fresh(false).await {
+                    refill.put_spare(channel);
+                }
+            });
+            if let Some(spare) = spare {
+                return Ok(spare);
+            }
+        }
+        self.open_fresh(for_kill).await
+    }
+
+    async fn open_fresh(
         &self,
         for_kill: bool,
     ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
