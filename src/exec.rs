@@ -78,26 +78,26 @@ impl Job {
             .min()
     }
 
-    pub(crate) fn machine(&self) -> Result<&MachineRef> {
+    /// The machine of every stage, or `None` when the stages are on several.
+    fn machine(&self) -> Option<&MachineRef> {
         let first = &self.stages[0].spec().machine;
-        if self
+        let shared = self
             .stages
             .iter()
-            .any(|c| !Arc::ptr_eq(&c.spec().machine, first))
-        {
-            return Err(Error::io(
-                format!("cannot run `{}`", self.display()),
-                std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "the stages of this pipeline are on different machines",
-                ),
-            ));
-        }
-        Ok(first)
+            .all(|c| Arc::ptr_eq(&c.spec().machine, first));
+        shared.then_some(first)
     }
 
+    /// How errors name where the job ran: the machine, or every machine in stage order.
     pub(crate) fn machine_name(&self) -> String {
-        self.stages[0].spec().machine.name().to_owned()
+        let mut names: Vec<&str> = Vec::new();
+        for command in &self.stages {
+            let name = command.spec().machine.name();
+            if names.last() != Some(&name) {
+                names.push(name);
+            }
+        }
+        names.join(" | ")
     }
 
     /// Resolves every stream of every stage for `mode`.
@@ -164,9 +164,11 @@ impl Job {
 
     /// Starts the job on its machine, with here-strings already being fed.
     pub(crate) async fn start(&self, plan: Plan) -> Result<Box<dyn Running>> {
-        let machine = self.machine()?;
-        tracing::debug!(machine = machine.name(), command = %plan.display, "starting");
-        let mut running = machine.start(plan).await?;
+        tracing::debug!(machine = self.machine_name(), command = %plan.display, "starting");
+        let mut running = match self.machine() {
+            Some(machine) => machine.start(plan).await?,
+            None => crate::mixed::start(plan).await?,
+        };
         for (i, command) in self.stages.iter().enumerate() {
             if let Some(Input::Bytes(bytes)) = &command.spec().stdin
                 && let Some(pipe) = running.take_stdin(i)

@@ -94,6 +94,7 @@ mod exec;
 mod lines;
 mod local;
 mod machine;
+mod mixed;
 mod pipeline;
 mod quote;
 mod redirect;

@@ -81,7 +81,7 @@ struct Control {
 
 impl Control {
     /// Signals the whole remote pipeline: a `signal` request on the channel (honoured for
-    /// ordinary logins) and `kill -SIG -- -PGID` from a second channel (which also works
+    /// ordinary logins) and `kill -SIG -PGID` from a second channel (which also works
     /// where sshd refuses `signal`, e.g. for root).
     async fn signal(self: Arc<Self>, signal: Signal) {
         if let Some(sig) = to_sig(signal) {
@@ -99,7 +99,9 @@ impl Control {
         let Ok((channel, _permit)) = self.connection.open_session(true).await else {
             return;
         };
-        let command = format!("kill -{} -- -{pid} 2>/dev/null", signal.as_raw());
+        // `kill -N -PGID`, without `--`: dash's builtin reads `kill -13 -- -5` as an
+        // illegal number, bash and dash both take this form.
+        let command = format!("kill -{} -{pid} 2>/dev/null", signal.as_raw());
         let (mut read, write) = channel.split();
         if write.exec(false, command.into_bytes()).await.is_ok() {
             let _ = write.eof().await;
