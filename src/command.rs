@@ -60,6 +60,7 @@ pub(crate) struct CommandSpec {
     /// `None`: every status is fine (`unchecked`).
     pub(crate) ok_codes: Option<Arc<[i32]>>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) pty: bool,
 }
 
 /// Where a command's stderr was sent.
@@ -123,6 +124,7 @@ impl Command {
             stderr: None,
             ok_codes: Some(Arc::new([0])),
             timeout: None,
+            pty: false,
         }))
     }
 
@@ -229,6 +231,15 @@ impl Command {
     /// waiting.
     pub fn timeout(self, limit: Duration) -> Command {
         self.edit(|c| c.timeout = Some(limit))
+    }
+
+    /// Runs the command with a pseudo-terminal, for programs that insist on one (`sudo`
+    /// asking for a password, tools that only colour or prompt on a tty). On an SSH machine
+    /// the channel asks for a pty (as `ssh -t`); its stdout and stderr then arrive as one
+    /// stream (stdout), with the terminal's `\r\n` line ends. The local machine does not
+    /// allocate ptys: starting such a command there is an error.
+    pub fn pty(self, pty: bool) -> Command {
+        self.edit(|c| c.pty = pty)
     }
 
     /// The program, as given.

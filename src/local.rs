@@ -291,6 +291,15 @@ fn stdout_of(stage: &StagePlan, stdout: &mut Option<ReadEnd>) -> Result<Out> {
 
 fn start(plan: Plan) -> Result<LocalRunning> {
     let count = plan.stages.len();
+    if let Some(stage) = plan.stages.iter().find(|s| s.command.spec().pty) {
+        return Err(Error::io(
+            format!("cannot start `{}` on local", stage.command.display_line()),
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "pty(true) is supported on SSH machines only",
+            ),
+        ));
+    }
     // Every program is found before anything starts: a typo in the last stage must not
     // leave the first ones running.
     let programs = plan

@@ -151,7 +151,10 @@ fn push_redirects(line: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
         line.push(b' ');
         push_word(line, path, false);
     };
+    // With a pty, an unset stdin stays on the terminal (that is what the pty is for).
+    let on_terminal = stage.command.spec().pty && stage.command.spec().stdin.is_none();
     match &stage.stdin {
+        StdinPlan::Null | StdinPlan::Inherit if on_terminal => {}
         StdinPlan::Null | StdinPlan::Inherit => redirect(b"<", b"/dev/null"),
         StdinPlan::File(path) => redirect(b"<", path.as_os_str().as_bytes()),
         StdinPlan::Pipe | StdinPlan::Previous => {}

@@ -68,10 +68,16 @@ impl Filter {
                         self.pending.drain(..start);
                         return out;
                     };
-                    if let Some(event) = parse(&self.pending[body..body + end]) {
+                    // Through a pty the line arrives as `\r\n<marker>:...\r\n` (onlcr).
+                    let line = &self.pending[body..body + end];
+                    if let Some(event) = parse(line.strip_suffix(b"\r").unwrap_or(line)) {
                         events.push(event);
                     }
-                    out.extend_from_slice(&self.pending[..start]);
+                    let before = match self.pending[..start].strip_suffix(b"\r") {
+                        Some(before) => before.len(),
+                        None => start,
+                    };
+                    out.extend_from_slice(&self.pending[..before]);
                     self.pending.drain(..body + end + 1);
                 }
                 None => {
@@ -158,6 +164,13 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[test]
+    fn status_lines_through_a_pty_lose_their_carriage_returns_too() {
+        let (out, events) = run("M", &[b"out\r\n\r\nM:pid:7\r\nmore\r\n"]);
+        assert_eq!(out, b"out\r\nmore\r\n");
+        assert_eq!(events, [Event::Pid(7)]);
     }
 
     #[test]

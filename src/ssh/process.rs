@@ -164,6 +164,13 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let line = command_line::build(&plan, &marker);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
+    let pty = plan.stages.iter().any(|s| s.command.spec().pty);
+    if pty {
+        write
+            .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .map_err(|_| connection.lost())?;
+    }
     write
         .exec(true, line)
         .await
@@ -207,6 +214,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     });
     let (done_sender, done) = oneshot::channel();
     let pump = Pump {
+        pty,
         stages: plan.stages.len(),
         filter: markers::Filter::new(&marker),
         stdout: stdout_sink,
@@ -230,6 +238,8 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
 }
 
 struct Pump {
+    /// With a pty, stderr (and so the status lines) arrives in the stdout data.
+    pty: bool,
     stages: usize,
     filter: markers::Filter,
     stdout: Sink,
@@ -249,8 +259,8 @@ impl Pump {
         let mut missing = None;
         while let Some(message) = read.wait().await {
             match message {
-                ChannelMsg::Data { data } => self.stdout.send(data.to_vec()),
-                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                ChannelMsg::Data { data } if !self.pty => self.stdout.send(data.to_vec()),
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 } => {
                     let user = self.filter.feed(&data, &mut events);
                     for event in events.drain(..) {
                         match event {
@@ -268,7 +278,11 @@ impl Pump {
                             }
                         }
                     }
-                    self.stderr.send(user);
+                    if self.pty {
+                        self.stdout.send(user);
+                    } else {
+                        self.stderr.send(user);
+                    }
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
                     exit = Some(ExitStatus::Code(exit_status as i32));
@@ -286,7 +300,11 @@ impl Pump {
         }
         let _ = self.control.finished.set(());
         let rest = self.filter.finish();
-        self.stderr.send(rest);
+        if self.pty {
+            self.stdout.send(rest);
+        } else {
+            self.stderr.send(rest);
+        }
         if !closed && exit.is_none() {
             return Err(Failure::Lost);
         }
