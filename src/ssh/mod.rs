@@ -18,6 +18,7 @@ mod spill;
 use std::{
     ffi::OsStr,
     fmt,
+    os::unix::ffi::OsStringExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -53,6 +54,12 @@ use crate::{
 ///
 /// Timeouts, `kill()` and dropping a `Child` kill the remote pipeline's whole process
 /// group, also for logins where sshd refuses `signal` requests (root).
+///
+/// When the connection dies (the TCP connection is cut, or the server stops answering
+/// keepalives), every call in flight fails with [`Error::ConnectionLost`], and so does
+/// every later call on this machine and its clones: it does not reconnect behind the
+/// script's back (a half-done deployment step should not be retried silently). Check
+/// [`is_closed`](SshMachine::is_closed) and connect again where retrying is safe.
 ///
 /// # Example
 /// ```no_run
@@ -122,11 +129,11 @@ impl SshMachine {
         Command::new(self.backend.clone(), &self.scope, program.as_ref())
     }
 
-    /// Where the remote shell finds `program` (`command -v`).
+    /// Where the remote shell finds `program` (`command -v`), as a remote path.
     ///
     /// # Errors
     /// [`Error::CommandNotFound`] with the remote `PATH`.
-    pub async fn which(&self, program: impl AsRef<OsStr>) -> Result<String> {
+    pub async fn which(&self, program: impl AsRef<OsStr>) -> Result<PathBuf> {
         let script = "command -v -- \"$1\" || { printf '%s' \"$PATH\"; exit 127; }";
         let output = self
             .cmd("sh")
@@ -139,16 +146,17 @@ impl SshMachine {
             .unchecked()
             .output()
             .await?;
-        let stdout = String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_owned();
+        let mut stdout = output.stdout;
         if output.status.success() {
-            Ok(stdout)
+            if stdout.last() == Some(&b'\n') {
+                stdout.pop();
+            }
+            Ok(PathBuf::from(std::ffi::OsString::from_vec(stdout)))
         } else {
             Err(Error::CommandNotFound {
                 program: program.as_ref().to_string_lossy().into_owned(),
                 machine: self.connection.name.clone(),
-                searched: stdout,
+                searched: String::from_utf8_lossy(&stdout).into_owned(),
             })
         }
     }
