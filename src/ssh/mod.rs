@@ -114,6 +114,7 @@ impl SshMachine {
             identity_files: Vec::new(),
             password: None,
             passphrase: None,
+            passphrase_for: None,
             known_hosts: Vec::new(),
             host_key_policy: None,
             connect_timeout: None,
@@ -226,11 +227,12 @@ impl fmt::Debug for SshMachine {
 /// StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval/CountMax, ProxyJump), then
 /// the defaults below.
 ///
-/// Authentication tries, in order: the identity files given (or, when none were, those of
-/// the config, or `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` where they exist; encrypted
-/// ones with the [`passphrase`](SshBuilder::passphrase)), the ssh-agent's keys
-/// (`SSH_AUTH_SOCK`, unless `IdentitiesOnly`), the [`password`](SshBuilder::password),
-/// then keyboard-interactive answered with that password. RSA keys sign with rsa-sha2.
+/// Authentication tries, in order: the identity files given (by the builder, else the
+/// config's `IdentityFile`), the [`password`](SshBuilder::password) given, the ssh-agent's
+/// keys (`SSH_AUTH_SOCK`, unless `IdentitiesOnly` or identity files were given to the
+/// builder), the default `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` (when no identity file
+/// was given), then keyboard-interactive answered with the password. Encrypted keys open
+/// with the [`passphrase`](SshBuilder::passphrase) or [`passphrase_with`](SshBuilder::passphrase_with). RSA keys sign with rsa-sha2.
 /// Host keys are checked against `~/.ssh/known_hosts` (or the files given) under
 /// [`HostKeyPolicy::Strict`] unless another policy is chosen.
 #[derive(Clone)]
@@ -241,6 +243,7 @@ pub struct SshBuilder {
     identity_files: Vec<PathBuf>,
     password: Option<String>,
     passphrase: Option<String>,
+    passphrase_for: Option<session::PassphraseCallback>,
     known_hosts: Vec<PathBuf>,
     host_key_policy: Option<HostKeyPolicy>,
     connect_timeout: Option<Duration>,
@@ -280,6 +283,17 @@ impl SshBuilder {
     /// The passphrase of encrypted identity files. Never shown by `Debug` or errors.
     pub fn passphrase(mut self, passphrase: impl Into<String>) -> SshBuilder {
         self.passphrase = Some(passphrase.into());
+        self
+    }
+
+    /// Asks `ask` for the passphrase of an encrypted identity file (given its path) when no
+    /// [`passphrase`](SshBuilder::passphrase) was set: to prompt a person, or read a
+    /// secret store. `None` skips the key.
+    pub fn passphrase_with(
+        mut self,
+        ask: impl Fn(&Path) -> Option<String> + Send + Sync + 'static,
+    ) -> SshBuilder {
+        self.passphrase_for = Some(Arc::new(ask));
         self
     }
 
@@ -413,6 +427,7 @@ impl SshBuilder {
             use_agent: !file.identities_only.unwrap_or(false) && self.identity_files.is_empty(),
             password: self.password.clone(),
             passphrase: self.passphrase.clone(),
+            passphrase_for: self.passphrase_for.clone(),
             known_hosts,
             host_key_policy: policy,
             connect_timeout: self

@@ -2,7 +2,7 @@
 //! channels without tripping over the server's channel limit.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -36,6 +36,9 @@ pub enum HostKeyPolicy {
     AcceptAny,
 }
 
+/// Asked for an encrypted key's passphrase.
+pub(crate) type PassphraseCallback = Arc<dyn Fn(&Path) -> Option<String> + Send + Sync>;
+
 /// Everything needed to open and authenticate one connection.
 #[derive(Clone)]
 pub(crate) struct Settings {
@@ -47,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) use_agent: bool,
     pub(crate) password: Option<String>,
     pub(crate) passphrase: Option<String>,
+    /// Asked for the passphrase of an encrypted key when none was given.
+    pub(crate) passphrase_for: Option<PassphraseCallback>,
     pub(crate) known_hosts: Vec<PathBuf>,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
@@ -399,117 +404,49 @@ impl Connection {
     }
 }
 
-/// Tries, in order: the identity files given (or, when none were, the default ones that
-/// exist), then the password. Records every attempt for the error.
+/// Tries, in order: the identity files given (builder or ssh_config), the password given,
+/// the ssh-agent's keys, the default identity files (when none were given), then
+/// keyboard-interactive answered with the password. Records every attempt for the error.
 async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Result<()> {
-    let mut tried = Vec::new();
-    let mut accepted: Vec<String> = Vec::new();
-    let note = |result: russh::client::AuthResult, accepted: &mut Vec<String>| match result {
-        russh::client::AuthResult::Success => true,
-        russh::client::AuthResult::Failure {
-            remaining_methods, ..
-        } => {
-            *accepted = remaining_methods
-                .iter()
-                .map(|m| <&str>::from(m).to_owned())
-                .collect();
-            false
-        }
+    let mut auth = Attempts {
+        handle,
+        settings,
+        tried: Vec::new(),
+        accepted: Vec::new(),
     };
-    let auth_error = |e: russh::Error| Error::Connect {
-        destination: settings.destination(),
-        reason: format!("authentication failed: {e}"),
-    };
-    let keys = if settings.identity_files.is_empty() {
-        default_identities()
-    } else {
-        settings.identity_files.clone()
-    };
-    for path in &keys {
-        let key = match load_key(path, settings.passphrase.as_deref()) {
-            Ok(key) => key,
-            Err(reason) => {
-                tried.push(format!("key {} ({reason})", path.display()));
-                continue;
-            }
-        };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(auth_error)?
-                .flatten()
-                .or(Some(HashAlg::Sha256))
-        } else {
-            None
-        };
-        let result = handle
-            .authenticate_publickey(
-                settings.user.clone(),
-                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-            )
-            .await
-            .map_err(auth_error)?;
-        if note(result, &mut accepted) {
+    for path in &settings.identity_files {
+        if auth.key(path).await? {
             return Ok(());
         }
-        tried.push(format!("key {}", path.display()));
     }
-    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match russh::keys::agent::client::AgentClient::connect_env().await {
-            Ok(mut agent) => {
-                let identities = agent.request_identities().await.unwrap_or_default();
-                for identity in identities {
-                    let key = identity.public_key().into_owned();
-                    let hash = if key.algorithm().is_rsa() {
-                        Some(HashAlg::Sha256)
-                    } else {
-                        None
-                    };
-                    let comment = key.comment().to_owned();
-                    match handle
-                        .authenticate_publickey_with(settings.user.clone(), key, hash, &mut agent)
-                        .await
-                    {
-                        Ok(result) => {
-                            if note(result, &mut accepted) {
-                                return Ok(());
-                            }
-                            tried.push(format!("agent key {comment}"));
-                        }
-                        Err(e) => tried.push(format!("agent key {comment} ({e})")),
-                    }
-                }
-            }
-            Err(e) => tried.push(format!("ssh-agent ({e})")),
-        }
+    if let Some(password) = &settings.password
+        && auth.password(password).await?
+    {
+        return Ok(());
     }
-    if let Some(password) = &settings.password {
-        let result = handle
-            .authenticate_password(settings.user.clone(), password.clone())
-            .await
-            .map_err(auth_error)?;
-        if note(result, &mut accepted) {
-            return Ok(());
-        }
-        tried.push("password".to_owned());
-        if accepted.iter().any(|m| m == "keyboard-interactive") {
-            if keyboard_interactive(handle, settings, password)
-                .await
-                .map_err(auth_error)?
-            {
+    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() && auth.agent().await? {
+        return Ok(());
+    }
+    if settings.identity_files.is_empty() {
+        for path in default_identities() {
+            if auth.key(&path).await? {
                 return Ok(());
             }
-            tried.push("keyboard-interactive".to_owned());
         }
     }
-    if accepted.is_empty() {
+    if let Some(password) = &settings.password
+        && auth.accepted.iter().any(|m| m == "keyboard-interactive")
+        && auth.keyboard_interactive(password).await?
+    {
+        return Ok(());
+    }
+    if auth.accepted.is_empty() {
         // Ask the server what it would take, for the error.
         if let Ok(russh::client::AuthResult::Failure {
             remaining_methods, ..
-        }) = handle.authenticate_none(settings.user.clone()).await
+        }) = auth.handle.authenticate_none(settings.user.clone()).await
         {
-            accepted = remaining_methods
+            auth.accepted = remaining_methods
                 .iter()
                 .filter(|m| **m != MethodKind::None)
                 .map(|m| <&str>::from(m).to_owned())
@@ -518,9 +455,129 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
     }
     Err(Error::Auth {
         destination: settings.destination(),
-        tried,
-        accepted,
+        tried: auth.tried,
+        accepted: auth.accepted,
     })
+}
+
+/// The attempts so far, and what the server said it accepts.
+struct Attempts<'a> {
+    handle: &'a mut Handle<Client>,
+    settings: &'a Settings,
+    tried: Vec<String>,
+    accepted: Vec<String>,
+}
+
+impl Attempts<'_> {
+    fn error(&self, e: russh::Error) -> Error {
+        Error::Connect {
+            destination: self.settings.destination(),
+            reason: format!("authentication failed: {e}"),
+        }
+    }
+
+    /// Whether `result` is a success; remembers what the server accepts otherwise.
+    fn succeeded(&mut self, result: russh::client::AuthResult) -> bool {
+        match result {
+            russh::client::AuthResult::Success => true,
+            russh::client::AuthResult::Failure {
+                remaining_methods, ..
+            } => {
+                self.accepted = remaining_methods
+                    .iter()
+                    .map(|m| <&str>::from(m).to_owned())
+                    .collect();
+                false
+            }
+        }
+    }
+
+    async fn key(&mut self, path: &Path) -> Result<bool> {
+        let key = match load_key(path, self.settings) {
+            Ok(key) => key,
+            Err(reason) => {
+                self.tried
+                    .push(format!("key {} ({reason})", path.display()));
+                return Ok(false);
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            let best = self
+                .handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| self.error(e))?;
+            best.flatten().or(Some(HashAlg::Sha256))
+        } else {
+            None
+        };
+        let user = self.settings.user.clone();
+        let result = self
+            .handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(|e| self.error(e))?;
+        if self.succeeded(result) {
+            return Ok(true);
+        }
+        self.tried.push(format!("key {}", path.display()));
+        Ok(false)
+    }
+
+    async fn password(&mut self, password: &str) -> Result<bool> {
+        let user = self.settings.user.clone();
+        let result = self
+            .handle
+            .authenticate_password(user, password)
+            .await
+            .map_err(|e| self.error(e))?;
+        if self.succeeded(result) {
+            return Ok(true);
+        }
+        self.tried.push("password".to_owned());
+        Ok(false)
+    }
+
+    async fn agent(&mut self) -> Result<bool> {
+        let mut agent = match russh::keys::agent::client::AgentClient::connect_env().await {
+            Ok(agent) => agent,
+            Err(e) => {
+                self.tried.push(format!("ssh-agent ({e})"));
+                return Ok(false);
+            }
+        };
+        let identities = agent.request_identities().await.unwrap_or_default();
+        for identity in identities {
+            let key = identity.public_key().into_owned();
+            let hash = key.algorithm().is_rsa().then_some(HashAlg::Sha256);
+            let comment = key.comment().to_owned();
+            let user = self.settings.user.clone();
+            match self
+                .handle
+                .authenticate_publickey_with(user, key, hash, &mut agent)
+                .await
+            {
+                Ok(result) => {
+                    if self.succeeded(result) {
+                        return Ok(true);
+                    }
+                    self.tried.push(format!("agent key {comment}"));
+                }
+                Err(e) => self.tried.push(format!("agent key {comment} ({e})")),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn keyboard_interactive(&mut self, password: &str) -> Result<bool> {
+        let answered = keyboard_interactive(self.handle, self.settings, password)
+            .await
+            .map_err(|e| self.error(e))?;
+        if !answered {
+            self.tried.push("keyboard-interactive".to_owned());
+        }
+        Ok(answered)
+    }
 }
 
 /// Answers every keyboard-interactive prompt with the password (what a person at `ssh`
@@ -550,14 +607,28 @@ async fn keyboard_interactive(
     Ok(false)
 }
 
-fn load_key(
-    path: &std::path::Path,
-    passphrase: Option<&str>,
-) -> std::result::Result<PrivateKey, String> {
-    russh::keys::load_secret_key(path, passphrase).map_err(|e| match e {
+/// Loads a private key; an encrypted one with the passphrase given, or the callback's.
+fn load_key(path: &Path, settings: &Settings) -> std::result::Result<PrivateKey, String> {
+    let describe = |e: russh::keys::Error| match e {
         russh::keys::Error::KeyIsEncrypted => "encrypted, and no passphrase was given".to_owned(),
         other => other.to_string(),
-    })
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let passphrase = settings
+                .passphrase
+                .clone()
+                .or_else(|| settings.passphrase_for.as_ref().and_then(|ask| ask(path)));
+            russh::keys::load_secret_key(path, passphrase.as_deref()).map_err(|e| {
+                if passphrase.is_some() {
+                    "encrypted, and the passphrase did not open it".to_owned()
+                } else {
+                    describe(e)
+                }
+            })
+        }
+        other => other.map_err(describe),
+    }
 }
 
 /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`: the ones that exist.
