@@ -98,6 +98,7 @@ mod mixed;
 mod pipeline;
 mod quote;
 mod redirect;
+mod socket;
 mod ssh;
 mod status;
 
@@ -109,7 +110,8 @@ pub use crate::{
     local::{LocalMachine, local},
     pipeline::Pipeline,
     redirect::{Input, Redirect},
-    ssh::{HostKeyPolicy, SshBuilder, SshMachine},
+    socket::Socket,
+    ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, Tunnel},
     status::{ExitStatus, Output, Signal},
 };
 

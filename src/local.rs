@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use tokio::net::unix::pipe;
 
 use crate::{
-    Command, Error, ExitStatus, Result, Signal,
+    Command, Error, ExitStatus, Result, Signal, Socket,
     command::Scope,
     machine::{
         Backend, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
@@ -118,6 +118,40 @@ impl LocalMachine {
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()
+    }
+
+    /// A TCP connection to `port` on this machine's loopback: the same call as
+    /// [`SshMachine::connect_sock`](crate::SshMachine::connect_sock), so code that talks
+    /// to "the service on that machine" is written once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the address.
+    pub async fn connect_sock(&self, port: u16) -> Result<Socket> {
+        self.connect_sock_to("127.0.0.1", port).await
+    }
+
+    /// A TCP connection to `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the address.
+    pub async fn connect_sock_to(&self, host: &str, port: u16) -> Result<Socket> {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to {host}:{port} on local"), e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Socket::tcp(stream))
+    }
+
+    /// A connection to the Unix socket at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path.
+    pub async fn connect_unix(&self, path: impl AsRef<Path>) -> Result<Socket> {
+        let path = path.as_ref();
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to {} on local", path.display()), e))?;
+        Ok(Socket::unix(stream))
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod command_line;
 mod config;
+mod forward;
 mod known_hosts;
 mod markers;
 mod process;
@@ -26,10 +27,14 @@ use std::{
 
 use futures::future::BoxFuture;
 
-pub use self::session::HostKeyPolicy;
+pub(crate) use self::forward::ChannelSocket;
 use self::session::{Connection, Settings};
+pub use self::{
+    forward::{ReverseTunnel, Tunnel},
+    session::HostKeyPolicy,
+};
 use crate::{
-    Command, Error, Result,
+    Command, Error, Result, Socket,
     command::Scope,
     machine::{Backend, MachineRef, Plan, Running},
 };
@@ -160,6 +165,76 @@ impl SshMachine {
                 searched: String::from_utf8_lossy(&stdout).into_owned(),
             })
         }
+    }
+
+    /// A connection to `port` on the remote machine's loopback (`127.0.0.1`), over a
+    /// `direct-tcpip` channel: reach a database, a Redis, an admin HTTP port that listens
+    /// only there, with no port opened.
+    ///
+    /// # Errors
+    /// [`Error::ChannelRefused`] naming the target and the server's reason (nothing
+    /// listens there, or forwarding is not allowed), [`Error::ConnectionLost`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(remote: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// let mut redis = remote.connect_sock(6379).await?;
+    /// redis.write_all(b"PING\r\n").await.unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_sock(&self, port: u16) -> Result<Socket> {
+        forward::connect_tcp(&self.connection, "127.0.0.1", port).await
+    }
+
+    /// A connection to `host:port` as the remote machine resolves and reaches them.
+    ///
+    /// # Errors
+    /// As [`connect_sock`](SshMachine::connect_sock).
+    pub async fn connect_sock_to(&self, host: &str, port: u16) -> Result<Socket> {
+        forward::connect_tcp(&self.connection, host, port).await
+    }
+
+    /// A connection to the Unix socket at `path` on the remote machine
+    /// (`direct-streamlocal@openssh.com`, OpenSSH's Unix-socket forwarding): a
+    /// `docker.sock`, a PostgreSQL socket.
+    ///
+    /// # Errors
+    /// As [`connect_sock`](SshMachine::connect_sock).
+    pub async fn connect_unix(&self, path: impl AsRef<Path>) -> Result<Socket> {
+        let path = path.as_ref().to_string_lossy();
+        forward::connect_unix(&self.connection, &path).await
+    }
+
+    /// Listens on `127.0.0.1:local_port` (0: any free port, see
+    /// [`Tunnel::local_addr`]) and forwards each connection to `remote_port` on the remote
+    /// machine's loopback, until the [`Tunnel`] is dropped: for clients that only know
+    /// `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the local port cannot be bound.
+    pub async fn tunnel(&self, local_port: u16, remote_port: u16) -> Result<Tunnel> {
+        forward::tunnel(
+            self.connection.clone(),
+            local_port,
+            "127.0.0.1".to_owned(),
+            remote_port,
+        )
+        .await
+    }
+
+    /// Asks the remote machine to listen on its `127.0.0.1:remote_port` (0: a port it
+    /// chooses, see [`ReverseTunnel::remote_port`]) and forwards each connection to
+    /// `local` here, until the [`ReverseTunnel`] is dropped.
+    ///
+    /// # Errors
+    /// [`Error::ChannelRefused`] when the server will not listen there.
+    pub async fn reverse_tunnel(
+        &self,
+        remote_port: u16,
+        local: std::net::SocketAddr,
+    ) -> Result<ReverseTunnel> {
+        forward::reverse_tunnel(self.connection.clone(), remote_port, local).await
     }
 
     /// A view whose commands start in `dir` (a remote path, relative to this view's).

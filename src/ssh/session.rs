@@ -14,7 +14,10 @@ use russh::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::known_hosts::{self, Verdict};
+use super::{
+    forward::{Forwards, serve_forwarded},
+    known_hosts::{self, Verdict},
+};
 use crate::{Error, Result};
 
 /// What to do with a host key that known_hosts does not vouch for.
@@ -72,17 +75,37 @@ impl Settings {
 }
 
 /// The russh event handler: checks the server's key.
-struct Client {
+pub(crate) struct Client {
     host: String,
     port: u16,
     known_hosts: Vec<PathBuf>,
     policy: HostKeyPolicy,
     /// Why the key was refused, for the error (russh only reports "unknown key").
     refusal: Arc<Mutex<Option<Error>>>,
+    /// Our reverse tunnels: the only forwarded channels accepted.
+    forwards: Arc<Forwards>,
 }
 
 impl client::Handler for Client {
     type Error = russh::Error;
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        // Only ports we asked the server to forward; dropping `reply` refuses the rest.
+        if let Some(target) = self.forwards.target(connected_port) {
+            reply.accept().await;
+            serve_forwarded(channel, target);
+        }
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -189,6 +212,7 @@ impl Client {
 pub(crate) struct Connection {
     pub(crate) name: String,
     handle: Handle<Client>,
+    forwards: Arc<Forwards>,
     /// The bastion this connection runs through, kept alive as long as it is needed.
     _via: Option<Arc<Connection>>,
     /// Channels for processes. One slot of the server's limit stays free for kills: a
@@ -222,6 +246,7 @@ impl Connection {
             reason,
         };
         let limit = settings.connect_timeout;
+        let forwards = Arc::new(Forwards::default());
         let handle = match &via {
             None => {
                 let address = (settings.host.as_str(), settings.port);
@@ -233,7 +258,7 @@ impl Connection {
                 stream
                     .set_nodelay(true)
                     .map_err(|e| connect_error(e.to_string()))?;
-                Connection::handshake(settings, stream).await?
+                Connection::handshake(settings, stream, forwards.clone()).await?
             }
             Some(bastion) => {
                 let channel = bastion
@@ -251,7 +276,7 @@ impl Connection {
                             bastion.name
                         ))
                     })?;
-                Connection::handshake(settings, channel.into_stream()).await?
+                Connection::handshake(settings, channel.into_stream(), forwards.clone()).await?
             }
         };
         // Leave one of the server's channel slots for kills (see `kill_slot`).
@@ -259,6 +284,7 @@ impl Connection {
         let connection = Connection {
             name: destination,
             handle,
+            forwards,
             _via: via,
             slots: Arc::new(Semaphore::new(slots)),
             kill_slot: Arc::new(Semaphore::new(1)),
@@ -287,7 +313,11 @@ impl Connection {
         }
     }
 
-    async fn handshake<S>(settings: &Settings, stream: S) -> Result<Handle<Client>>
+    async fn handshake<S>(
+        settings: &Settings,
+        stream: S,
+        forwards: Arc<Forwards>,
+    ) -> Result<Handle<Client>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -318,6 +348,7 @@ impl Connection {
             known_hosts: settings.known_hosts.clone(),
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
+            forwards,
         };
         let handshake = client::connect_stream(Arc::new(config), stream, client);
         let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
@@ -401,6 +432,14 @@ impl Connection {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    pub(crate) fn handle(&self) -> &Handle<Client> {
+        &self.handle
+    }
+
+    pub(crate) fn forwards(&self) -> &Forwards {
+        &self.forwards
     }
 }
 

@@ -1,0 +1,368 @@
+//! Reaching services on the remote side through the one SSH connection: sockets, tunnels,
+//! reverse tunnels, a jump host. Real services (redis-server, Python's HTTP server) behind
+//! a real OpenSSH sshd, talked to with ordinary Rust clients.
+
+mod support;
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use leadpipe::{Error, Socket, SshMachine, local};
+use support::sshd::Sshd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn connect(sshd: &Sshd) -> SshMachine {
+    SshMachine::builder(&sshd.host)
+        .port(sshd.port)
+        .user(&sshd.user)
+        .identity_file(&sshd.client_key)
+        .known_hosts(&sshd.known_hosts)
+        .ssh_config(None)
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service process, killed when dropped.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// redis-server on 127.0.0.1 (and a Unix socket when `unix` is given), or `None` (with a
+/// note) where it is not installed; CI installs it.
+fn redis(unix: Option<&Path>) -> Option<(Service, u16)> {
+    if !Path::new("/usr/bin/redis-server").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is missing: apt-get install redis-server"
+        );
+        eprintln!("skipped: redis-server not found");
+        return None;
+    }
+    let port = free_port();
+    let mut command = Command::new("redis-server");
+    command.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    if let Some(path) = unix {
+        command
+            .arg("--unixsocket")
+            .arg(path)
+            .args(["--unixsocketperm", "777"]);
+    }
+    let child = command.stdout(Stdio::null()).spawn().unwrap();
+    wait_for_port(port);
+    Some((Service(child), port))
+}
+
+/// Python's HTTP server over a directory holding `hello.txt`.
+fn http_server(dir: &Path) -> (Service, u16) {
+    std::fs::write(dir.join("hello.txt"), "hello through ssh\n").unwrap();
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    (Service(child), port)
+}
+
+/// Written once for any machine's socket: PING, SET, GET with the redis crate.
+async fn redis_round_trip(socket: Socket, key: &str) -> String {
+    let info = redis::RedisConnectionInfo::default();
+    let (mut connection, driver) = redis::aio::MultiplexedConnection::new(&info, socket)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(pong, "PONG");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(format!("value of {key}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+async fn http_get(socket: Socket, path: &str) -> (u16, Vec<u8>) {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+#[tokio::test]
+async fn connect_sock_reaches_redis_and_http_the_same_way_on_both_machines() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some((_redis, redis_port)) = redis(None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_http, http_port) = http_server(dir.path());
+    let remote = connect(&sshd).await;
+
+    let through_ssh = redis_round_trip(remote.connect_sock(redis_port).await.unwrap(), "ssh").await;
+    assert_eq!(through_ssh, "value of ssh");
+    let direct = redis_round_trip(local().connect_sock(redis_port).await.unwrap(), "local").await;
+    assert_eq!(direct, "value of local");
+
+    let (status, body) =
+        http_get(remote.connect_sock(http_port).await.unwrap(), "/hello.txt").await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"hello through ssh\n"[..])
+    );
+    let (status, _) = http_get(
+        remote
+            .connect_sock_to("localhost", http_port)
+            .await
+            .unwrap(),
+        "/missing",
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn half_close_sends_end_of_file_and_still_reads_the_answer() {
+    let Some(sshd) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_http, http_port) = http_server(dir.path());
+    let remote = connect(&sshd).await;
+    let mut socket = remote.connect_sock(http_port).await.unwrap();
+    socket
+        .write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    socket.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("end of file arrives")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(text.ends_with("hello through ssh\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_clear_error() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = connect(&sshd).await;
+    let port = free_port();
+    let error = remote.connect_sock(port).await.unwrap_err();
+    assert!(matches!(error, Error::ChannelRefused { .. }), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("cannot reach 127.0.0.1:{port} from there")),
+        "{text}"
+    );
+    // The connection is fine afterwards.
+    assert_eq!(remote.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn unix_sockets_are_reached_with_streamlocal_forwarding() {
+    let Some(sshd) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The test user must reach the socket's directory.
+    let socket_dir = dir.path().join("sock");
+    std::fs::create_dir(&socket_dir).unwrap();
+    Command::new("chmod")
+        .args(["0777"])
+        .arg(dir.path())
+        .arg(&socket_dir)
+        .status()
+        .unwrap();
+    let path = socket_dir.join("redis.sock");
+    let Some((_redis, _)) = redis(Some(&path)) else {
+        return;
+    };
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let remote = connect(&sshd).await;
+    let value = redis_round_trip(remote.connect_unix(&path).await.unwrap(), "unix").await;
+    assert_eq!(value, "value of unix");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_serves_clients_that_only_know_host_and_port() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some((_redis, redis_port)) = redis(None) else {
+        return;
+    };
+    let remote = connect(&sshd).await;
+    let tunnel = remote.tunnel(0, redis_port).await.unwrap();
+    let address = tunnel.local_addr();
+    assert_ne!(address.port(), 0);
+    let client = redis::Client::open(format!("redis://{address}/")).unwrap();
+    // 50 connections at once, each its own channel.
+    let clients: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+                let key = format!("key-{i}");
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(i)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                let value: i32 = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                value
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert_eq!(client.await.unwrap(), i as i32);
+    }
+    drop(tunnel);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the listener stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_reverse_tunnel_lets_the_remote_side_reach_a_local_service() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some((_redis, redis_port)) = redis(None) else {
+        return;
+    };
+    let remote = connect(&sshd).await;
+    let reverse = remote
+        .reverse_tunnel(0, ([127, 0, 0, 1], redis_port).into())
+        .await
+        .unwrap();
+    let port = reverse.remote_port();
+    assert_ne!(port, 0, "the server chose a port");
+    let pong = remote
+        .cmd("redis-cli")
+        .args(["-p", &port.to_string(), "PING"])
+        .read()
+        .await
+        .unwrap();
+    assert_eq!(pong, "PONG");
+    drop(reverse);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = remote
+        .cmd("redis-cli")
+        .args(["-p", &port.to_string(), "PING"])
+        .unchecked()
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&after.stdout).contains("PONG"),
+        "the forward was cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_jump_host_carries_the_session_to_the_service() {
+    let Some(sshd) = Sshd::start() else { return };
+    let Some((_redis, redis_port)) = redis(None) else {
+        return;
+    };
+    let bastion = connect(&sshd).await;
+    // Two hops: through the bastion's direct-tcpip channel to the same sshd, then to redis.
+    let inner = SshMachine::builder(&sshd.host)
+        .port(sshd.port)
+        .user(&sshd.user)
+        .identity_file(&sshd.client_key)
+        .known_hosts(&sshd.known_hosts)
+        .ssh_config(None)
+        .jump(&bastion)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        inner
+            .cmd("echo")
+            .arg("via the bastion")
+            .read()
+            .await
+            .unwrap(),
+        "via the bastion"
+    );
+    let value = redis_round_trip(inner.connect_sock(redis_port).await.unwrap(), "jump").await;
+    assert_eq!(value, "value of jump");
+}
