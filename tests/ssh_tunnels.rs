@@ -366,3 +366,120 @@ async fn a_jump_host_carries_the_session_to_the_service() {
     let value = redis_round_trip(inner.connect_sock(redis_port).await.unwrap(), "jump").await;
     assert_eq!(value, "value of jump");
 }
+
+/// `socat` serving `what` on a fresh port (each connection gets its own), or `None` where
+/// socat is not installed; CI installs it.
+fn socat(what: &str) -> Option<(Service, u16)> {
+    if !Path::new("/usr/bin/socat").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "socat is missing: apt-get install socat"
+        );
+        eprintln!("skipped: socat not found");
+        return None;
+    }
+    let port = free_port();
+    let listen = format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork");
+    let child = Command::new("socat")
+        .args(["-b", "262144", &listen, what])
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    Some((Service(child), port))
+}
+
+/// Byte `i` of the test stream: not a short period, so a lost or repeated block shows.
+fn pattern(offset: u64, buffer: &mut [u8]) {
+    for (i, byte) in buffer.iter_mut().enumerate() {
+        let n = offset + i as u64;
+        *byte = (n ^ (n >> 11) ^ (n >> 23)) as u8;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_each_way_through_one_tunnel_arrives_intact() {
+    use sha2::{Digest, Sha256};
+    let Some(sshd) = Sshd::start() else { return };
+    let Some((_echo, echo_port)) = socat("PIPE") else {
+        return;
+    };
+    let remote = connect(&sshd).await;
+    let tunnel = remote.tunnel(0, echo_port).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(tunnel.local_addr())
+        .await
+        .unwrap();
+    let (mut from, mut to) = stream.into_split();
+    const TOTAL: u64 = 1 << 30;
+    let writer = tokio::spawn(async move {
+        let mut hash = Sha256::new();
+        let mut chunk = vec![0; 1 << 20];
+        let mut sent = 0;
+        while sent < TOTAL {
+            pattern(sent, &mut chunk);
+            hash.update(&chunk);
+            to.write_all(&chunk).await.unwrap();
+            sent += chunk.len() as u64;
+        }
+        to.shutdown().await.unwrap();
+        hash.finalize()
+    });
+    let mut hash = Sha256::new();
+    let mut received = 0u64;
+    let mut chunk = vec![0; 1 << 20];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(60), from.read(&mut chunk))
+            .await
+            .expect("no stall")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        hash.update(&chunk[..n]);
+        received += n as u64;
+    }
+    assert_eq!(received, TOTAL);
+    assert_eq!(
+        hash.finalize(),
+        writer.await.unwrap(),
+        "the bytes came back different"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_of_a_fast_service_keeps_memory_bounded_and_gets_every_byte() {
+    let Some(sshd) = Sshd::start() else { return };
+    // A service that sends 256 MiB as fast as it can, then closes.
+    let Some((_zeros, port)) = socat("SYSTEM:head -c 268435456 /dev/zero") else {
+        return;
+    };
+    let remote = connect(&sshd).await;
+    let before = resident_bytes();
+    let mut socket = remote.connect_sock(port).await.unwrap();
+    let mut chunk = vec![0; 1 << 20];
+    for _ in 0..20 {
+        socket.read_exact(&mut chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(grown < 64 << 20, "memory grew by {} MiB", grown >> 20);
+    let mut rest = 0u64;
+    loop {
+        let n = socket.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        rest += n as u64;
+    }
+    assert_eq!(rest + (20 << 20), 256 << 20, "every byte, then end of file");
+}
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
