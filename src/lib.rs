@@ -100,6 +100,8 @@ mod redirect;
 mod ssh;
 mod status;
 
+#[cfg(feature = "test-server")]
+pub use crate::ssh::TestServer;
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,

@@ -13,6 +13,8 @@ mod known_hosts;
 mod markers;
 mod process;
 mod session;
+#[cfg(feature = "test-server")]
+mod test_server;
 
 use std::{
     ffi::OsStr,
@@ -26,6 +28,8 @@ use futures::future::BoxFuture;
 
 pub use self::session::HostKeyPolicy;
 use self::session::{Connection, Settings};
+#[cfg(feature = "test-server")]
+pub use self::test_server::TestServer;
 use crate::{
     Command, Error, Result,
     command::Scope,
