@@ -242,8 +242,8 @@ impl TestServer {
     }
 
     /// The user name [`builder`](TestServer::builder) logs in as: the current user's
-    /// (`$USER`). The server accepts any name; commands run as the current user whatever
-    /// it is.
+    /// (`$USER`, else the name of this process's user id). The server accepts any name;
+    /// commands run as the current user whatever it is.
     ///
     /// # Example
     /// ```no_run
@@ -494,10 +494,30 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     io::Write::write_all(&mut file, bytes).map_err(|e| Error::io(context(), e))
 }
 
+/// `$USER`, else the name of this process's user id, else `"leadpipe"`.
 fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "leadpipe".to_owned())
+    if let Ok(user) = std::env::var("USER") {
+        return user;
+    }
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `entry`.
+    let status = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if status == 0 && !found.is_null() && !entry.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded: pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    "leadpipe".to_owned()
 }
 
 async fn accept_loop(listener: TcpListener, config: Arc<server::Config>, shared: Arc<Shared>) {
