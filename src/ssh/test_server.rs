@@ -439,7 +439,7 @@ impl Drop for TestServer {
             link.cut();
         }
         // The channel tasks then see their commands die and reap them.
-        let groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = lock(&self.shared.groups);
         for &group in groups.iter() {
             // SAFETY: killpg has no memory effects; the group is unreaped (see `Command`).
             unsafe { libc::killpg(group, libc::SIGKILL) };
@@ -450,7 +450,7 @@ impl Drop for TestServer {
 impl Shared {
     /// The live connections; forgets closed ones.
     fn links(&self) -> Vec<Arc<Link>> {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let mut links = lock(&self.links);
         links.retain(|link| link.strong_count() > 0);
         links.iter().filter_map(Weak::upgrade).collect()
     }
@@ -458,7 +458,7 @@ impl Shared {
     /// Signals a command's process group if it has not been reaped (so the id cannot have
     /// been reused).
     fn signal_group(&self, group: i32, signal: i32) {
-        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let groups = lock(&self.groups);
         if groups.contains(&group) {
             // SAFETY: killpg has no memory effects.
             unsafe { libc::killpg(group, signal) };
@@ -542,14 +542,10 @@ async fn accept_loop(listener: TcpListener, config: Arc<server::Config>, shared:
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
         });
-        shared
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&link));
+        lock(&shared.links).push(Arc::downgrade(&link));
         let handler = Handler {
             shared: shared.clone(),
-            executed: HashSet::new(),
+            executed: Arc::default(),
         };
         let config = config.clone();
         tokio::spawn(async move {
@@ -661,8 +657,8 @@ impl AsyncWrite for Gated {
 /// work happens in each channel's task.
 struct Handler {
     shared: Arc<Shared>,
-    /// Session channels that have had their `exec`.
-    executed: HashSet<ChannelId>,
+    /// Session channels that have had their `exec`, until their task ends.
+    executed: Executed,
 }
 
 impl server::Handler for Handler {
@@ -702,7 +698,13 @@ impl server::Handler for Handler {
         session: &mut Session,
     ) -> std::result::Result<(), Self::Error> {
         reply.accept().await;
-        tokio::spawn(run_session(channel, session.handle(), self.shared.clone()));
+        let forget = Forget(self.executed.clone(), channel.id());
+        tokio::spawn(run_session(
+            channel,
+            session.handle(),
+            self.shared.clone(),
+            forget,
+        ));
         Ok(())
     }
 
@@ -740,7 +742,7 @@ impl server::Handler for Handler {
         session: &mut Session,
     ) -> std::result::Result<(), Self::Error> {
         // The channel's task starts the first command; a second one is refused.
-        if self.executed.insert(channel) {
+        if lock(&self.executed).insert(channel) {
             session.channel_success(channel)
         } else {
             session.channel_failure(channel)
@@ -752,7 +754,7 @@ impl server::Handler for Handler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> std::result::Result<(), Self::Error> {
-        self.executed.remove(&channel);
+        lock(&self.executed).remove(&channel);
         Ok(())
     }
 
@@ -820,8 +822,29 @@ impl Handler {
     }
 }
 
+type Executed = Arc<Mutex<HashSet<ChannelId>>>;
+
+/// Forgets a session channel's `exec` when its task ends (russh reports no close for a
+/// channel the server closed).
+struct Forget(Executed, ChannelId);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A session channel: waits for `exec`, runs the command, reports how it ended.
-async fn run_session(channel: Channel<Msg>, handle: server::Handle, shared: Arc<Shared>) {
+async fn run_session(
+    channel: Channel<Msg>,
+    handle: server::Handle,
+    shared: Arc<Shared>,
+    _forget: Forget,
+) {
     let id = channel.id();
     let (mut read, write) = channel.split();
     let line = loop {
@@ -845,11 +868,7 @@ async fn run_session(channel: Channel<Msg>, handle: server::Handle, shared: Arc<
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return;
     };
-    shared
-        .groups
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(group);
+    lock(&shared.groups).insert(group);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let outputs = [
@@ -873,11 +892,7 @@ async fn run_session(channel: Channel<Msg>, handle: server::Handle, shared: Arc<
         }
     };
     // Reaped: the group id may be reused from now on.
-    shared
-        .groups
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&group);
+    lock(&shared.groups).remove(&group);
     if gone {
         return;
     }
