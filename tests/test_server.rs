@@ -18,7 +18,10 @@ use russh::{
     keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
 use support::{fault_proxy::FaultProxy, read_pid};
-use tokio::{io::AsyncWriteExt, net::TcpListener};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -147,6 +150,64 @@ async fn a_timeout_leaves_nothing_running() -> TestResult {
     }
     // The connection is still good.
     assert_eq!(remote.cmd("echo").arg("after").read().await?, "after");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "library bug: a remote timeout waits for the server (the channel open before \
+            the deadline applies, the channel's close after the kill), so an unresponsive \
+            server holds the call until keepalive gives up"]
+async fn a_timeout_bounds_the_call_when_the_server_stops_answering() -> TestResult {
+    let server = TestServer::start().await?;
+    // Keepalive at its default (10 s x 3): the timeouts must not depend on it.
+    let remote = server.connect().await?;
+    let running = tokio::spawn({
+        let remote = remote.clone();
+        async move {
+            remote
+                .cmd("sleep")
+                .arg("30")
+                .timeout(Duration::from_millis(800))
+                .run()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.freeze();
+    let frozen_at = Instant::now();
+    let running = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .map_err(
+            |_| "a call running when the server froze (timeout 0.8 s) still ran 5 s later",
+        )??;
+    assert!(matches!(running, Err(Error::Timeout { .. })), "{running:?}");
+    let started = tokio::time::timeout(
+        Duration::from_secs(5),
+        remote.cmd("true").timeout(Duration::from_millis(500)).run(),
+    )
+    .await
+    .map_err(|_| "a call started on the frozen server (timeout 0.5 s) still ran 5 s later")?;
+    assert!(matches!(started, Err(Error::Timeout { .. })), "{started:?}");
+    assert!(frozen_at.elapsed() < Duration::from_secs(3));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "library bug: dropping a remote ChildStdin sends no EOF (only shutdown does)"]
+async fn dropping_a_remote_childs_stdin_ends_its_input() -> TestResult {
+    let server = TestServer::start().await?;
+    let remote = server.connect().await?;
+    let mut child = remote.cmd("cat").spawn().await?;
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    stdin.write_all(b"to cat").await?;
+    drop(stdin);
+    let mut echoed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stdout.read_to_end(&mut echoed))
+        .await
+        .map_err(|_| "cat got no EOF after its stdin was dropped")??;
+    assert_eq!(echoed, b"to cat");
+    child.wait().await?;
     Ok(())
 }
 
