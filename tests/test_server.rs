@@ -496,7 +496,11 @@ async fn dropping_the_server_kills_commands_and_ends_its_tasks() -> TestResult {
     let pid = read_pid_file(&pid_file).await;
     let key_file = server.identity_file();
     drop(server);
-    assert!(gone(pid).await, "sleep {pid} survived the server");
+    if !gone(pid).await {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let me = std::process::id();
+        panic!("sleep {pid} survived the server; stat {stat}; test pid {me}");
+    }
     let result = tokio::time::timeout(Duration::from_secs(5), call).await??;
     assert!(
         matches!(result, Err(Error::ConnectionLost { .. })),

@@ -111,8 +111,9 @@ struct Shared {
     /// Whether new connections start frozen.
     frozen: AtomicBool,
     links: Mutex<Vec<Weak<Link>>>,
-    /// Process groups of commands not yet reaped (group id = the `sh`'s pid).
-    groups: Mutex<HashSet<i32>>,
+    /// Process groups of commands not yet reaped (group id = the `sh`'s pid); `None` once
+    /// the server is dropped.
+    groups: Mutex<Option<HashSet<i32>>>,
 }
 
 impl TestServer {
@@ -201,7 +202,7 @@ impl TestServer {
             password,
             frozen: AtomicBool::new(false),
             links: Mutex::new(Vec::new()),
-            groups: Mutex::new(HashSet::new()),
+            groups: Mutex::new(Some(HashSet::new())),
         });
         let accept = tokio::spawn(accept_loop(listener, config, shared.clone()));
         Ok(TestServer {
@@ -438,10 +439,10 @@ impl Drop for TestServer {
         for link in self.shared.links() {
             link.cut();
         }
-        // The channel tasks then see their commands die and reap them.
-        let groups = lock(&self.shared.groups);
-        for &group in groups.iter() {
-            // SAFETY: killpg has no memory effects; the group is unreaped (see `Command`).
+        // The channel tasks then see their commands die and reap them; a command started
+        // from now on is killed as soon as its task registers it.
+        for group in lock(&self.shared.groups).take().into_iter().flatten() {
+            // SAFETY: killpg has no memory effects; the group is unreaped (see `run_session`).
             unsafe { libc::killpg(group, libc::SIGKILL) };
         }
     }
@@ -458,8 +459,10 @@ impl Shared {
     /// Signals a command's process group if it has not been reaped (so the id cannot have
     /// been reused).
     fn signal_group(&self, group: i32, signal: i32) {
-        let groups = lock(&self.groups);
-        if groups.contains(&group) {
+        if lock(&self.groups)
+            .as_ref()
+            .is_some_and(|g| g.contains(&group))
+        {
             // SAFETY: killpg has no memory effects.
             unsafe { libc::killpg(group, signal) };
         }
@@ -868,7 +871,11 @@ async fn run_session(
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         return;
     };
-    lock(&shared.groups).insert(group);
+    match lock(&shared.groups).as_mut() {
+        Some(groups) => groups.insert(group),
+        // SAFETY: killpg has no memory effects; the group is ours and unreaped.
+        None => unsafe { libc::killpg(group, libc::SIGKILL) == 0 },
+    };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let outputs = [
@@ -892,7 +899,9 @@ async fn run_session(
         }
     };
     // Reaped: the group id may be reused from now on.
-    lock(&shared.groups).remove(&group);
+    if let Some(groups) = lock(&shared.groups).as_mut() {
+        groups.remove(&group);
+    }
     if gone {
         return;
     }
@@ -959,7 +968,9 @@ fn spawn_sh(line: &[u8]) -> io::Result<tokio::process::Child> {
         .arg(OsStr::from_bytes(line))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Only if this task is cancelled (a runtime shutting down) before the reap.
+        .kill_on_drop(true);
     if let Some(home) = std::env::var_os("HOME").filter(|home| Path::new(home).is_dir()) {
         sh.current_dir(home);
     }
