@@ -165,13 +165,13 @@ async fn main() -> Result<()> {
 /// embedded in this process.
 async fn remote_tour() -> Result<()> {
     step("Remote machines: the same calls over SSH");
-    let mut _embedded = None;
-    let remote = match std::env::args().nth(1) {
+    // The embedded server, when there is one, serves as long as it is held.
+    let (remote, _server) = match std::env::args().nth(1) {
         Some(destination) => {
             println!(
                 "connecting to {destination} (ssh config, agent and known_hosts as ssh reads them)"
             );
-            SshMachine::connect(&destination).await?
+            (SshMachine::connect(&destination).await?, None)
         }
         None => {
             let server = TestServer::start().await?;
@@ -180,9 +180,7 @@ async fn remote_tour() -> Result<()> {
                  here, as you); `cargo run --example tour -- user@host` uses a real one",
                 server.addr()
             );
-            let remote = server.connect().await?;
-            _embedded = Some(server);
-            remote
+            (server.connect().await?, Some(server))
         }
     };
     println!("connected to {}", remote.name());
