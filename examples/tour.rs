@@ -1,12 +1,14 @@
 //! A tour of leadpipe: every capability, with real output.
 //!
 //! `cargo run --example tour` needs nothing but a Unix machine with the usual tools
-//! (sh, ls, sort, ...).
+//! (sh, ls, sort, ...). Its remote part runs on an SSH server embedded in the tour
+//! (`leadpipe::TestServer`, on loopback), or on a real host:
+//! `cargo run --example tour -- user@host`.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use leadpipe::{Line, Signal, prelude::*};
+use leadpipe::{Line, Signal, TestServer, prelude::*};
 
 /// Prints a heading, then what the step shows.
 fn step(title: &str) {
@@ -153,6 +155,69 @@ async fn main() -> Result<()> {
     );
     println!("which sh -> {}", sh.which("sh").await?.display());
 
+    remote_tour().await?;
+
     println!("\nFor a plain fn main without async, see examples/script.rs (leadpipe::blocking).");
+    Ok(())
+}
+
+/// The same calls on an SSH machine: the host given on the command line, or an SSH server
+/// embedded in this process.
+async fn remote_tour() -> Result<()> {
+    step("Remote machines: the same calls over SSH");
+    // The embedded server, when there is one, serves as long as it is held.
+    let (remote, _server) = match std::env::args().nth(1) {
+        Some(destination) => {
+            println!(
+                "connecting to {destination} (ssh config, agent and known_hosts as ssh reads them)"
+            );
+            (SshMachine::connect(&destination).await?, None)
+        }
+        None => {
+            let server = TestServer::start().await?;
+            println!(
+                "no host given: an SSH server embedded in the tour, on {} (it runs commands \
+                 here, as you); `cargo run --example tour -- user@host` uses a real one",
+                server.addr()
+            );
+            (server.connect().await?, Some(server))
+        }
+    };
+    println!("connected to {}", remote.name());
+    println!(
+        "uname -sr -> {:?}",
+        remote.cmd("uname").arg("-sr").read().await?
+    );
+    let fruit = remote.cmd("printf").arg("pear\\napple\\nfig\\n")
+        | remote.cmd("sort")
+        | remote.cmd("head").arg("-2");
+    println!(
+        "{fruit} -> {:?} (the data stays on that host)",
+        fruit.read().await?
+    );
+    let input = "b\na\nc\n";
+    println!(
+        "sort -r << {input:?} -> {:?}",
+        (remote.cmd("sort").arg("-r") << input).read().await?
+    );
+    println!(
+        "{}",
+        remote
+            .cmd("ls")
+            .arg("/no/such/dir")
+            .read()
+            .await
+            .unwrap_err()
+    );
+    let slow = remote
+        .cmd("sh")
+        .args(["-c", "sleep 30 & wait"])
+        .timeout(Duration::from_millis(300));
+    println!("{}", slow.run().await.unwrap_err());
+    let name = "it's $HOME";
+    println!(
+        "cmd!(remote, \"echo {{name}} | tr a-z A-Z\") -> {:?}",
+        cmd!(remote, "echo {name} | tr a-z A-Z").read().await?
+    );
     Ok(())
 }

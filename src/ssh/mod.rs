@@ -15,6 +15,8 @@ mod markers;
 mod process;
 mod session;
 mod spill;
+#[cfg(feature = "test-server")]
+mod test_server;
 
 use std::{
     ffi::OsStr,
@@ -33,6 +35,8 @@ pub use self::{
     forward::{ReverseTunnel, Tunnel},
     session::HostKeyPolicy,
 };
+#[cfg(feature = "test-server")]
+pub use self::test_server::TestServer;
 use crate::{
     Command, Error, Result, Socket,
     command::Scope,
