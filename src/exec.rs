@@ -323,7 +323,12 @@ async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
         .iter()
         .map(|s| s.stderr == StderrPlan::Pipe)
         .collect();
-    let mut running = job.start(plan).await?;
+    // The deadline covers starting too: a remote start waits for a channel, which may
+    // never come from a server that stopped answering or has no free slot.
+    let Some(started) = until(deadline, job.start(plan)).await else {
+        return Err(job.timed_out());
+    };
+    let mut running = started?;
     let shared_stderr = running.shared_stderr();
     // Stdout is the bulk of what comes back: drained on a blocking thread where the
     // machine hands over an OS pipe. Stderr, usually small, is read by async tasks, which
@@ -400,12 +405,14 @@ pub(crate) async fn until<T>(
     }
 }
 
-/// Kills everything a job started and reaps it.
+/// Kills everything a job started and reaps it. The wait is bounded: locally the reap is
+/// immediate, but a remote kill needs the server, which may be the reason for the
+/// timeout; the machine finishes the kill in the background.
 pub(crate) async fn stop(running: &mut dyn Running) {
     if let Err(error) = running.signal(Signal::KILL) {
         tracing::debug!(%error, "killing a timed-out command failed");
     }
-    let _ = running.wait().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), running.wait()).await;
 }
 
 pub(crate) async fn run(job: Job) -> Result<()> {
@@ -454,8 +461,10 @@ pub(crate) async fn success(job: Job) -> Result<bool> {
 
 pub(crate) async fn spawn(job: Job) -> Result<Child> {
     let deadline = job.deadline();
-    let running = job.start(job.plan(Mode::Spawn)).await?;
-    Child::new(job, running, deadline)
+    let Some(started) = until(deadline, job.start(job.plan(Mode::Spawn))).await else {
+        return Err(job.timed_out());
+    };
+    Child::new(job, started?, deadline)
 }
 
 pub(crate) fn lines(job: Job) -> Lines {

@@ -634,7 +634,6 @@ async fn jump_runs_the_session_through_the_bastion() {
 }
 
 #[tokio::test]
-#[ignore = "library bug: ProxyJump hops are resolved against ~/.ssh/config, not the ssh_config file given to the builder"]
 async fn proxy_jump_in_ssh_config_goes_through_the_named_host() {
     let Some(sshd) = Sshd::start() else { return };
     // OpenSSH itself follows this config (the control).

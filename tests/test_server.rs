@@ -154,9 +154,6 @@ async fn a_timeout_leaves_nothing_running() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "library bug: a remote timeout waits for the server (the channel open before \
-            the deadline applies, the channel's close after the kill), so an unresponsive \
-            server holds the call until keepalive gives up"]
 async fn a_timeout_bounds_the_call_when_the_server_stops_answering() -> TestResult {
     let server = TestServer::start().await?;
     // Keepalive at its default (10 s x 3): the timeouts must not depend on it.
@@ -193,7 +190,6 @@ async fn a_timeout_bounds_the_call_when_the_server_stops_answering() -> TestResu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "library bug: dropping a remote ChildStdin sends no EOF (only shutdown does)"]
 async fn dropping_a_remote_childs_stdin_ends_its_input() -> TestResult {
     let server = TestServer::start().await?;
     let remote = server.connect().await?;

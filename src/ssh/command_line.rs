@@ -32,7 +32,7 @@ use crate::{
 pub(crate) fn build(plan: &Plan, marker: &str) -> Vec<u8> {
     let mut line = Vec::new();
     line.extend_from_slice(
-        format!("exec 3>&2; printf '\\n{marker}:pid:%d\\n' $$ >&3; ").as_bytes(),
+        format!("exec 3>&2; printf '\\036{marker}:pid:%d\\n' $$ >&3; ").as_bytes(),
     );
     // A directory shared by every stage (the usual case: a machine view's) is entered once,
     // before the programs are looked up, so relative program paths resolve in it.
@@ -55,7 +55,7 @@ pub(crate) fn build(plan: &Plan, marker: &str) -> Vec<u8> {
     }
     line.extend_from_slice(
         format!(
-            "; do command -v \"$p\" >/dev/null 2>&1 || {{ printf '\\n{marker}:missing:%s\\n' \"$p\" >&3; exit 127; }}; done; "
+            "; do command -v \"$p\" >/dev/null 2>&1 || {{ printf '\\036{marker}:missing:%s\\n' \"$p\" >&3; exit 127; }}; done; "
         )
         .as_bytes(),
     );
@@ -79,7 +79,7 @@ pub(crate) fn build(plan: &Plan, marker: &str) -> Vec<u8> {
         line.extend_from_slice(b"{ ");
         push_stage(&mut line, stage, shared_cwd.is_none(), merged);
         line.extend_from_slice(
-            format!("; printf '\\n{marker}:status:{i}:%d\\n' $? >&3; }}").as_bytes(),
+            format!("; printf '\\036{marker}:status:{i}:%d\\n' $? >&3; }}").as_bytes(),
         );
     }
     if merged {

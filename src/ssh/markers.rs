@@ -1,8 +1,11 @@
 //! Reading the status lines that [`super::command_line`] writes into the channel's stderr.
 //!
-//! Each is `\n<marker>:<what>\n`, written by one `printf` (a single write well under
-//! `PIPE_BUF`, so no other stage's output can land inside it). The filter removes exactly
-//! those bytes, and passes everything else through unchanged, even when a status line
+//! Each is `\x1e<marker>:<what>\n` (0x1e, ASCII's record separator, then the marker),
+//! written by one `printf` (a single write well under `PIPE_BUF`, so no other stage's
+//! output can land inside it). It need not start a line: a stage's last line without a
+//! newline is followed by it directly. The filter removes exactly those bytes and passes
+//! everything else through unchanged and at once (it holds back only a tail that could be
+//! the start of `\x1e<marker>:`, which ordinary text never is), even when a status line
 //! arrives split across two packets.
 
 use std::{
@@ -39,7 +42,7 @@ pub(crate) fn new_marker() -> String {
 
 /// Strips status lines out of a stderr stream.
 pub(crate) struct Filter {
-    /// `\n<marker>:`
+    /// `\x1e<marker>:`
     needle: Vec<u8>,
     /// Bytes not yet passed on: a possible start of a status line.
     pending: Vec<u8>,
@@ -48,7 +51,7 @@ pub(crate) struct Filter {
 impl Filter {
     pub(crate) fn new(marker: &str) -> Filter {
         Filter {
-            needle: format!("\n{marker}:").into_bytes(),
+            needle: format!("\x1e{marker}:").into_bytes(),
             pending: Vec::new(),
         }
     }
@@ -68,16 +71,12 @@ impl Filter {
                         self.pending.drain(..start);
                         return out;
                     };
-                    // Through a pty the line arrives as `\r\n<marker>:...\r\n` (onlcr).
+                    // Through a pty the line ends in `\r\n` (onlcr).
                     let line = &self.pending[body..body + end];
                     if let Some(event) = parse(line.strip_suffix(b"\r").unwrap_or(line)) {
                         events.push(event);
                     }
-                    let before = match self.pending[..start].strip_suffix(b"\r") {
-                        Some(before) => before.len(),
-                        None => start,
-                    };
-                    out.extend_from_slice(&self.pending[..before]);
+                    out.extend_from_slice(&self.pending[..start]);
                     self.pending.drain(..body + end + 1);
                 }
                 None => {
@@ -139,9 +138,10 @@ mod tests {
     #[test]
     fn status_lines_are_removed_exactly_and_reported() {
         // A stage's last line without a newline, then the status line the wrapper adds.
-        let stream = b"\nM:pid:42\nerror: x\npartial\nM:status:0:1\n\nM:missing:pr og\nM:end";
+        let stream =
+            b"\x1eM:pid:42\nerror: x\npartial\x1eM:status:0:1\n\x1eM:missing:pr og\nM:end\n";
         let (out, events) = run("M", &[stream]);
-        assert_eq!(out, b"error: x\npartialM:end");
+        assert_eq!(out, b"error: x\npartialM:end\n");
         let missing = Event::Missing(b"pr og".to_vec());
         assert_eq!(
             events,
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_status_line_split_across_chunks_is_still_found() {
-        let text: &[u8] = b"a\nb\nMARK:status:1:141\nc";
+        let text: &[u8] = b"a\nb\x1eMARK:status:1:141\nc";
         for split in 0..=text.len() {
             let (out, events) = run("MARK", &[&text[..split], &text[split..]]);
             assert_eq!(out, b"a\nbc", "split at {split}");
@@ -168,9 +168,16 @@ mod tests {
 
     #[test]
     fn status_lines_through_a_pty_lose_their_carriage_returns_too() {
-        let (out, events) = run("M", &[b"out\r\n\r\nM:pid:7\r\nmore\r\n"]);
+        let (out, events) = run("M", &[b"out\r\n\x1eM:pid:7\r\nmore\r\n"]);
         assert_eq!(out, b"out\r\nmore\r\n");
         assert_eq!(events, [Event::Pid(7)]);
+    }
+
+    #[test]
+    fn a_line_end_is_passed_on_at_once() {
+        let mut filter = Filter::new("M");
+        let mut events = Vec::new();
+        assert_eq!(filter.feed(b"early\n", &mut events), b"early\n");
     }
 
     #[test]

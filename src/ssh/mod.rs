@@ -31,12 +31,12 @@ use futures::future::BoxFuture;
 
 pub(crate) use self::forward::ChannelSocket;
 use self::session::{Connection, Settings};
+#[cfg(feature = "test-server")]
+pub use self::test_server::TestServer;
 pub use self::{
     forward::{ReverseTunnel, Tunnel},
     session::HostKeyPolicy,
 };
-#[cfg(feature = "test-server")]
-pub use self::test_server::TestServer;
 use crate::{
     Command, Error, Result, Socket,
     command::Scope,
@@ -437,7 +437,7 @@ impl SshBuilder {
         let (settings, proxy_jump) = self.settings()?;
         let jump = match (self.jump, proxy_jump) {
             (Some(bastion), _) => Some(bastion),
-            (None, Some(hops)) => Some(connect_hops(&hops).await?),
+            (None, Some(hops)) => Some(connect_hops(&hops, self.config_file.clone()).await?),
             (None, None) => None,
         };
         let connection = Arc::new(Connection::open(&settings, jump.map(|j| j.connection)).await?);
@@ -522,7 +522,7 @@ impl SshBuilder {
 }
 
 /// Connects through every hop of a `ProxyJump` list (`a,b`: first a, then b through a).
-fn connect_hops(hops: &str) -> BoxFuture<'_, Result<SshMachine>> {
+fn connect_hops(hops: &str, config_file: Option<PathBuf>) -> BoxFuture<'_, Result<SshMachine>> {
     Box::pin(async move {
         let mut via: Option<SshMachine> = None;
         for hop in hops.split(',').map(str::trim).filter(|h| !h.is_empty()) {
@@ -534,7 +534,7 @@ fn connect_hops(hops: &str) -> BoxFuture<'_, Result<SshMachine>> {
                 destination: hop.to_owned(),
                 reason: "bad ProxyJump entry".to_owned(),
             })?;
-            let mut builder = SshMachine::builder(host);
+            let mut builder = SshMachine::builder(host).ssh_config(config_file.clone());
             if let Some(user) = user {
                 builder = builder.user(user);
             }

@@ -70,6 +70,54 @@ impl Sink {
     }
 }
 
+/// A remote stdin that sends end of file when dropped, as closing a local pipe does
+/// (russh's writer sends it only on `shutdown`, so a remote `cat` would wait for ever).
+struct EofOnDrop {
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// A second writer of the same channel, to send the end of file from `Drop`.
+    eof: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+}
+
+impl tokio::io::AsyncWrite for EofOnDrop {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writer.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let done = self.writer.as_mut().poll_shutdown(cx);
+        if done.is_ready() {
+            self.eof = None;
+        }
+        done
+    }
+}
+
+impl Drop for EofOnDrop {
+    fn drop(&mut self) {
+        if let (Some(mut eof), Ok(runtime)) =
+            (self.eof.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = eof.shutdown().await;
+            });
+        }
+    }
+}
+
 /// What the pump learns that the caller needs while the pipeline runs.
 struct Control {
     connection: Arc<Connection>,
@@ -200,7 +248,10 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         None => (Sink::Discard, None),
     };
     let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
-        Some(Box::new(write.make_writer()) as BoxWrite)
+        Some(Box::new(EofOnDrop {
+            writer: Box::pin(write.make_writer()),
+            eof: Some(Box::pin(write.make_writer())),
+        }) as BoxWrite)
     } else {
         write.eof().await.map_err(|_| connection.lost())?;
         None

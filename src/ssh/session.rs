@@ -407,11 +407,16 @@ impl Connection {
         loop {
             match self.handle.channel_open_session().await {
                 Ok(channel) => return Ok((channel, permit)),
-                Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed))
-                    if pause < Duration::from_secs(2) =>
-                {
+                // The server's limit (lower than ours, or a slot still in its close
+                // exchange): wait for one of our channels to end, giving up the spare first.
+                Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed)) => {
+                    let spare = self.spare.lock().ok().and_then(|mut spare| spare.take());
+                    if let Some((spare, spare_permit)) = spare {
+                        let _ = spare.close().await;
+                        drop(spare_permit);
+                    }
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
                     return Err(Error::ChannelRefused {
