@@ -2,7 +2,7 @@
 //!
 //! Deployment scripts, release tooling and fleet operations are mostly "run this, feed it
 //! that, check it worked". leadpipe makes each command a typed value you build, compose
-//! and run, on this machine or (soon) on remote machines over SSH, with errors that say
+//! and run, on this machine or on remote machines over SSH, with errors that say
 //! what ran, where, and what it printed.
 //!
 //! # Commands are values
@@ -64,6 +64,11 @@
 //!
 //! [`LocalMachine`] runs commands here. `with_cwd` and `with_env` return views of a machine
 //! instead of changing the process's directory or environment.
+//!
+//! [`SshMachine`] makes the same calls on a remote host over one SSH connection (every
+//! process on its own channel); pipelines may mix machines. [`SshMachine::connect_sock`]
+//! and [`SshMachine::tunnel`] reach services on the remote side through that connection;
+//! [`LocalMachine::connect_sock`] is the same call here.
 //!
 //! # Without async
 //!
