@@ -156,15 +156,13 @@ impl Job {
                 }
             })
             .collect();
-        Plan {
-            stages,
-            display: self.display(),
-        }
+        Plan { stages }
     }
 
     /// Starts the job on its machine, with here-strings already being fed.
     pub(crate) async fn start(&self, plan: Plan) -> Result<Box<dyn Running>> {
-        tracing::debug!(machine = self.machine_name(), command = %plan.display, "starting");
+        // Both fields are built only when the event is enabled: not on every start.
+        tracing::debug!(machine = self.machine_name(), command = %self.display(), "starting");
         let mut running = match self.machine() {
             Some(machine) => machine.start(plan).await?,
             None => crate::mixed::start(plan).await?,

@@ -136,8 +136,6 @@ pub(crate) type MachineRef = Arc<dyn Backend>;
 /// A pipeline with every stream of every stage resolved.
 pub(crate) struct Plan {
     pub(crate) stages: Vec<StagePlan>,
-    /// The whole command line, for logs.
-    pub(crate) display: String,
 }
 
 /// One process of a [`Plan`].

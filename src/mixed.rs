@@ -39,7 +39,6 @@ fn segments(plan: Plan) -> Vec<(MachineRef, Plan, bool)> {
                 machine,
                 Plan {
                     stages: vec![stage],
-                    display: plan.display.clone(),
                 },
             )),
         }
