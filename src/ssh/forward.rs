@@ -131,6 +131,15 @@ pub(crate) async fn connect_unix(connection: &Connection, path: &str) -> Result<
 /// The tunnel listens until it is dropped (or [`close`](Tunnel::close)d), or until the SSH
 /// connection ends; dropping it also ends the connections it carries. A failed `accept`
 /// (too many open files, a connection reset before it was accepted) is skipped, not fatal.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(remote: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// // A client that only knows host:port reaches the remote PostgreSQL.
+/// let tunnel = remote.tunnel(0, 5432).await?;
+/// let url = format!("postgres://app@{}/app", tunnel.local_addr());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Tunnel {
     local_addr: SocketAddr,
@@ -235,6 +244,16 @@ pub(crate) fn serve_forwarded(channel: Channel<Msg>, target: SocketAddr) {
 /// A port the remote machine listens on, forwarding each connection to a local address,
 /// from [`SshMachine::reverse_tunnel`](crate::SshMachine::reverse_tunnel). The server stops
 /// listening when it is dropped.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(remote: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// // The remote side reaches this machine's HTTP server on a port it chose.
+/// let reverse = remote.reverse_tunnel(0, ([127, 0, 0, 1], 8080).into()).await?;
+/// let port = reverse.remote_port().to_string();
+/// remote.cmd("curl").arg(format!("http://127.0.0.1:{port}/")).run().await?;
+/// # Ok(()) }
+/// ```
 pub struct ReverseTunnel {
     connection: Arc<Connection>,
     remote_port: u16,

@@ -314,6 +314,21 @@ impl fmt::Debug for SshMachine {
 /// with the [`passphrase`](SshBuilder::passphrase) or [`passphrase_with`](SshBuilder::passphrase_with). RSA keys sign with rsa-sha2.
 /// Host keys are checked against `~/.ssh/known_hosts` (or the files given) under
 /// [`HostKeyPolicy::Strict`] unless another policy is chosen.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use std::time::Duration;
+/// use leadpipe::SshMachine;
+/// let db = SshMachine::builder("db1.internal")
+///     .user("deploy")
+///     .port(2222)
+///     .identity_file("~/.ssh/deploy_ed25519")
+///     .connect_timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SshBuilder {
     host: String,

@@ -25,6 +25,17 @@ use crate::{Error, Result};
 /// The choices of OpenSSH's `StrictHostKeyChecking` and paramiko's policies. A key that
 /// known_hosts lists as *changed* or *revoked* is refused by every policy but
 /// [`AcceptAny`](HostKeyPolicy::AcceptAny).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::{HostKeyPolicy, SshMachine};
+/// let fresh_vm = SshMachine::builder("10.0.0.7")
+///     .host_key_policy(HostKeyPolicy::AcceptNew)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum HostKeyPolicy {
