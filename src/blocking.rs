@@ -28,7 +28,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 
 use crate::{Error, Result};
 
-fn runtime() -> Result<&'static Runtime> {
+pub(crate) fn runtime() -> Result<&'static Runtime> {
     static RUNTIME: OnceLock<std::io::Result<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {

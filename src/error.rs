@@ -2,7 +2,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use crate::status::ExitStatus;
+use crate::{files::FileError, status::ExitStatus};
 
 /// `Result` with [`enum@Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///   stderr: ls: cannot access '/nope': No such file or directory
 /// ```
 ///
-/// The enum is `#[non_exhaustive]`: SSH and file errors join it as those machines grow.
+/// The enum is `#[non_exhaustive]`: new kinds of failure may join it.
 #[non_exhaustive]
 pub enum Error {
     /// The program was not found on the machine's `PATH` (or at the path given).
@@ -100,6 +100,9 @@ pub enum Error {
         /// The machine.
         machine: String,
     },
+    /// A file operation failed: which one, on which path of which machine, and why
+    /// ([`FileError::kind`] tells `NotFound` from `PermissionDenied` and the rest).
+    File(Box<FileError>),
 }
 
 /// The details of [`Error::Exit`]: which command failed, how, and the tails of its output.
@@ -228,6 +231,7 @@ impl fmt::Display for Error {
                 write!(f, "{machine} refused to open a channel: {reason}")
             }
             Error::ConnectionLost { machine } => write!(f, "the connection to {machine} was lost"),
+            Error::File(error) => fmt::Display::fmt(error, f),
         }
     }
 }
@@ -294,6 +298,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::File(error) => Some(error.io_error()),
             _ => None,
         }
     }

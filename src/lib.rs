@@ -96,6 +96,7 @@ mod cmd_macro;
 mod command;
 mod error;
 mod exec;
+mod files;
 mod lines;
 mod local;
 mod machine;
@@ -113,6 +114,7 @@ pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
     error::{Error, ExitError, Result},
+    files::{FileError, FileKind, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
     pipeline::Pipeline,

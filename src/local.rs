@@ -22,8 +22,9 @@ use futures::future::BoxFuture;
 use tokio::net::unix::pipe;
 
 use crate::{
-    Command, Error, ExitStatus, Result, Signal, Socket,
+    Command, Error, ExitStatus, MachinePath, Result, Signal, Socket, TempDir, Transfer,
     command::Scope,
+    files::local::LOCAL_FILES,
     machine::{
         Backend, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
         StdoutPlan,
@@ -118,6 +119,47 @@ impl LocalMachine {
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()
+    }
+
+    /// A path on this machine; a relative one is taken in this view's directory
+    /// ([`with_cwd`](LocalMachine::with_cwd)), else in the process's. See [`MachinePath`]
+    /// for what it can do.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let version = sh.path("Cargo.toml").read_to_string().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
+        let path = match &self.scope.cwd {
+            Some(cwd) => cwd.join(path),
+            None => path.as_ref().to_owned(),
+        };
+        MachinePath::new(LOCAL_FILES.clone(), path)
+    }
+
+    /// A new private directory under `$TMPDIR`, removed with its contents when dropped.
+    ///
+    /// # Errors
+    /// [`Error::File`] when the directory cannot be created.
+    pub async fn tempdir(&self) -> Result<TempDir> {
+        TempDir::create(LOCAL_FILES.clone()).await
+    }
+
+    /// Copies a file or tree on this machine: the same call as
+    /// [`SshMachine::upload`](crate::SshMachine::upload), so a script can be pointed at
+    /// either machine. Both paths are taken as [`path`](LocalMachine::path) takes them;
+    /// see [`copy`](crate::copy) for the rules.
+    pub fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&self.path(from), &self.path(to))
+    }
+
+    /// Copies a file or tree on this machine: the same call as
+    /// [`SshMachine::download`](crate::SshMachine::download).
+    pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&self.path(from), &self.path(to))
     }
 
     /// A TCP connection to `port` on this machine's loopback: the same call as

@@ -14,6 +14,7 @@ mod known_hosts;
 mod markers;
 mod process;
 mod session;
+mod sftp;
 mod spill;
 #[cfg(feature = "test-server")]
 mod test_server;
@@ -38,8 +39,9 @@ pub use self::{
     session::HostKeyPolicy,
 };
 use crate::{
-    Command, Error, Result, Socket,
+    Command, Error, MachinePath, Result, Socket, TempDir, Transfer,
     command::Scope,
+    files::FilesRef,
     machine::{Backend, MachineRef, Plan, Running},
 };
 
@@ -83,6 +85,7 @@ use crate::{
 #[derive(Clone)]
 pub struct SshMachine {
     connection: Arc<Connection>,
+    files: FilesRef,
     backend: MachineRef,
     scope: Scope,
 }
@@ -239,6 +242,58 @@ impl SshMachine {
         local: std::net::SocketAddr,
     ) -> Result<ReverseTunnel> {
         forward::reverse_tunnel(self.connection.clone(), remote_port, local).await
+    }
+
+    /// A path on the remote machine; a relative one is taken in this view's directory
+    /// ([`with_cwd`](SshMachine::with_cwd)), else in the login directory. Its file calls
+    /// go over SFTP on a channel of this machine's connection (opened on first use, shared
+    /// by every clone, holding one of the connection's channels from then on). See
+    /// [`MachinePath`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// let release = web1.path("/srv/app/current").read_link().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
+        let path = match &self.scope.cwd {
+            Some(cwd) => cwd.join(path),
+            None => path.as_ref().to_owned(),
+        };
+        MachinePath::new(self.files.clone(), path)
+    }
+
+    /// A new private (`0o700`) directory under the remote `/tmp`, removed with its contents
+    /// when dropped (in the background) or [`close`](TempDir::close)d.
+    ///
+    /// # Errors
+    /// [`Error::File`] when it cannot be created, [`Error::ConnectionLost`].
+    pub async fn tempdir(&self) -> Result<TempDir> {
+        TempDir::create(self.files.clone()).await
+    }
+
+    /// Copies a local file or tree to this machine, keeping permission bits, as
+    /// [`copy`](crate::copy)`(&local().path(from), &self.path(to))`: into `to` when it is an
+    /// existing directory, else as `to`. Await the [`Transfer`] for the bytes copied; call
+    /// [`progress`](Transfer::progress) first to watch it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// web1.upload("target/release/app", "/srv/app/bin/app")
+    ///     .progress(|done, total| eprint!("\r{done} of {total} bytes"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&crate::local().path(from), &self.path(to))
+    }
+
+    /// Copies a file or tree from this machine to a local path, keeping permission bits:
+    /// the mirror of [`upload`](SshMachine::upload).
+    pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&self.path(from), &crate::local().path(to))
     }
 
     /// A view whose commands start in `dir` (a remote path, relative to this view's).
@@ -460,6 +515,7 @@ impl SshBuilder {
             backend: Arc::new(SshBackend {
                 connection: connection.clone(),
             }),
+            files: Arc::new(sftp::SftpFiles::new(connection.clone())),
             connection,
             scope: Scope::default(),
         })

@@ -1,0 +1,357 @@
+//! Copying files and trees between any two machines (or within one), with progress.
+//!
+//! Bytes stream through this process: read from the source machine, written to the
+//! destination, 256 KiB at a time, with no whole file in memory. Over SFTP a single file
+//! is already pipelined (many reads or writes in flight per file); a tree adds concurrency
+//! across files, which is what makes many small files fast: each file costs a few round
+//! trips (open, write, close, chmod), and [`FILE_CONCURRENCY`] files are in flight at once.
+
+use std::{
+    fmt,
+    future::Future,
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use futures::{StreamExt, TryStreamExt, future::BoxFuture, stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{FileKind, Files, MachinePath, Metadata, WriteMode, file_error};
+use crate::{Error, Result};
+
+/// How many files of a tree are copied at once.
+const FILE_CONCURRENCY: usize = 16;
+/// How much is read before it is written.
+const CHUNK: usize = 256 * 1024;
+
+type ProgressFn = Box<dyn FnMut(u64, u64) + Send>;
+
+/// Copies a file or a directory tree from `src` to `dst`, on the same machine or between
+/// any two (local to remote, remote to local, remote to remote through this process).
+///
+/// As `cp -r`: when `dst` is an existing directory, the copy goes inside it under the
+/// source's name; otherwise `dst` is the name of the copy (its parent must exist).
+/// Permission bits are kept (exactly, whatever the destination's umask); symlinks inside a
+/// tree are copied as symlinks with the same target, while a symlink given as `src` is
+/// followed. An existing file at the destination is replaced; an existing directory is
+/// merged into. Modification times are not kept.
+///
+/// The returned [`Transfer`] is a future of the number of bytes copied; before awaiting it,
+/// [`progress`](Transfer::progress) can watch it.
+///
+/// # Errors
+/// [`Error::File`] naming the path (source or destination) and what failed,
+/// [`Error::ConnectionLost`]. A tree copy stops at the first error; what was copied stays.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(web1: leadpipe::SshMachine, web2: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// // From one host to another, through this process.
+/// let bytes = leadpipe::copy(&web1.path("/srv/app/releases/42"), &web2.path("/srv/app/releases"))
+///     .progress(|done, total| eprint!("\r{done}/{total} bytes"))
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub fn copy(src: &MachinePath, dst: &MachinePath) -> Transfer {
+    Transfer {
+        state: State::Ready {
+            src: src.clone(),
+            dst: dst.clone(),
+            progress: None,
+        },
+    }
+}
+
+/// A copy that has not finished: a future of the number of bytes copied. From
+/// [`copy`], [`SshMachine::upload`](crate::SshMachine::upload),
+/// [`SshMachine::download`](crate::SshMachine::download) and
+/// [`MachinePath::copy_to`]. It starts when first polled.
+#[must_use = "a Transfer does nothing until awaited"]
+pub struct Transfer {
+    state: State,
+}
+
+enum State {
+    Ready {
+        src: MachinePath,
+        dst: MachinePath,
+        progress: Option<ProgressFn>,
+    },
+    Running(BoxFuture<'static, Result<u64>>),
+    Done,
+}
+
+impl Transfer {
+    /// Calls `report(done, total)` with bytes copied so far and bytes to copy in all, after
+    /// every chunk (256 KiB at most) and once at the start. The total is known before the
+    /// first byte moves (a tree is listed first).
+    pub fn progress(mut self, report: impl FnMut(u64, u64) + Send + 'static) -> Transfer {
+        if let State::Ready { progress, .. } = &mut self.state {
+            *progress = Some(Box::new(report));
+        }
+        self
+    }
+
+    /// Shows the progress on an [`indicatif::ProgressBar`] (its length is set to the
+    /// total; the bar is finished at the end).
+    #[cfg(feature = "progress-bar")]
+    pub fn progress_bar(self, bar: indicatif::ProgressBar) -> Transfer {
+        self.progress(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done == total {
+                bar.finish();
+            }
+        })
+    }
+}
+
+impl Future for Transfer {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+        if let State::Ready { .. } = self.state {
+            let State::Ready { src, dst, progress } =
+                std::mem::replace(&mut self.state, State::Done)
+            else {
+                unreachable!("checked just above")
+            };
+            self.state = State::Running(Box::pin(run(src, dst, progress)));
+        }
+        match &mut self.state {
+            State::Running(running) => {
+                let result = std::task::ready!(running.as_mut().poll(cx));
+                self.state = State::Done;
+                Poll::Ready(result)
+            }
+            _ => Poll::Ready(Err(Error::io(
+                "a Transfer",
+                io::Error::other("polled after it finished"),
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            State::Ready { src, dst, .. } => f
+                .debug_struct("Transfer")
+                .field("src", src)
+                .field("dst", dst)
+                .finish(),
+            State::Running(_) => f.write_str("Transfer(running)"),
+            State::Done => f.write_str("Transfer(done)"),
+        }
+    }
+}
+
+/// Bytes done and the callback, shared by the files in flight.
+struct Progress {
+    total: u64,
+    state: Mutex<(u64, Option<ProgressFn>)>,
+}
+
+impl Progress {
+    fn add(&self, bytes: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            let (done, report) = &mut *state;
+            *done += bytes;
+            if let Some(report) = report {
+                report(*done, self.total);
+            }
+        }
+    }
+}
+
+/// One entry of a tree to copy, relative to its top.
+struct Entry {
+    relative: PathBuf,
+    meta: Metadata,
+}
+
+async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -> Result<u64> {
+    let top = src.metadata().await?;
+    let dst = match dst.files().metadata(dst.as_path(), true).await {
+        Ok(meta) if meta.is_dir() => match src.file_name() {
+            Some(name) => dst.join(name),
+            None => dst,
+        },
+        Ok(_) if top.is_dir() => {
+            return Err(file_error(
+                dst.files(),
+                "copy a directory to",
+                dst.as_path(),
+                io::Error::from(io::ErrorKind::NotADirectory),
+            ));
+        }
+        _ => dst,
+    };
+    if src.same_machine(&dst) && src.as_path() == dst.as_path() {
+        return Err(file_error(
+            dst.files(),
+            "copy onto itself",
+            dst.as_path(),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "source and destination are the same",
+            ),
+        ));
+    }
+    let mut entries = vec![Entry {
+        relative: PathBuf::new(),
+        meta: top,
+    }];
+    if top.is_dir() {
+        list_tree(&src, &mut entries).await?;
+    }
+    let total = entries
+        .iter()
+        .filter(|entry| entry.meta.is_file())
+        .map(|entry| entry.meta.len)
+        .sum();
+    let progress = Progress {
+        total,
+        state: Mutex::new((0, progress)),
+    };
+    progress.add(0);
+
+    // Directories first, parents before children, writable by us until the files are in.
+    for entry in entries.iter().filter(|entry| entry.meta.is_dir()) {
+        let target = under(&dst, &entry.relative);
+        let made = dst.files().mkdir(target.as_path(), 0o700).await;
+        if let Err(error) = made {
+            match dst.files().metadata(target.as_path(), false).await {
+                Ok(meta) if meta.is_dir() => {}
+                _ => {
+                    return Err(file_error(
+                        dst.files(),
+                        "create directory",
+                        target.as_path(),
+                        error,
+                    ));
+                }
+            }
+        }
+    }
+    let progress = Arc::new(progress);
+    stream::iter(entries.iter().filter(|entry| !entry.meta.is_dir()).map(Ok))
+        .try_for_each_concurrent(FILE_CONCURRENCY, |entry| {
+            let (from, to) = (under(&src, &entry.relative), under(&dst, &entry.relative));
+            let progress = progress.clone();
+            async move {
+                match entry.meta.kind {
+                    FileKind::Symlink => copy_symlink(&from, &to).await,
+                    FileKind::File => copy_file(&from, &to, entry.meta, &progress).await,
+                    _ => Err(file_error(
+                        from.files(),
+                        "copy",
+                        from.as_path(),
+                        io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "not a regular file, directory or symlink",
+                        ),
+                    )),
+                }
+            }
+        })
+        .await?;
+    // Directory modes last, children before parents (a read-only parent is set after).
+    for entry in entries.iter().rev().filter(|entry| entry.meta.is_dir()) {
+        let target = under(&dst, &entry.relative);
+        (dst.files().chmod(target.as_path(), entry.meta.mode).await)
+            .map_err(|e| file_error(dst.files(), "chmod", target.as_path(), e))?;
+    }
+    Ok(total)
+}
+
+/// `top/relative`, where an empty `relative` is `top` itself (not `top/`).
+fn under(top: &MachinePath, relative: &Path) -> MachinePath {
+    if relative.as_os_str().is_empty() {
+        top.clone()
+    } else {
+        top.join(relative)
+    }
+}
+
+/// Appends every entry under `top` (a directory), parents before children.
+async fn list_tree(top: &MachinePath, entries: &mut Vec<Entry>) -> Result<()> {
+    let mut level = vec![PathBuf::new()];
+    while !level.is_empty() {
+        let listings: Vec<Result<(PathBuf, Vec<(std::ffi::OsString, Metadata)>)>> =
+            stream::iter(level.drain(..))
+                .map(|relative| async move {
+                    let dir = under(top, &relative);
+                    let listed = dir.files().list(dir.as_path()).await;
+                    let listed =
+                        listed.map_err(|e| file_error(dir.files(), "list", dir.as_path(), e))?;
+                    Ok((relative, listed))
+                })
+                .buffered(super::path::TREE_CONCURRENCY)
+                .collect()
+                .await;
+        for listing in listings {
+            let (relative, mut listed) = listing?;
+            listed.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, meta) in listed {
+                let relative = relative.join(name);
+                if meta.is_dir() {
+                    level.push(relative.clone());
+                }
+                entries.push(Entry { relative, meta });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn copy_symlink(from: &MachinePath, to: &MachinePath) -> Result<()> {
+    let target = from.read_link().await?;
+    // Replace what is there, as for files.
+    let _ = to.files().remove_file(to.as_path()).await;
+    to.symlink(target).await
+}
+
+/// Copies one regular file and sets its mode.
+async fn copy_file(
+    from: &MachinePath,
+    to: &MachinePath,
+    meta: Metadata,
+    progress: &Progress,
+) -> Result<()> {
+    if from.files().is_local() && to.files().is_local() {
+        let (source, target) = (from.as_path().to_owned(), to.as_path().to_owned());
+        let copied = tokio::task::spawn_blocking(move || std::fs::copy(&source, &target))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let copied = copied.map_err(|e| file_error(to.files(), "copy to", to.as_path(), e))?;
+        progress.add(copied);
+        return Ok(());
+    }
+    let read_error = |e| file_error(from.files(), "read", from.as_path(), e);
+    let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
+    let mut reader = (from.files().open_read(from.as_path()).await).map_err(read_error)?;
+    let mut writer = (to
+        .files()
+        .open_write(to.as_path(), WriteMode::Truncate, Some(meta.mode))
+        .await)
+        .map_err(write_error)?;
+    let mut buffer = vec![0; CHUNK];
+    loop {
+        let n = reader.read(&mut buffer).await.map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buffer[..n]).await.map_err(write_error)?;
+        progress.add(n as u64);
+    }
+    writer.shutdown().await.map_err(write_error)?;
+    set_mode(to.files(), to.as_path(), meta.mode).await
+}
+
+async fn set_mode(files: &dyn Files, path: &Path, mode: u32) -> Result<()> {
+    (files.chmod(path, mode).await).map_err(|e| file_error(files, "chmod", path, e))
+}

@@ -1,0 +1,723 @@
+//! The remote machine's files over SFTP, on a channel of the machine's one connection.
+//!
+//! One `sftp` subsystem channel per connection, opened on first use and shared by every
+//! clone of the machine; it holds one of the connection's channel slots for as long as it
+//! lives. Its bytes go through the same pump as every other channel
+//! ([`ChannelSocket`](super::forward::ChannelSocket)), so a slow consumer never stalls the
+//! connection. If the channel ends while the connection lives (the server's
+//! `sftp-server` died), the next call opens a new one.
+//!
+//! russh-sftp's raw session carries the protocol; reading and writing files is done here
+//! rather than with its `File` type, for four reasons, each a trap for a file API:
+//! - writes are pipelined up to [`IN_FLIGHT`] requests of the server's largest write, and
+//!   every acknowledgement is checked before `shutdown` returns (a dropped file would lose
+//!   them);
+//! - `flush` never sends `fsync@openssh.com` (a copy loop that flushes would fsync per
+//!   chunk);
+//! - reads ramp up from one request to [`IN_FLIGHT`], so a small file costs no burst of
+//!   reads past its end;
+//! - requests get a long timeout ([`REQUEST_TIMEOUT_SECS`]): with many large requests in
+//!   flight on a slow link one can wait far longer than the crate's default 10 s, and a
+//!   dead connection is detected by the connection itself (keepalive, reset), failing
+//!   every request at once.
+//!
+//! Replacing a file uses OpenSSH's `posix-rename@openssh.com` (SFTP's own RENAME refuses
+//! an existing target). SFTP names are UTF-8 strings in russh-sftp; other paths are refused.
+
+use std::{
+    ffi::OsString,
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
+use russh::ChannelMsg;
+use russh_sftp::{
+    client::{Config, RawSftpSession, error::Error as SftpError},
+    protocol::{Data, FileAttributes, OpenFlags, Packet, Status, StatusCode},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::OwnedSemaphorePermit,
+};
+
+use super::{forward::ChannelSocket, session::Connection};
+use crate::{
+    Error,
+    files::{Files, Metadata, WriteMode, kind_of_mode, spawn_cleanup},
+    machine::{BoxRead, BoxWrite},
+};
+
+/// Requests of one file in flight at once.
+const IN_FLIGHT: usize = 64;
+/// The largest read or write asked for: OpenSSH's limit (256 KiB less 1 KiB of header room),
+/// or less when the server's `limits@openssh.com` says so.
+const MAX_CHUNK: u64 = 255 * 1024;
+/// What a server that states no limits is sent: the size every SFTP server must accept.
+const PORTABLE_CHUNK: u64 = 32 * 1024;
+/// How long one request may wait for its answer.
+const REQUEST_TIMEOUT_SECS: u64 = 600;
+
+/// A remote machine's files: SFTP over its connection.
+pub(crate) struct SftpFiles {
+    connection: Arc<Connection>,
+    live: tokio::sync::Mutex<Option<Arc<Live>>>,
+}
+
+/// An SFTP session on one channel.
+struct Live {
+    raw: Arc<RawSftpSession>,
+    /// Set when the channel's bytes end: the session is dead, open another.
+    ended: Arc<AtomicBool>,
+    posix_rename: bool,
+    chunk: u32,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl SftpFiles {
+    pub(crate) fn new(connection: Arc<Connection>) -> SftpFiles {
+        SftpFiles {
+            connection,
+            live: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn live(&self) -> io::Result<Arc<Live>> {
+        let mut slot = self.live.lock().await;
+        if let Some(live) = &*slot
+            && !live.ended.load(Ordering::Acquire)
+        {
+            return Ok(live.clone());
+        }
+        let live = Arc::new(self.start().await?);
+        *slot = Some(live.clone());
+        Ok(live)
+    }
+
+    async fn start(&self) -> io::Result<Live> {
+        let (mut channel, slot) = (self.connection.open_session(false).await)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let refused = || io::Error::other("the server refused the sftp subsystem");
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|_| refused())?;
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                    return Err(refused());
+                }
+                Some(_) => {}
+            }
+        }
+        let ended = Arc::new(AtomicBool::new(false));
+        let stream = Watched {
+            socket: ChannelSocket::new(channel),
+            ended: ended.clone(),
+        };
+        let config = Config {
+            max_packet_len: 256 * 1024 + 1024,
+            request_timeout_secs: REQUEST_TIMEOUT_SECS,
+            ..Config::default()
+        };
+        let mut raw = RawSftpSession::new_with_config(stream, config);
+        let version = raw.init().await.map_err(io_error)?;
+        let has = |name: &str| version.extensions.contains_key(name);
+        let mut chunk = PORTABLE_CHUNK;
+        if has("limits@openssh.com") {
+            let limits = raw.limits().await.map_err(io_error)?;
+            let largest = [limits.max_read_len, limits.max_write_len]
+                .into_iter()
+                .filter(|len| *len > 0)
+                .min()
+                .unwrap_or(MAX_CHUNK);
+            chunk = largest.min(MAX_CHUNK);
+            raw.set_limits(limits.into());
+        }
+        Ok(Live {
+            raw: Arc::new(raw),
+            ended,
+            posix_rename: has("posix-rename@openssh.com"),
+            chunk: u32::try_from(chunk).unwrap_or(32 * 1024),
+            _slot: slot,
+        })
+    }
+}
+
+/// The channel's socket, noting when its bytes end.
+struct Watched {
+    socket: ChannelSocket,
+    ended: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = ready!(Pin::new(&mut self.socket).poll_read(cx, buf));
+        if result.is_err() || buf.filled().len() == before {
+            self.ended.store(true, Ordering::Release);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ended.store(true, Ordering::Release);
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+/// An SFTP failure as `io::Error`, keeping the kinds a script tests for.
+fn io_error(error: SftpError) -> io::Error {
+    match error {
+        SftpError::Status(status) => {
+            let kind = match status.status_code {
+                StatusCode::NoSuchFile => io::ErrorKind::NotFound,
+                StatusCode::PermissionDenied => io::ErrorKind::PermissionDenied,
+                StatusCode::OpUnsupported => io::ErrorKind::Unsupported,
+                StatusCode::Eof => io::ErrorKind::UnexpectedEof,
+                StatusCode::NoConnection | StatusCode::ConnectionLost => {
+                    io::ErrorKind::ConnectionAborted
+                }
+                _ => io::ErrorKind::Other,
+            };
+            let message = if status.error_message.is_empty() {
+                format!("{}", status.status_code)
+            } else {
+                status.error_message
+            };
+            io::Error::new(kind, format!("{message} (SFTP)"))
+        }
+        SftpError::Timeout => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from the SFTP server within {REQUEST_TIMEOUT_SECS} s"),
+        ),
+        other => io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("the SFTP session ended: {other}"),
+        ),
+    }
+}
+
+/// A path as SFTP names it.
+fn name(path: &Path) -> io::Result<String> {
+    match path.to_str() {
+        Some("") => Ok(".".to_owned()),
+        Some(text) => Ok(text.to_owned()),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a remote path must be UTF-8 (SFTP names are strings here)",
+        )),
+    }
+}
+
+fn metadata_of(attrs: &FileAttributes) -> Metadata {
+    let mode = attrs.permissions.unwrap_or(0);
+    Metadata {
+        kind: kind_of_mode(mode),
+        len: attrs.size.unwrap_or(0),
+        mode: mode & 0o7777,
+        modified: attrs
+            .mtime
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(u64::from(secs))),
+    }
+}
+
+fn with_mode(mode: Option<u32>) -> FileAttributes {
+    let mut attrs = FileAttributes::empty();
+    attrs.permissions = mode;
+    attrs
+}
+
+/// A length-prefixed SFTP string, for extension requests.
+fn put_string(data: &mut Vec<u8>, text: &str) {
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    data.extend_from_slice(&len.to_be_bytes());
+    data.extend_from_slice(text.as_bytes());
+}
+
+impl Files for SftpFiles {
+    fn machine(&self) -> &str {
+        &self.connection.name
+    }
+
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    fn gone(&self) -> Option<Error> {
+        self.connection.is_closed().then(|| self.connection.lost())
+    }
+
+    fn metadata<'a>(&'a self, path: &'a Path, follow: bool) -> BoxFuture<'a, io::Result<Metadata>> {
+        async move {
+            let live = self.live().await?;
+            let path = name(path)?;
+            let attrs = if follow {
+                live.raw.stat(path).await
+            } else {
+                live.raw.lstat(path).await
+            };
+            Ok(metadata_of(&attrs.map_err(io_error)?.attrs))
+        }
+        .boxed()
+    }
+
+    fn list<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<Vec<(OsString, Metadata)>>> {
+        async move {
+            let live = self.live().await?;
+            let handle = live.raw.opendir(name(dir)?).await.map_err(io_error)?.handle;
+            let mut entries = Vec::new();
+            let listed = loop {
+                match live.raw.readdir(handle.as_str()).await {
+                    Ok(batch) => {
+                        for file in batch.files {
+                            if file.filename != "." && file.filename != ".." {
+                                entries.push((
+                                    OsString::from(file.filename),
+                                    metadata_of(&file.attrs),
+                                ));
+                            }
+                        }
+                    }
+                    Err(SftpError::Status(status)) if status.status_code == StatusCode::Eof => {
+                        break Ok(());
+                    }
+                    Err(error) => break Err(io_error(error)),
+                }
+            };
+            let closed = live.raw.close(handle).await;
+            listed?;
+            closed.map_err(io_error)?;
+            Ok(entries)
+        }
+        .boxed()
+    }
+
+    fn open_read<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<BoxRead>> {
+        async move {
+            let live = self.live().await?;
+            let handle = (live
+                .raw
+                .open(name(path)?, OpenFlags::READ, FileAttributes::empty()))
+            .await
+            .map_err(io_error)?
+            .handle;
+            Ok(Box::new(SftpReader::new(&live, handle)) as BoxRead)
+        }
+        .boxed()
+    }
+
+    fn open_write<'a>(
+        &'a self,
+        path: &'a Path,
+        how: WriteMode,
+        mode: Option<u32>,
+    ) -> BoxFuture<'a, io::Result<BoxWrite>> {
+        async move {
+            let live = self.live().await?;
+            let flags = OpenFlags::WRITE
+                | OpenFlags::CREATE
+                | match how {
+                    WriteMode::Truncate => OpenFlags::TRUNCATE,
+                    WriteMode::Append => OpenFlags::APPEND,
+                    WriteMode::CreateNew => OpenFlags::EXCLUDE,
+                };
+            let opened = live.raw.open(name(path)?, flags, with_mode(mode)).await;
+            let handle = match opened {
+                Ok(handle) => handle.handle,
+                // SFTP reports "exists" as a generic failure: tell it apart.
+                Err(error) if how == WriteMode::CreateNew => {
+                    let exists = live.raw.lstat(name(path)?).await.is_ok();
+                    return Err(if exists {
+                        io::Error::from(io::ErrorKind::AlreadyExists)
+                    } else {
+                        io_error(error)
+                    });
+                }
+                Err(error) => return Err(io_error(error)),
+            };
+            Ok(Box::new(SftpWriter::new(&live, handle)) as BoxWrite)
+        }
+        .boxed()
+    }
+
+    fn mkdir<'a>(&'a self, path: &'a Path, mode: u32) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            let made = live.raw.mkdir(name(path)?, with_mode(Some(mode))).await;
+            match made {
+                Ok(_) => Ok(()),
+                Err(error) => match live.raw.lstat(name(path)?).await {
+                    Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+                    Err(_) => Err(io_error(error)),
+                },
+            }
+        }
+        .boxed()
+    }
+
+    fn rmdir<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            live.raw.rmdir(name(path)?).await.map_err(io_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            live.raw.remove(name(path)?).await.map_err(io_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            let (from, to) = (name(from)?, name(to)?);
+            if live.posix_rename {
+                let mut data = Vec::new();
+                put_string(&mut data, &from);
+                put_string(&mut data, &to);
+                let reply = live.raw.extended("posix-rename@openssh.com", data).await;
+                return match reply.map_err(io_error)? {
+                    Packet::Status(status) if status.status_code == StatusCode::Ok => Ok(()),
+                    Packet::Status(status) => Err(io_error(SftpError::Status(status))),
+                    _ => Err(io::Error::other("unexpected answer to posix-rename")),
+                };
+            }
+            // SFTP's RENAME refuses an existing target: remove it first (not atomic).
+            if live.raw.lstat(to.as_str()).await.is_ok() {
+                live.raw.remove(to.as_str()).await.map_err(io_error)?;
+            }
+            live.raw.rename(from, to).await.map_err(io_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn chmod<'a>(&'a self, path: &'a Path, mode: u32) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            (live.raw.setstat(name(path)?, with_mode(Some(mode))).await).map_err(io_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn symlink<'a>(&'a self, target: &'a Path, link: &'a Path) -> BoxFuture<'a, io::Result<()>> {
+        async move {
+            let live = self.live().await?;
+            // OpenSSH's sftp-server reads SYMLINK's two paths in the opposite order to the
+            // draft (target first, then the link), and every common server follows it;
+            // russh-sftp sends its first argument first.
+            (live.raw.symlink(name(target)?, name(link)?).await).map_err(io_error)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn read_link<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<PathBuf>> {
+        async move {
+            let live = self.live().await?;
+            let found = live.raw.readlink(name(path)?).await.map_err(io_error)?;
+            first_name(found.files)
+        }
+        .boxed()
+    }
+
+    fn canonicalize<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<PathBuf>> {
+        async move {
+            let live = self.live().await?;
+            let path = name(path)?;
+            // realpath of a missing path succeeds on some servers: insist that it exists.
+            live.raw.stat(path.as_str()).await.map_err(io_error)?;
+            let found = live.raw.realpath(path).await.map_err(io_error)?;
+            first_name(found.files)
+        }
+        .boxed()
+    }
+}
+
+fn first_name(files: Vec<russh_sftp::protocol::File>) -> io::Result<PathBuf> {
+    files
+        .into_iter()
+        .next()
+        .map(|file| PathBuf::from(file.filename))
+        .ok_or_else(|| io::Error::other("the server answered with no name"))
+}
+
+/// Closes a handle in the background: for readers and writers dropped before the end.
+fn close_later(raw: Arc<RawSftpSession>, handle: String) {
+    spawn_cleanup(async move {
+        let _ = raw.close(handle).await;
+    });
+}
+
+type ReadReply = (u64, u32, Result<Data, SftpError>);
+
+/// A remote file being read: reads pipelined ahead of the consumer.
+struct SftpReader {
+    raw: Arc<RawSftpSession>,
+    handle: Option<String>,
+    chunk: u32,
+    /// Requests to keep in flight now: doubles after every full read, up to `IN_FLIGHT`.
+    window: usize,
+    next_offset: u64,
+    in_flight: FuturesOrdered<BoxFuture<'static, ReadReply>>,
+    buffer: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    /// The error being explained (see [`SftpReader::explain`]).
+    failing: Option<BoxFuture<'static, io::Error>>,
+}
+
+impl SftpReader {
+    fn new(live: &Live, handle: String) -> SftpReader {
+        SftpReader {
+            raw: live.raw.clone(),
+            handle: Some(handle),
+            chunk: live.chunk,
+            window: 1,
+            next_offset: 0,
+            in_flight: FuturesOrdered::new(),
+            buffer: Vec::new(),
+            pos: 0,
+            eof: false,
+            failing: None,
+        }
+    }
+
+    fn request(&mut self, handle: String) {
+        let (raw, offset, len) = (self.raw.clone(), self.next_offset, self.chunk);
+        self.in_flight.push_back(
+            async move {
+                let reply = raw.read(handle, offset, len).await;
+                (offset, len, reply)
+            }
+            .boxed(),
+        );
+        self.next_offset += u64::from(len);
+    }
+
+    /// Why a read failed: a directory reads as a generic failure, so ask.
+    async fn explain(raw: Arc<RawSftpSession>, handle: String, error: SftpError) -> io::Error {
+        match raw.fstat(handle).await {
+            Ok(attrs) if metadata_of(&attrs.attrs).is_dir() => {
+                io::Error::from(io::ErrorKind::IsADirectory)
+            }
+            _ => io_error(error),
+        }
+    }
+}
+
+impl AsyncRead for SftpReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if let Some(failing) = &mut this.failing {
+                let error = ready!(failing.poll_unpin(cx));
+                this.failing = None;
+                return Poll::Ready(Err(error));
+            }
+            if this.pos < this.buffer.len() {
+                let n = buf.remaining().min(this.buffer.len() - this.pos);
+                buf.put_slice(&this.buffer[this.pos..this.pos + n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            let Some(handle) = this.handle.clone() else {
+                return Poll::Ready(Ok(()));
+            };
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            while this.in_flight.len() < this.window {
+                this.request(handle.clone());
+            }
+            let Some((offset, len, reply)) = ready!(this.in_flight.poll_next_unpin(cx)) else {
+                continue;
+            };
+            match reply {
+                Ok(data) if data.data.is_empty() => this.eof = true,
+                Ok(data) => {
+                    if data.data.len() < len as usize {
+                        // A short read: at the end of the file, or a server that reads
+                        // less: what was asked beyond it is void, ask again from there.
+                        this.in_flight = FuturesOrdered::new();
+                        this.next_offset = offset + data.data.len() as u64;
+                        this.window = 1;
+                    } else {
+                        this.window = (this.window * 2).min(IN_FLIGHT);
+                    }
+                    this.buffer = data.data;
+                    this.pos = 0;
+                }
+                Err(SftpError::Status(status)) if status.status_code == StatusCode::Eof => {
+                    this.eof = true;
+                }
+                Err(error) => {
+                    this.eof = true;
+                    this.in_flight = FuturesOrdered::new();
+                    // One more round trip, only on the error path.
+                    let explain = Self::explain(this.raw.clone(), handle, error);
+                    this.failing = Some(explain.boxed());
+                    continue;
+                }
+            }
+            if this.eof {
+                this.in_flight = FuturesOrdered::new();
+                if let Some(handle) = this.handle.take() {
+                    close_later(this.raw.clone(), handle);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SftpReader {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            close_later(self.raw.clone(), handle);
+        }
+    }
+}
+
+/// A remote file being written: writes pipelined, each acknowledgement checked.
+struct SftpWriter {
+    raw: Arc<RawSftpSession>,
+    handle: Option<String>,
+    chunk: usize,
+    offset: u64,
+    in_flight: FuturesOrdered<BoxFuture<'static, Result<Status, SftpError>>>,
+    closing: Option<BoxFuture<'static, Result<Status, SftpError>>>,
+}
+
+impl SftpWriter {
+    fn new(live: &Live, handle: String) -> SftpWriter {
+        SftpWriter {
+            raw: live.raw.clone(),
+            handle: Some(handle),
+            chunk: live.chunk as usize,
+            offset: 0,
+            in_flight: FuturesOrdered::new(),
+            closing: None,
+        }
+    }
+
+    /// Takes the acknowledgements that have come, without waiting.
+    fn collect_acks(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while let Poll::Ready(Some(ack)) = self.in_flight.poll_next_unpin(cx) {
+            ack.map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every acknowledgement.
+    fn poll_acks(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(ack) = ready!(self.in_flight.poll_next_unpin(cx)) {
+            ack.map_err(io_error)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the file was already closed")
+}
+
+impl AsyncWrite for SftpWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let Some(handle) = this.handle.clone() else {
+            return Poll::Ready(Err(closed()));
+        };
+        this.collect_acks(cx)?;
+        while this.in_flight.len() >= IN_FLIGHT {
+            match ready!(this.in_flight.poll_next_unpin(cx)) {
+                Some(ack) => {
+                    ack.map_err(io_error)?;
+                }
+                None => break,
+            }
+        }
+        let n = buf.len().min(this.chunk);
+        let (raw, offset, data) = (this.raw.clone(), this.offset, buf[..n].to_vec());
+        this.in_flight
+            .push_back(async move { raw.write(handle, offset, data).await }.boxed());
+        this.offset += n as u64;
+        // Polling sends the request; what has been acknowledged meanwhile is taken too.
+        this.collect_acks(cx)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits for every write to be acknowledged (no `fsync`).
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_acks(cx)
+    }
+
+    /// Waits for every acknowledgement, then closes the file and checks the close.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.closing.is_none() {
+            ready!(this.poll_acks(cx))?;
+            let Some(handle) = this.handle.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            let raw = this.raw.clone();
+            this.closing = Some(async move { raw.close(handle).await }.boxed());
+        }
+        let Some(closing) = &mut this.closing else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = ready!(closing.poll_unpin(cx));
+        this.closing = None;
+        result.map_err(io_error)?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for SftpWriter {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            close_later(self.raw.clone(), handle);
+        }
+    }
+}
