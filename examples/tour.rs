@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use leadpipe::{Line, Signal, TestServer, prelude::*};
+use leadpipe::{Line, Signal, TempDir, TestServer, prelude::*};
 
 /// Prints a heading, then what the step shows.
 fn step(title: &str) {
@@ -218,6 +218,52 @@ async fn remote_tour() -> Result<()> {
     println!(
         "cmd!(remote, \"echo {{name}} | tr a-z A-Z\") -> {:?}",
         cmd!(remote, "echo {name} | tr a-z A-Z").read().await?
+    );
+
+    step("Files on both machines: paths, atomic writes, uploads with progress");
+    match remote.tempdir().await {
+        Ok(work) => remote_files(&remote, &work).await?,
+        // The embedded server serves files with OpenSSH's sftp-server, if installed.
+        Err(error) => println!("(skipped: {error})"),
+    }
+    Ok(())
+}
+
+async fn remote_files(remote: &SshMachine, work: &TempDir) -> Result<()> {
+    let sh = local();
+    let release = sh.tempdir().await?;
+    (release.path() / "bin").mkdir().await?;
+    (release.path() / "bin/app")
+        .write("#!/bin/sh\necho app 1.2 running\n")
+        .await?;
+    (release.path() / "bin/app").chmod(0o755).await?;
+    (release.path() / "app.conf").write("workers = 2\n").await?;
+    println!("local release: {:?}", release.path().glob("**/*").await?);
+    let bytes = remote
+        .upload(release.path(), work.path())
+        .progress(|done, total| {
+            if done == total {
+                println!("uploaded {done} of {total} bytes");
+            }
+        })
+        .await?;
+    let target = work.path() / release.path().file_name().unwrap_or_default();
+    println!("{bytes} bytes to {:?}", target);
+    println!(
+        "{} -> {:?} (mode kept)",
+        target.join("bin/app"),
+        remote.cmd(target.join("bin/app")).read().await?
+    );
+    let conf = target.join("app.conf");
+    let old = conf.read_to_string().await?;
+    conf.write(old.replace("2", "8")).await?;
+    println!(
+        "app.conf replaced atomically: {:?}",
+        conf.read_to_string().await?
+    );
+    println!(
+        "a missing file names machine, path and operation:\n  {}",
+        work.join("nope.conf").read().await.unwrap_err()
     );
     Ok(())
 }

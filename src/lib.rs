@@ -70,6 +70,14 @@
 //! and [`SshMachine::tunnel`] reach services on the remote side through that connection;
 //! [`LocalMachine::connect_sock`] is the same call here.
 //!
+//! # Files
+//!
+//! [`LocalMachine::path`] and [`SshMachine::path`] give a [`MachinePath`]: a path bound to
+//! its machine, with the same file calls on both (`read`, `write`, `list`, `glob`, `mkdir`,
+//! `remove_all`, `rename`, `chmod`, `metadata`, ...), SFTP on a channel of the SSH
+//! connection remotely. [`SshMachine::upload`], [`SshMachine::download`] and [`copy`] move
+//! files and trees between machines; `tempdir()` gives a [`TempDir`] on either machine.
+//!
 //! # Without async
 //!
 //! [`blocking`] gives every call to a plain `fn main`: write `.wait()` where async code

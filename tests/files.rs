@@ -346,6 +346,8 @@ fn make_tree(root: &Path) -> u64 {
     };
     write("bin/run", b"#!/bin/sh\necho ran\n", 0o755);
     write("secret", b"s3cret", 0o600);
+    // Group and other may write: bits a umask of 022 would strip on creation.
+    write("shared", b"for everyone", 0o666);
     write("empty", b"", 0o644);
     write("locked/inside", b"kept", 0o444);
     for i in 0..1000 {
@@ -418,6 +420,7 @@ async fn trees_go_up_and_down_with_modes_and_progress() {
         .args(["-c", "%a %n"])
         .arg(remote_release.join("bin/run"))
         .arg(remote_release.join("secret"))
+        .arg(remote_release.join("shared"))
         .arg(remote_release.join("locked"))
         .arg(remote_release.join("locked/inside"))
         .read()
@@ -427,7 +430,7 @@ async fn trees_go_up_and_down_with_modes_and_progress() {
         .lines()
         .map(|line| line.split(' ').next().unwrap())
         .collect();
-    assert_eq!(modes, ["755", "600", "555", "444"]);
+    assert_eq!(modes, ["755", "600", "666", "555", "444"]);
     assert_eq!(
         remote
             .cmd(remote_release.join("run-link"))
@@ -443,7 +446,7 @@ async fn trees_go_up_and_down_with_modes_and_progress() {
         .read()
         .await
         .unwrap();
-    assert_eq!(count.lines().count(), 1004);
+    assert_eq!(count.lines().count(), 1005);
 
     // And back down: the same tree, byte for byte, mode for mode.
     let back = here.path().join("back");
@@ -643,16 +646,36 @@ async fn tempdirs_are_private_and_go_away() {
     kept.remove_all().await.unwrap();
 }
 
+/// The embedded server runs OpenSSH's sftp-server when it is installed; without it, file
+/// calls fail with an error that says why, and commands still run.
 #[tokio::test]
-async fn a_server_without_sftp_is_named() {
+async fn test_server_files_follow_its_sftp_server() {
     let server = leadpipe::TestServer::start().await.unwrap();
     let remote = server.connect().await.unwrap();
-    let error = remote.path("/etc/hostname").read().await.unwrap_err();
-    assert!(
-        error.to_string().contains("refused the sftp subsystem"),
-        "{error}"
-    );
-    // Commands still run on it.
+    let installed = [
+        "/usr/lib/openssh/sftp-server",
+        "/usr/libexec/openssh/sftp-server",
+        "/usr/lib/ssh/sftp-server",
+        "/usr/libexec/sftp-server",
+    ]
+    .iter()
+    .any(|path| Path::new(path).is_file());
+    let dir = tempfile::tempdir().unwrap();
+    let file = remote.path(dir.path().join("via-test-server"));
+    match file.write("over sftp").await {
+        Ok(()) => {
+            assert!(installed, "wrote without an sftp-server installed?");
+            let local_copy = std::fs::read_to_string(dir.path().join("via-test-server")).unwrap();
+            assert_eq!(local_copy, "over sftp");
+        }
+        Err(error) => {
+            assert!(!installed, "sftp-server is installed, yet: {error}");
+            assert!(
+                error.to_string().contains("refused the sftp subsystem"),
+                "{error}"
+            );
+        }
+    }
     assert_eq!(remote.cmd("echo").arg("ok").read().await.unwrap(), "ok");
 }
 

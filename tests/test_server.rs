@@ -310,7 +310,7 @@ async fn session_channel_protocol() -> TestResult {
     assert!(matches!(reply(&mut channel).await, ChannelMsg::Success));
     channel.request_shell(true).await?;
     assert!(matches!(reply(&mut channel).await, ChannelMsg::Failure));
-    channel.request_subsystem(true, "sftp").await?;
+    channel.request_subsystem(true, "no-such-subsystem").await?;
     assert!(matches!(reply(&mut channel).await, ChannelMsg::Failure));
     channel
         .exec(true, "printf out; printf err >&2; head -c 3; exit 7")

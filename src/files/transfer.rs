@@ -268,6 +268,9 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
     Ok(total)
 }
 
+/// A directory (relative to the top of a tree) and its entries.
+type Listing = (PathBuf, Vec<(std::ffi::OsString, Metadata)>);
+
 /// `top/relative`, where an empty `relative` is `top` itself (not `top/`).
 fn under(top: &MachinePath, relative: &Path) -> MachinePath {
     if relative.as_os_str().is_empty() {
@@ -281,18 +284,17 @@ fn under(top: &MachinePath, relative: &Path) -> MachinePath {
 async fn list_tree(top: &MachinePath, entries: &mut Vec<Entry>) -> Result<()> {
     let mut level = vec![PathBuf::new()];
     while !level.is_empty() {
-        let listings: Vec<Result<(PathBuf, Vec<(std::ffi::OsString, Metadata)>)>> =
-            stream::iter(level.drain(..))
-                .map(|relative| async move {
-                    let dir = under(top, &relative);
-                    let listed = dir.files().list(dir.as_path()).await;
-                    let listed =
-                        listed.map_err(|e| file_error(dir.files(), "list", dir.as_path(), e))?;
-                    Ok((relative, listed))
-                })
-                .buffered(super::path::TREE_CONCURRENCY)
-                .collect()
-                .await;
+        let listings: Vec<Result<Listing>> = stream::iter(level.drain(..))
+            .map(|relative| async move {
+                let dir = under(top, &relative);
+                let listed = dir.files().list(dir.as_path()).await;
+                let listed =
+                    listed.map_err(|e| file_error(dir.files(), "list", dir.as_path(), e))?;
+                Ok((relative, listed))
+            })
+            .buffered(super::path::TREE_CONCURRENCY)
+            .collect()
+            .await;
         for listing in listings {
             let (relative, mut listed) = listing?;
             listed.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,7 +5,8 @@
 //! [`session`] connects, checks the host key ([`known_hosts`]) and authenticates;
 //! [`command_line`] writes a pipeline as one remote `sh` command line; [`process`] runs it on
 //! a channel and drains that channel; [`markers`] reads the status lines the command line
-//! adds.
+//! adds; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
+//! files.
 
 mod command_line;
 mod config;

@@ -67,8 +67,11 @@ use crate::{Error, Result, Signal};
 ///   been sent, the client gets `exit-status` (or `exit-signal`, by name: `"TERM"`), EOF
 ///   and close. Output waits for the client's window: nothing piles up in memory;
 /// - `signal` requests signal the command's whole process group;
-/// - `pty-req` is accepted and ignored (no terminal is allocated); `shell`, `subsystem`,
-///   `env`, `x11-req` and agent forwarding are refused;
+/// - the `sftp` subsystem runs OpenSSH's `sftp-server` when one is installed in a usual
+///   place (`/usr/lib/openssh`, `/usr/libexec/openssh`, ...), so file calls work; without
+///   it they fail with "the server refused the sftp subsystem";
+/// - `pty-req` is accepted and ignored (no terminal is allocated); `shell`, other
+///   subsystems, `env`, `x11-req` and agent forwarding are refused;
 /// - `direct-tcpip`: connects to the target from this machine and copies both ways, with
 ///   half-close (the client's EOF shuts the socket's write side; the target's EOF becomes
 ///   the channel's EOF);
@@ -786,10 +789,15 @@ impl server::Handler for Handler {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> std::result::Result<(), Self::Error> {
-        session.channel_failure(channel)
+        // As for exec: the channel's task starts it; only one program per channel.
+        if name == "sftp" && sftp_server().is_some() && lock(&self.executed).insert(channel) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
     async fn env_request(
@@ -853,6 +861,12 @@ async fn run_session(
     let line = loop {
         match read.wait().await {
             Some(ChannelMsg::Exec { command, .. }) => break command,
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                match sftp_server() {
+                    Some(server) => break format!("exec {server}").into_bytes(),
+                    None => return,
+                }
+            }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
         }
@@ -962,6 +976,18 @@ fn to_sig(number: i32) -> Sig {
 }
 
 /// `sh -c LINE` in a new session, in the home directory, with pipes for its streams.
+/// OpenSSH's SFTP server program, where distributions install it.
+fn sftp_server() -> Option<&'static str> {
+    [
+        "/usr/lib/openssh/sftp-server",
+        "/usr/libexec/openssh/sftp-server",
+        "/usr/lib/ssh/sftp-server",
+        "/usr/libexec/sftp-server",
+    ]
+    .into_iter()
+    .find(|path| Path::new(path).is_file())
+}
+
 fn spawn_sh(line: &[u8]) -> io::Result<tokio::process::Child> {
     let mut sh = tokio::process::Command::new("/bin/sh");
     sh.arg("-c")
