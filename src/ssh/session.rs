@@ -234,6 +234,9 @@ pub(crate) struct Connection {
     /// trip (exec) instead of two (open, exec). sshd leaves an idle session channel alone;
     /// it holds one slot. It receives nothing before its exec, so it needs no draining.
     spare: std::sync::Mutex<Option<(russh::Channel<Msg>, OwnedSemaphorePermit)>>,
+    /// Woken when a spare is put back: a caller waiting for a slot takes it instead, since
+    /// the spare may hold the last slot (with `max_channels` 2, the only one).
+    spare_ready: tokio::sync::Notify,
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
@@ -300,10 +303,11 @@ impl Connection {
             slots: Arc::new(Semaphore::new(slots)),
             kill_slot: Arc::new(Semaphore::new(1)),
             spare: std::sync::Mutex::new(None),
+            spare_ready: tokio::sync::Notify::new(),
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
         // open the spare now, inside connect, rather than in the first command.
-        let spare = connection.open_fresh(false).await?;
+        let spare = connection.open_fresh().await?;
         connection.put_spare(spare);
         Ok(connection)
     }
@@ -316,6 +320,7 @@ impl Connection {
             }
             _ => Some(channel),
         };
+        self.spare_ready.notify_waiters();
         if let Some((extra, permit)) = extra {
             tokio::spawn(async move {
                 let _ = extra.close().await;
@@ -385,35 +390,53 @@ impl Connection {
         self: &Arc<Self>,
         for_kill: bool,
     ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        if !for_kill {
-            let spare = self.spare.lock().ok().and_then(|mut spare| spare.take());
-            let refill = self.clone();
-            tokio::spawn(async move {
-                if let Ok(channel) = refill.open_fresh(false).await {
-                    refill.put_spare(channel);
-                }
-            });
-            if let Some(spare) = spare {
+        if for_kill {
+            let permit = (self.kill_slot.clone().acquire_owned().await).map_err(|_| self.lost())?;
+            return self.open_with(permit).await;
+        }
+        let spare = self.take_spare();
+        let refill = self.clone();
+        tokio::spawn(async move {
+            if let Ok(channel) = refill.open_fresh().await {
+                refill.put_spare(channel);
+            }
+        });
+        if let Some(spare) = spare {
+            return Ok(spare);
+        }
+        // Wait for a slot, or for a spare: a refill may win the slot that frees up.
+        let permit = loop {
+            let spare_ready = self.spare_ready.notified();
+            tokio::pin!(spare_ready);
+            spare_ready.as_mut().enable();
+            if let Some(spare) = self.take_spare() {
                 return Ok(spare);
             }
-        }
-        self.open_fresh(for_kill).await
+            tokio::select! {
+                permit = self.slots.clone().acquire_owned() => {
+                    break permit.map_err(|_| self.lost())?;
+                }
+                () = &mut spare_ready => {}
+            }
+        };
+        self.open_with(permit).await
     }
 
-    async fn open_fresh(
+    fn take_spare(&self) -> Option<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
+        self.spare.lock().ok().and_then(|mut spare| spare.take())
+    }
+
+    /// A channel on a slot for processes.
+    async fn open_fresh(&self) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
+        let permit = (self.slots.clone().acquire_owned().await).map_err(|_| self.lost())?;
+        self.open_with(permit).await
+    }
+
+    /// Opens a session channel on the slot `permit` holds.
+    async fn open_with(
         &self,
-        for_kill: bool,
+        permit: OwnedSemaphorePermit,
     ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        let slots = if for_kill {
-            &self.kill_slot
-        } else {
-            &self.slots
-        };
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.lost())?;
         let mut pause = Duration::from_millis(1);
         loop {
             match self.handle.channel_open_session().await {
@@ -421,8 +444,7 @@ impl Connection {
                 // The server's limit (lower than ours, or a slot still in its close
                 // exchange): wait for one of our channels to end, giving up the spare first.
                 Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed)) => {
-                    let spare = self.spare.lock().ok().and_then(|mut spare| spare.take());
-                    if let Some((spare, spare_permit)) = spare {
+                    if let Some((spare, spare_permit)) = self.take_spare() {
                         let _ = spare.close().await;
                         drop(spare_permit);
                     }
