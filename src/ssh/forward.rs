@@ -75,7 +75,8 @@ impl ChannelSocket {
                 match message {
                     ChannelMsg::Data { data } => {
                         if let Some(spill) = &spill {
-                            spill.push(data.to_vec());
+                            // Without a copy when russh holds the only reference.
+                            spill.push(Vec::from(data));
                         }
                     }
                     // The peer's end of file: our reader sees it after the bytes before it.
@@ -146,6 +147,16 @@ impl AsyncRead for ChannelSocket {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.reader).poll_read(cx, buf))?;
+        // The pipe hands out one channel packet (32 KiB at most) per read: take what else
+        // has arrived too, without waiting, so a large buffer costs one read, not dozens.
+        // (A `Pending` here only leaves our waker with the pipe; an error shows next time.)
+        let mut last = buf.filled().len();
+        while last > before && buf.remaining() > 0 {
+            match Pin::new(&mut self.reader).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() > last => last = buf.filled().len(),
+                _ => break,
+            }
+        }
         let at_end = buf.filled().len() == before && buf.remaining() > 0;
         if at_end && self.ended() == Some(Ended::Lost) {
             return Poll::Ready(Err(io::Error::new(
@@ -211,7 +222,7 @@ async fn relay(mut local: TcpStream, remote: ChannelSocket) {
     let (mut remote_read, mut remote_write) = tokio::io::split(remote);
     let (mut local_read, mut local_write) = local.split();
     let down = async {
-        let copied = tokio::io::copy(&mut remote_read, &mut local_write).await;
+        let copied = pass(&mut remote_read, &mut local_write).await;
         if copied.is_ok() {
             let _ = local_write.shutdown().await;
         }
@@ -219,7 +230,7 @@ async fn relay(mut local: TcpStream, remote: ChannelSocket) {
     };
     let up = async {
         tokio::select! {
-            copied = tokio::io::copy(&mut local_read, &mut remote_write) => {
+            copied = pass(&mut local_read, &mut remote_write) => {
                 if copied.is_ok() {
                     let _ = remote_write.shutdown().await;
                 }
@@ -233,6 +244,23 @@ async fn relay(mut local: TcpStream, remote: ChannelSocket) {
         let _ = local.set_zero_linger();
     } else if !client_done {
         linger(&mut local).await;
+    }
+}
+
+/// Copies `from` to `to` until the end of `from`. `tokio::io::copy`'s 8 KiB buffer would
+/// split each channel packet (32 KiB) into four reads and four socket writes; a buffer
+/// larger than a packet takes each whole.
+async fn pass(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+) -> io::Result<()> {
+    let mut buffer = vec![0; 256 << 10];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(from, &mut buffer).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buffer[..n]).await?;
     }
 }
 
