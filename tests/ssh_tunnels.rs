@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use leadpipe::{Error, Socket, SshMachine, local};
-use support::sshd::Sshd;
+use support::{fault_proxy::FaultProxy, sshd::Sshd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn connect(sshd: &Sshd) -> SshMachine {
@@ -481,4 +481,296 @@ fn resident_bytes() -> u64 {
         .parse::<u64>()
         .unwrap()
         * 1024
+}
+
+/// How long any single step of the fault tests may take before it counts as a hang. Not a
+/// benchmark: the steps take milliseconds; this only turns a hang into a failure.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test (naming `what`) if it has not finished within [`HANG`].
+async fn finishes<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still waiting after {HANG:?}"))
+}
+
+/// The bytes a test service sends: [`pattern`] from offset 0.
+fn pattern_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    pattern(0, &mut bytes);
+    bytes
+}
+
+/// A service on 127.0.0.1 (the remote loopback: sshd runs on this machine) that, for each
+/// connection, waits for the first bytes of a request, sends `len` bytes of [`pattern`],
+/// sends end of file, and then goes away without reading the rest of the request (its
+/// close is a reset while the client is still sending). Each time a connection is gone, a
+/// message comes out of the receiver.
+async fn closes_mid_stream(len: usize) -> (u16, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (gone, gone_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let gone = gone.clone();
+            tokio::spawn(async move {
+                let mut first = [0; 1];
+                if stream.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let _ = stream.write_all(&pattern_bytes(len)).await;
+                let _ = stream.shutdown().await;
+                // The reset drops what sshd has not acknowledged: wait until it has it all.
+                while unacknowledged(&stream) > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let _ = stream.set_zero_linger();
+                drop(stream);
+                let _ = gone.send(());
+            });
+        }
+    });
+    (port, gone_rx)
+}
+
+/// Bytes (and the end of file) sent on `stream` that the peer has not acknowledged.
+fn unacknowledged(stream: &tokio::net::TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ on a socket writes one int through a pointer to a live c_int.
+    let result = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(result, 0, "TIOCOUTQ");
+    queued
+}
+
+/// Waits until the service has gone, and a moment more for sshd to close the channel: the
+/// client below reads only then, as a slow client would.
+async fn after_the_service_went(gone: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    finishes("the service closing", gone.recv()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Writes to `to` until a write fails, and returns that error.
+async fn write_until_error(mut to: impl tokio::io::AsyncWrite + Unpin) -> std::io::Error {
+    let chunk = vec![7; 64 * 1024];
+    loop {
+        if let Err(error) = to.write_all(&chunk).await {
+            return error;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_closes_mid_stream_gives_every_byte_then_the_end() {
+    let Some(sshd) = Sshd::start() else { return };
+    // More than a channel window, and more than the client's and the tunnel's socket
+    // buffers hold: a slow client still has bytes to take when the channel closes.
+    const LEN: usize = (24 << 20) + 17;
+    let (port, mut gone) = closes_mid_stream(LEN).await;
+    let remote = connect(&sshd).await;
+
+    // connect_sock: the client keeps sending while the service closes.
+    let socket = remote.connect_sock(port).await.unwrap();
+    let (mut from, to) = tokio::io::split(socket);
+    let writer = tokio::spawn(write_until_error(to));
+    after_the_service_went(&mut gone).await;
+    let mut received = Vec::new();
+    finishes(
+        "reading a socket whose service closed",
+        from.read_to_end(&mut received),
+    )
+    .await
+    .expect("the service's end of file reads as the end, not an error");
+    assert_eq!(received.len(), LEN, "every byte sent, no more");
+    assert!(received == pattern_bytes(LEN), "the bytes differ");
+    // The service is gone: writing fails instead of waiting for a window that never comes.
+    let error = finishes("writing to a socket whose service closed", writer)
+        .await
+        .unwrap();
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+
+    // The same through a tunnel, twice on one tunnel: a service going away ends only its
+    // own connection.
+    let tunnel = remote.tunnel(0, port).await.unwrap();
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(tunnel.local_addr())
+            .await
+            .unwrap();
+        let (mut from, to) = stream.into_split();
+        let writer = tokio::spawn(write_until_error(to));
+        after_the_service_went(&mut gone).await;
+        let mut received = Vec::new();
+        finishes(
+            "reading a tunnel whose service closed",
+            from.read_to_end(&mut received),
+        )
+        .await
+        .expect("the end of file, not an error");
+        assert_eq!(
+            received.len(),
+            LEN,
+            "every byte sent through the tunnel, no more"
+        );
+        assert!(received == pattern_bytes(LEN), "the bytes differ");
+        finishes("writing to a tunnel whose service closed", writer)
+            .await
+            .unwrap();
+    }
+}
+
+/// A service on 127.0.0.1 that greets each connection with `hello\n`, then holds it open
+/// and never reads.
+async fn greets_and_holds() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"hello\n").await;
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// `sshd`'s host key listed for `proxy`'s address, so a client can reach sshd through it.
+fn known_hosts_through(sshd: &Sshd, proxy: &FaultProxy, dir: &Path) -> std::path::PathBuf {
+    let line = std::fs::read_to_string(&sshd.known_hosts).unwrap().replace(
+        &format!("[127.0.0.1]:{}", sshd.port),
+        &format!("[127.0.0.1]:{}", proxy.addr().port()),
+    );
+    let path = dir.join("known_hosts");
+    std::fs::write(&path, line).unwrap();
+    path
+}
+
+async fn connect_through(sshd: &Sshd, proxy: &FaultProxy, dir: &Path) -> SshMachine {
+    SshMachine::builder(&sshd.host)
+        .port(proxy.addr().port())
+        .user(&sshd.user)
+        .identity_file(&sshd.client_key)
+        .known_hosts(known_hosts_through(sshd, proxy, dir))
+        .ssh_config(None)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_connection_dies_open_sockets_and_tunnels_end() {
+    let Some(sshd) = Sshd::start() else { return };
+    let proxy = FaultProxy::start(([127, 0, 0, 1], sshd.port).into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = connect_through(&sshd, &proxy, dir.path()).await;
+    let port = greets_and_holds().await;
+
+    // A socket, read to its greeting.
+    let mut socket = remote.connect_sock(port).await.unwrap();
+    let mut hello = [0; 6];
+    socket.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"hello\n");
+    // A socket whose writer waits for window: the service never reads, so the channel's
+    // window runs out.
+    let blocked = remote.connect_sock(port).await.unwrap();
+    let writer = tokio::spawn(write_until_error(blocked));
+    // A tunnel with a connection open through it.
+    let tunnel = remote.tunnel(0, port).await.unwrap();
+    let address = tunnel.local_addr();
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"hello\n");
+    // Long enough for the writer to fill the window and wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!writer.is_finished(), "the writer waits for window");
+
+    proxy.cut();
+
+    let read = finishes(
+        "reading a socket of a dead connection",
+        socket.read(&mut hello),
+    )
+    .await;
+    let error = read.expect_err("a lost connection is not an end of file");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted,
+        "{error}"
+    );
+    let written = finishes(
+        "writing a socket of a dead connection",
+        socket.write_all(b"x"),
+    )
+    .await;
+    assert!(
+        written.is_err(),
+        "writing after the connection died succeeded"
+    );
+    let error = finishes("a writer waiting for window on a dead connection", writer)
+        .await
+        .unwrap();
+    assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    // The tunnel's open connection ends (end of file or reset)...
+    let read = finishes(
+        "reading a tunnel of a dead connection",
+        client.read(&mut hello),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // ... and its listener stops: a new connection is refused, or closed at once.
+    finishes("the tunnel's listener stopping", async {
+        loop {
+            match tokio::net::TcpStream::connect(address).await {
+                Err(_) => break,
+                Ok(mut late) => {
+                    let read = late.read(&mut hello).await;
+                    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let error = remote.cmd("true").run().await.unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_connection_dies_reverse_tunnel_connections_end() {
+    let Some(sshd) = Sshd::start() else { return };
+    let proxy = FaultProxy::start(([127, 0, 0, 1], sshd.port).into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = connect_through(&sshd, &proxy, dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reverse = remote
+        .reverse_tunnel(0, listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    // A remote client that connects to the forwarded port and holds the connection.
+    let hold = format!(
+        "import socket, time; s = socket.create_connection(('127.0.0.1', {})); \
+         s.sendall(b'from there\\n'); time.sleep(60)",
+        reverse.remote_port()
+    );
+    let _client = remote
+        .cmd("python3")
+        .args(["-c", &hold])
+        .spawn()
+        .await
+        .unwrap();
+    let (mut accepted, _) = finishes("the forwarded connection", listener.accept())
+        .await
+        .unwrap();
+    let mut greeting = [0; 11];
+    accepted.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"from there\n");
+
+    proxy.cut();
+
+    let mut byte = [0; 1];
+    let read = finishes(
+        "a forwarded connection of a dead connection",
+        accepted.read(&mut byte),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
