@@ -200,8 +200,8 @@ async fn main() -> leadpipe::Result<()> {
         .ssh_config(None)
         .connect()
         .await?;
-    let (_zeros, zero_port) = zero_server(&remote, GIB).await?;
-    let (_ones, one_port) = zero_server(&remote, 1).await?;
+    let (mut zeros, zero_port) = zero_server(&remote, GIB).await?;
+    let (mut ones, one_port) = zero_server(&remote, 1).await?;
     let tunnel = remote.tunnel(0, zero_port).await?;
     let one_tunnel = remote.tunnel(0, one_port).await?;
     let chacha = SshForward::start(&config, None, zero_port);
@@ -296,6 +296,10 @@ async fn main() -> leadpipe::Result<()> {
     ] {
         println!("| {name} | {ms:.3} |");
     }
+    // Stopped here, while the runtime still runs: a child merely dropped as `main`
+    // returns would be asked to stop by a task that never gets to run.
+    zeros.kill().await?;
+    ones.kill().await?;
     Ok(())
 }
 
