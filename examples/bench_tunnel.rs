@@ -258,7 +258,7 @@ async fn main() -> leadpipe::Result<()> {
     }
     // The median round by time, with that round's CPU.
     let [sock, tun, chacha_l, gcm_l] = throughput.map(|mut samples| {
-        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        samples.sort_by_key(|sample| sample.0);
         let (took, cpu) = samples[samples.len() / 2];
         (1024.0 / took.as_secs_f64(), cpu)
     });
