@@ -91,8 +91,9 @@ async fn zero_server(remote: &SshMachine, bytes: u64) -> leadpipe::Result<(Child
     Ok((child, port))
 }
 
-/// Reads `stream` to its end; the time it took, after checking the byte count.
-async fn drain(mut stream: impl AsyncRead + Unpin, start: Instant) -> Duration {
+/// Reads `stream` (through `path`) to its end; the time it took, after checking the byte
+/// count.
+async fn drain(path: &str, mut stream: impl AsyncRead + Unpin, start: Instant) -> Duration {
     let mut buffer = vec![0; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -103,7 +104,7 @@ async fn drain(mut stream: impl AsyncRead + Unpin, start: Instant) -> Duration {
         total += n as u64;
     }
     let took = start.elapsed();
-    assert_eq!(total, GIB, "every byte arrived");
+    assert_eq!(total, GIB, "bytes through {path}: a truncated stream");
     took
 }
 
@@ -221,10 +222,13 @@ async fn main() -> leadpipe::Result<()> {
         let (ours, ours_open) = tokio::spawn(async move {
             let (start, cpu) = (Instant::now(), cpu_seconds("self"));
             let socket = machine.connect_sock(zero_port).await.expect("connect_sock");
-            let sock = (drain(socket, start).await, cpu_seconds("self") - cpu);
+            let sock = (
+                drain("connect_sock", socket, start).await,
+                cpu_seconds("self") - cpu,
+            );
             let (start, cpu) = (Instant::now(), cpu_seconds("self"));
             let tunneled = (
-                drain(tcp(tunnel_port).await, start).await,
+                drain("tunnel", tcp(tunnel_port).await, start).await,
                 cpu_seconds("self") - cpu,
             );
             let (mut sock_opens, mut tunnel_opens) = (Vec::new(), Vec::new());
@@ -246,7 +250,7 @@ async fn main() -> leadpipe::Result<()> {
             // leadpipe's own figure).
             let cpu = || cpu_seconds(&forward.pid) + cpu_seconds("self");
             let (start, before) = (Instant::now(), cpu());
-            let took = drain(tcp(forward.port).await, start).await;
+            let took = drain("ssh -L", tcp(forward.port).await, start).await;
             throughput[i].push((took, cpu() - before));
         }
         for (i, forward) in [(2, &one_chacha), (3, &one_gcm)] {
