@@ -320,7 +320,8 @@ fn unacknowledged(stream: &TcpStream) -> usize {
     }
 }
 
-/// Elsewhere the send queue is not visible: give the client a moment instead.
+/// Elsewhere the send queue is not visible here: no lingering, so a slow client that is
+/// still sending may lose the last bytes, as it would behind `ssh -L`.
 #[cfg(not(target_os = "linux"))]
 fn unacknowledged(_stream: &TcpStream) -> usize {
     0
