@@ -774,3 +774,37 @@ async fn when_the_connection_dies_reverse_tunnel_connections_end() {
     .await;
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_socket_closes_the_services_connection() {
+    let Some(sshd) = Sshd::start() else { return };
+    // A service that greets, then reads until its client is gone, and reports what it read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let report = report.clone();
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"hello\n").await;
+                let mut got = Vec::new();
+                let _ = stream.read_to_end(&mut got).await;
+                let _ = report.send(got);
+            });
+        }
+    });
+    let remote = connect(&sshd).await;
+    for _ in 0..3 {
+        let mut socket = remote.connect_sock(port).await.unwrap();
+        let mut hello = [0; 6];
+        socket.read_exact(&mut hello).await.unwrap();
+        socket.write_all(b"bye").await.unwrap();
+        socket.flush().await.unwrap();
+        // No shutdown: dropping is how most code ends a connection.
+        drop(socket);
+        let got = finishes("the service seeing its client go", reports.recv()).await;
+        assert_eq!(got.unwrap(), b"bye", "what the client wrote, then the end");
+    }
+    // The connection is fine afterwards.
+    assert_eq!(remote.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+}

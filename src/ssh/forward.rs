@@ -21,7 +21,7 @@ use russh::{Channel, ChannelMsg, client::Msg};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{oneshot, watch},
     task::JoinSet,
 };
 
@@ -58,6 +58,8 @@ pub(crate) struct ChannelSocket {
     ended: watch::Receiver<Option<Ended>>,
     /// The writer waiting for window, woken by the pump when the channel ends.
     write_waker: Arc<Mutex<Option<Waker>>>,
+    /// Dropped with the socket: tells the pump to close the channel.
+    _dropped: oneshot::Sender<()>,
 }
 
 impl ChannelSocket {
@@ -68,10 +70,27 @@ impl ChannelSocket {
         let (set_ended, ended) = watch::channel(None);
         let write_waker = Arc::new(Mutex::new(None::<Waker>));
         let wake_writer = write_waker.clone();
+        let (dropped, mut on_drop) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut spill = Some(spill);
             let mut how = Ended::Lost;
-            while let Some(message) = read.wait().await {
+            loop {
+                let message = tokio::select! {
+                    message = read.wait() => message,
+                    // The socket was dropped: nobody reads or writes this channel again.
+                    // Closing it makes the server close its connection to the service; a
+                    // socket dropped without `shutdown` would otherwise hold both open until
+                    // the SSH connection ends. russh sends our close only for a channel it
+                    // still knows (never after the server's close, which would end the
+                    // whole connection), and forgets the channel: nothing more reaches
+                    // `read`, so the pump ends here.
+                    _ = &mut on_drop => {
+                        let _ = write.close().await;
+                        how = Ended::Closed;
+                        break;
+                    }
+                };
+                let Some(message) = message else { break };
                 match message {
                     ChannelMsg::Data { data } => {
                         if let Some(spill) = &spill {
@@ -100,15 +119,13 @@ impl ChannelSocket {
             if let Some(waker) = wake_writer.lock().ok().and_then(|mut w| w.take()) {
                 waker.wake();
             }
-            // The write half lives on in `writer`; the server closes the channel once both
-            // sides have sent end of file.
-            drop(write);
         });
         ChannelSocket {
             reader,
             writer,
             ended,
             write_waker,
+            _dropped: dropped,
         }
     }
 
@@ -303,7 +320,8 @@ fn unacknowledged(stream: &TcpStream) -> usize {
     }
 }
 
-/// Elsewhere the send queue is not visible: give the client a moment instead.
+/// Elsewhere the send queue is not visible here: no lingering, so a slow client that is
+/// still sending may lose the last bytes, as it would behind `ssh -L`.
 #[cfg(not(target_os = "linux"))]
 fn unacknowledged(_stream: &TcpStream) -> usize {
     0
