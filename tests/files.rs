@@ -18,24 +18,16 @@ use support::{fault_proxy::FaultProxy, sshd::Sshd};
 /// Connects to `sshd`, or through a proxy in front of it at `port` (whose address
 /// known_hosts does not list).
 async fn connect_to(sshd: &Sshd, port: u16) -> SshMachine {
-    SshMachine::builder(&sshd.host)
+    sshd.builder(&sshd.user)
         .port(port)
         .host_key_policy(if port == sshd.port {
             HostKeyPolicy::Strict
         } else {
             HostKeyPolicy::AcceptAny
         })
-        .user(&sshd.user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
         .connect()
         .await
         .unwrap()
-}
-
-async fn connect(sshd: &Sshd) -> SshMachine {
-    connect_to(sshd, sshd.port).await
 }
 
 /// A machine under test: where its temp directory is and how to run a command there.
@@ -294,7 +286,7 @@ async fn local_files() {
 #[tokio::test]
 async fn remote_files() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let side = remote_side(&remote).await;
     check_basics(&side).await;
     let side = remote_side(&remote).await;
@@ -317,7 +309,7 @@ async fn local_relative_paths_follow_the_view() {
 #[tokio::test]
 async fn remote_relative_paths_start_at_login_or_view() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let home = remote.cmd("pwd").read().await.unwrap();
     assert_eq!(
         remote.path(".").canonicalize().await.unwrap().as_path(),
@@ -390,7 +382,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 #[tokio::test]
 async fn trees_go_up_and_down_with_modes_and_progress() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let here = tempfile::tempdir().unwrap();
     let source = here.path().join("release");
     let bytes = make_tree(&source);
@@ -469,7 +461,7 @@ async fn trees_go_up_and_down_with_modes_and_progress() {
 #[tokio::test]
 async fn copy_between_two_remote_machines_and_into_directories() {
     let Some(sshd) = Sshd::start() else { return };
-    let (one, two) = (connect(&sshd).await, connect(&sshd).await);
+    let (one, two) = (sshd.machine().await, sshd.machine().await);
     let (a, b) = (one.tempdir().await.unwrap(), two.tempdir().await.unwrap());
     let bytes = every_byte();
     (a.path() / "data.bin").write(&bytes).await.unwrap();
@@ -511,7 +503,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn one_gib_up_and_down_with_checksums() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let here = tempfile::tempdir().unwrap();
     let source = here.path().join("big.bin");
     let mut expected = Sha256::new();
@@ -560,7 +552,7 @@ async fn one_gib_up_and_down_with_checksums() {
 #[tokio::test]
 async fn an_interrupted_write_leaves_the_old_file() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let dir = remote.tempdir().await.unwrap();
     let conf = dir.path() / "app.conf";
     conf.write("old content\n").await.unwrap();
@@ -607,7 +599,7 @@ async fn an_interrupted_write_leaves_the_old_file() {
 #[tokio::test]
 async fn tempdirs_are_private_and_go_away() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     for machine_dir in [
         local().tempdir().await.unwrap(),
         remote.tempdir().await.unwrap(),

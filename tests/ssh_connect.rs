@@ -6,26 +6,8 @@ mod support;
 
 use std::{fs, path::Path};
 
-use leadpipe::{Error, HostKeyPolicy, SshBuilder, SshMachine};
+use leadpipe::{Error, HostKeyPolicy, SshMachine};
 use support::sshd::Sshd;
-
-/// The builder for `sshd` as `user` with the ed25519 key, hermetic from ~/.ssh.
-fn builder(sshd: &Sshd, user: &str) -> SshBuilder {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-}
-
-fn users(sshd: &Sshd) -> Vec<String> {
-    let mut users = vec![sshd.user.clone()];
-    if sshd.privileged {
-        users.push("root".to_owned());
-    }
-    users
-}
 
 async fn whoami(remote: &SshMachine) -> String {
     remote.cmd("id").arg("-un").read().await.unwrap()
@@ -203,8 +185,8 @@ async fn a_changed_host_key_is_refused_naming_file_and_line() {
 #[tokio::test]
 async fn keys_of_every_kind_log_in() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = must(&sshd, builder(&sshd, &user).connect().await);
+    for user in sshd.users() {
+        let remote = must(&sshd, sshd.builder(&user).connect().await);
         assert_eq!(whoami(&remote).await, user);
         assert_eq!(remote.name(), format!("{user}@127.0.0.1:{}", sshd.port));
         let encrypted = must(
@@ -254,7 +236,7 @@ async fn rsa_keys_sign_with_rsa_sha2() {
     else {
         return;
     };
-    for user in users(&sshd) {
+    for user in sshd.users() {
         let remote = must(
             &sshd,
             SshMachine::builder(&sshd.host)
@@ -429,7 +411,7 @@ async fn secrets_never_appear_in_debug_or_errors() {
     );
     let remote = must(
         &sshd,
-        builder(&sshd, &sshd.user)
+        sshd.builder(&sshd.user)
             .password(sshd.password)
             .connect()
             .await,
@@ -584,10 +566,10 @@ fn config_with_jump(sshd: &Sshd, via: &str, known_hosts: &Path) -> std::path::Pa
 #[tokio::test]
 async fn jump_runs_the_session_through_the_bastion() {
     let Some(sshd) = Sshd::start() else { return };
-    let bastion = must(&sshd, builder(&sshd, &sshd.user).connect().await);
+    let bastion = must(&sshd, sshd.builder(&sshd.user).connect().await);
     let target = must(
         &sshd,
-        builder(&sshd, &sshd.user).jump(&bastion).connect().await,
+        sshd.builder(&sshd.user).jump(&bastion).connect().await,
     );
     assert_eq!(whoami(&target).await, sshd.user);
     assert_eq!(
@@ -621,8 +603,9 @@ async fn jump_runs_the_session_through_the_bastion() {
     let Some(closed) = Sshd::start_with(&["AllowTcpForwarding no"]) else {
         return;
     };
-    let no_forwarding = must(&closed, builder(&closed, &closed.user).connect().await);
-    let error = builder(&sshd, &sshd.user)
+    let no_forwarding = must(&closed, closed.builder(&closed.user).connect().await);
+    let error = sshd
+        .builder(&sshd.user)
         .jump(&no_forwarding)
         .connect()
         .await

@@ -11,26 +11,6 @@ use futures::StreamExt;
 use leadpipe::{Error, ExitStatus, Signal, SshMachine};
 use support::sshd::Sshd;
 
-async fn login(sshd: &Sshd, user: &str) -> SshMachine {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("login as {user}: {e}\nsshd log:\n{}", sshd.log_text()))
-}
-
-fn users(sshd: &Sshd) -> Vec<String> {
-    let mut users = vec![sshd.user.clone()];
-    if sshd.privileged {
-        users.push("root".to_owned());
-    }
-    users
-}
-
 /// A fresh directory in the server's dir that every user may write (mode 0777).
 fn shared_dir(sshd: &Sshd, name: &str) -> PathBuf {
     let dir = sshd.dir.path().join(name);
@@ -68,7 +48,7 @@ async fn gone(sshd: &Sshd, pattern: &str) -> bool {
 #[tokio::test]
 async fn two_hundred_concurrent_runs_from_clones_all_succeed() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let remote = remote.clone();
@@ -106,7 +86,7 @@ async fn two_hundred_concurrent_runs_from_clones_all_succeed() {
 #[tokio::test]
 async fn processes_run_at_the_same_time_each_on_its_own_channel() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let dir = shared_dir(&sshd, "meet");
     // Each waits until all of them have arrived: they can only all finish if they run at
     // the same time (8: within the 9 channels leadpipe uses of OpenSSH's 10).
@@ -147,7 +127,7 @@ async fn a_server_with_fewer_sessions_makes_work_wait_instead_of_failing() {
     let Some(sshd) = Sshd::start_with(&["MaxSessions 2"]) else {
         return;
     };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let remote = remote.clone();
@@ -205,16 +185,7 @@ async fn max_channels_matches_a_server_with_fewer_sessions() {
 
 /// A machine that uses two channels, for a server that allows two sessions.
 async fn two_channels(sshd: &Sshd, user: &str) -> SshMachine {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-        .max_channels(2)
-        .connect()
-        .await
-        .unwrap()
+    sshd.builder(user).max_channels(2).connect().await.unwrap()
 }
 
 #[tokio::test]
@@ -222,7 +193,7 @@ async fn the_channel_kept_for_kills_stops_a_process_while_the_others_are_busy() 
     let Some(sshd) = Sshd::start_with(&["MaxSessions 2"]) else {
         return;
     };
-    for user in users(&sshd) {
+    for user in sshd.users() {
         let remote = two_channels(&sshd, &user).await;
         // The one channel for processes is busy; the kill needs the other.
         let child = tokio::time::timeout(
@@ -266,8 +237,8 @@ async fn a_timeout_covers_waiting_for_a_channel() {
 #[tokio::test]
 async fn a_timeout_stops_the_remote_command_and_its_pipeline() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let limit = Duration::from_millis(500);
         let error = remote
             .cmd("sleep")
@@ -319,8 +290,8 @@ async fn a_timeout_stops_the_remote_command_and_its_pipeline() {
 #[tokio::test]
 async fn kill_stops_the_remote_pipeline_and_reports_sigkill() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let mut child = remote.cmd("sleep").arg("4246").spawn().await.unwrap();
         wait_running(&sshd, "sleep 4246").await;
         tokio::time::timeout(Duration::from_secs(30), child.kill())
@@ -361,8 +332,8 @@ async fn kill_stops_the_remote_pipeline_and_reports_sigkill() {
 #[tokio::test]
 async fn signal_reaches_the_remote_process_as_root_too() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let mut child = remote.cmd("sleep").arg("4249").spawn().await.unwrap();
         wait_running(&sshd, "sleep 4249").await;
         child.signal(Signal::TERM).unwrap();
@@ -383,8 +354,8 @@ async fn signal_reaches_the_remote_process_as_root_too() {
 #[tokio::test]
 async fn dropping_a_child_stops_the_remote_pipeline() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let child = remote.cmd("sleep").arg("4252").spawn().await.unwrap();
         wait_running(&sshd, "sleep 4252").await;
         drop(child);
@@ -430,7 +401,7 @@ async fn dropping_a_child_stops_the_remote_pipeline() {
 #[tokio::test]
 async fn every_channel_is_given_back_after_kills() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     // More kills than the server has sessions: a slot that leaked would stall the loop.
     for i in 0..25 {
         let sleep = remote.cmd("sleep").arg(format!("43{i:02}"));
@@ -462,8 +433,8 @@ async fn every_channel_is_given_back_after_kills() {
 #[tokio::test]
 async fn dropping_a_child_right_after_spawn_stops_it() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         for i in 0..5 {
             let pattern = format!("sleep 426{i}");
             let sleep = remote.cmd("sleep").arg(format!("426{i}"));

@@ -18,28 +18,6 @@ use futures::StreamExt;
 use leadpipe::{Error, ExitStatus, Input, Line, Redirect, Signal, SshMachine};
 use support::{TESTBIN, sshd::Sshd, stderr_pattern, stdout_pattern};
 
-/// Logs in to `sshd` as `user` with the harness's ed25519 key, hermetic from ~/.ssh.
-async fn login(sshd: &Sshd, user: &str) -> SshMachine {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("login as {user}: {e}\nsshd log:\n{}", sshd.log_text()))
-}
-
-/// The users to run a test body as: the normal user, and root when it can log in.
-fn users(sshd: &Sshd) -> Vec<String> {
-    let mut users = vec![sshd.user.clone()];
-    if sshd.privileged {
-        users.push("root".to_owned());
-    }
-    users
-}
-
 /// How errors name the machine.
 fn name(sshd: &Sshd, user: &str) -> String {
     format!("{user}@127.0.0.1:{}", sshd.port)
@@ -126,8 +104,8 @@ fn assert_nothing_injected(dir: &Path) {
 #[tokio::test]
 async fn arguments_reach_remote_programs_byte_for_byte_and_nothing_is_injected() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let dir = shared_dir(&sshd, &format!("inject-{user}"));
         let args = hostile(&dir);
         let expected: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -166,8 +144,8 @@ async fn arguments_reach_remote_programs_byte_for_byte_and_nothing_is_injected()
 #[tokio::test]
 async fn env_values_and_cwd_paths_arrive_byte_for_byte() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let dir = shared_dir(&sshd, &format!("env-{user}"));
         for value in hostile(&dir) {
             if value.is_empty() {
@@ -239,7 +217,7 @@ async fn env_values_and_cwd_paths_arrive_byte_for_byte() {
 #[tokio::test]
 async fn command_display_is_the_same_for_remote_commands() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let args = [
         "", "a b", "it's", "$HOME", "`x`", "*", "-", "a=b", "~", "#", "x\ny",
     ];
@@ -272,7 +250,7 @@ async fn the_process_own_cwd_and_environment_are_untouched() {
     let Some(sshd) = Sshd::start() else { return };
     let cwd = std::env::current_dir().unwrap();
     let vars: Vec<_> = std::env::vars_os().collect();
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let view = remote.with_cwd("/tmp").with_env("LEADPIPE_SCOPED", "1");
     assert_eq!(view.get_cwd(), Some(Path::new("/tmp")));
     assert_eq!(remote.get_cwd(), None, "the original is not a view");
@@ -309,8 +287,8 @@ async fn the_process_own_cwd_and_environment_are_untouched() {
 #[tokio::test]
 async fn redirects_write_remote_files() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let dir = shared_dir(&sshd, &format!("redirect-{user}"));
         let file = dir.join("out put.txt");
         let echo = |word: &str| remote.cmd("echo").arg(word);
@@ -429,8 +407,8 @@ async fn redirects_write_remote_files() {
 #[tokio::test]
 async fn stdin_from_remote_files_and_here_strings_of_any_bytes() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let dir = shared_dir(&sshd, &format!("stdin-{user}"));
         let input = dir.join("in put.bin");
         let content = b"from a file\n\xff\x00\xfe".to_vec();
@@ -525,8 +503,8 @@ async fn stdin_from_remote_files_and_here_strings_of_any_bytes() {
 #[tokio::test]
 async fn exit_codes_and_signals_are_reported_by_name() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let machine = name(&sshd, &user);
         assert_eq!(remote.name(), machine);
         let fails = remote.cmd("sh").args(["-c", "echo went wrong >&2; exit 3"]);
@@ -605,7 +583,7 @@ async fn exit_codes_and_signals_are_reported_by_name() {
 #[tokio::test]
 async fn the_error_for_a_remote_failure_names_the_machine_and_shows_remote_stderr() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let error = remote
         .cmd("ls")
         .args(["-la", "/leadpipe/nope"])
@@ -639,8 +617,8 @@ async fn the_error_for_a_remote_failure_names_the_machine_and_shows_remote_stder
 async fn stdout_and_stderr_stay_apart_and_large_output_arrives_exactly() {
     let Some(sshd) = Sshd::start() else { return };
     let testbin = remote_testbin(&sshd);
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let output = remote
             .cmd("sh")
             .args(["-c", "printf out; printf err >&2; printf ' more'"])
@@ -714,7 +692,7 @@ async fn stdout_and_stderr_stay_apart_and_large_output_arrives_exactly() {
 #[tokio::test]
 async fn read_trims_one_newline_and_rejects_invalid_utf8() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     assert_eq!(
         remote.cmd("printf").arg("a\\n\\n").read().await.unwrap(),
         "a\n"
@@ -738,8 +716,8 @@ async fn read_trims_one_newline_and_rejects_invalid_utf8() {
 #[tokio::test]
 async fn remote_pipelines_are_pipefail_and_name_the_first_failing_stage() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let machine = name(&sshd, &user);
         // The last stage waits for the end of its input, so the stderr order is fixed.
         let pipeline = remote
@@ -824,8 +802,8 @@ async fn remote_pipelines_are_pipefail_and_name_the_first_failing_stage() {
 #[tokio::test]
 async fn a_missing_remote_program_is_command_not_found() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let machine = name(&sshd, &user);
         let dir = shared_dir(&sshd, &format!("missing-{user}"));
         let ran = dir.join("ran");
@@ -882,7 +860,7 @@ async fn a_missing_remote_program_is_command_not_found() {
 #[tokio::test]
 async fn which_finds_remote_programs() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let sh = remote.which("sh").await.unwrap();
     assert!(
         sh == Path::new("/bin/sh") || sh == Path::new("/usr/bin/sh"),
@@ -919,8 +897,8 @@ async fn which_finds_remote_programs() {
 async fn spawn_writes_stdin_reads_stdout_and_waits() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let mut child = (remote.cmd("cat") | remote.cmd("cat"))
             .spawn()
             .await
@@ -1027,7 +1005,7 @@ async fn remote_cat(
 async fn dropping_child_stdin_ends_the_remote_input() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let (mut child, mut stdin, mut stdout) = remote_cat(&remote).await;
     stdin.write_all(b"abc").await.unwrap();
     drop(stdin);
@@ -1043,7 +1021,7 @@ async fn dropping_child_stdin_ends_the_remote_input() {
 #[tokio::test]
 async fn wait_closes_the_remote_stdin_that_was_not_taken() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let mut child = remote.cmd("cat").spawn().await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
@@ -1059,8 +1037,8 @@ async fn wait_closes_the_remote_stdin_that_was_not_taken() {
 #[tokio::test]
 async fn lines_from_stdout_and_stderr_arrive_in_the_order_they_were_written() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         let script = "echo out1; sleep 0.3; echo err1 >&2; sleep 0.3; echo out2";
         let lines: Vec<Line> = remote
             .cmd("sh")
@@ -1099,7 +1077,7 @@ async fn lines_from_stdout_and_stderr_arrive_in_the_order_they_were_written() {
 async fn remote_stderr_bytes_arrive_while_the_command_runs() {
     use tokio::io::AsyncReadExt;
     let Some(sshd) = Sshd::start() else { return };
-    let remote = login(&sshd, &sshd.user).await;
+    let remote = sshd.login(&sshd.user).await;
     let mut child = remote
         .cmd("sh")
         .args(["-c", "echo early >&2; sleep 4"])
@@ -1129,8 +1107,8 @@ async fn remote_stderr_bytes_arrive_while_the_command_runs() {
 #[tokio::test]
 async fn lines_stream_remote_output_and_check_the_status_at_the_end() {
     let Some(sshd) = Sshd::start() else { return };
-    for user in users(&sshd) {
-        let remote = login(&sshd, &user).await;
+    for user in sshd.users() {
+        let remote = sshd.login(&user).await;
         // The first line arrives while the command still runs.
         let mut slow = remote
             .cmd("sh")

@@ -9,26 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadpipe::{Error, SshMachine, local};
+use leadpipe::{Error, local};
 use support::{sshd::Sshd, stdout_pattern, testbin};
 use tokio::io::AsyncReadExt;
-
-async fn connect(sshd: &Sshd) -> SshMachine {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(&sshd.user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-        .connect()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn bytes_cross_machines_exactly_in_both_directions() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let args: Vec<&[u8]> = vec![
         b"",
         b"two words",
@@ -79,7 +67,7 @@ async fn bytes_cross_machines_exactly_in_both_directions() {
 #[tokio::test]
 async fn a_reader_that_stops_early_ends_the_writer_on_either_side() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let limit = Duration::from_secs(30);
     let remote_yes = remote.cmd("yes") | local().cmd("head").arg("-1");
     assert_eq!(
@@ -107,7 +95,7 @@ async fn a_reader_that_stops_early_ends_the_writer_on_either_side() {
 #[tokio::test]
 async fn a_failing_stage_is_named_with_its_machine() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let pipeline = local().cmd("echo").arg("x")
         | remote
             .cmd("sh")
@@ -138,7 +126,7 @@ fn resident_bytes() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_neither_stalls_other_commands_nor_grows_memory() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let before = resident_bytes();
 
     // 512 MiB as fast as sshd can send it, read at 1 MiB per 100 ms.
@@ -197,7 +185,7 @@ async fn a_slow_reader_neither_stalls_other_commands_nor_grows_memory() {
 #[tokio::test]
 async fn a_pty_gives_the_remote_command_a_terminal() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let script = "test -t 0 && test -t 1 && echo on-a-tty; echo to-stderr >&2; exit 3";
     let output = remote
         .cmd("sh")

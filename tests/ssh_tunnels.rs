@@ -18,18 +18,6 @@ use leadpipe::{Error, Socket, SshMachine, local};
 use support::{fault_proxy::FaultProxy, sshd::Sshd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn connect(sshd: &Sshd) -> SshMachine {
-    SshMachine::builder(&sshd.host)
-        .port(sshd.port)
-        .user(&sshd.user)
-        .identity_file(&sshd.client_key)
-        .known_hosts(&sshd.known_hosts)
-        .ssh_config(None)
-        .connect()
-        .await
-        .unwrap()
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -167,7 +155,7 @@ async fn connect_sock_reaches_redis_and_http_the_same_way_on_both_machines() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_http, http_port) = http_server(dir.path());
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
 
     let through_ssh = redis_round_trip(remote.connect_sock(redis_port).await.unwrap(), "ssh").await;
     assert_eq!(through_ssh, "value of ssh");
@@ -196,7 +184,7 @@ async fn half_close_sends_end_of_file_and_still_reads_the_answer() {
     let Some(sshd) = Sshd::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_http, http_port) = http_server(dir.path());
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let mut socket = remote.connect_sock(http_port).await.unwrap();
     socket
         .write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")
@@ -216,7 +204,7 @@ async fn half_close_sends_end_of_file_and_still_reads_the_answer() {
 #[tokio::test]
 async fn a_closed_port_is_a_clear_error() {
     let Some(sshd) = Sshd::start() else { return };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let port = free_port();
     let error = remote.connect_sock(port).await.unwrap_err();
     assert!(matches!(error, Error::ChannelRefused { .. }), "{error}");
@@ -252,7 +240,7 @@ async fn unix_sockets_are_reached_with_streamlocal_forwarding() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let value = redis_round_trip(remote.connect_unix(&path).await.unwrap(), "unix").await;
     assert_eq!(value, "value of unix");
 }
@@ -263,7 +251,7 @@ async fn a_tunnel_serves_clients_that_only_know_host_and_port() {
     let Some((_redis, redis_port)) = redis(None) else {
         return;
     };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let tunnel = remote.tunnel(0, redis_port).await.unwrap();
     let address = tunnel.local_addr();
     assert_ne!(address.port(), 0);
@@ -307,7 +295,7 @@ async fn a_reverse_tunnel_lets_the_remote_side_reach_a_local_service() {
     let Some((_redis, redis_port)) = redis(None) else {
         return;
     };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let reverse = remote
         .reverse_tunnel(0, ([127, 0, 0, 1], redis_port).into())
         .await
@@ -342,7 +330,7 @@ async fn a_jump_host_carries_the_session_to_the_service() {
     let Some((_redis, redis_port)) = redis(None) else {
         return;
     };
-    let bastion = connect(&sshd).await;
+    let bastion = sshd.machine().await;
     // Two hops: through the bastion's direct-tcpip channel to the same sshd, then to redis.
     let inner = SshMachine::builder(&sshd.host)
         .port(sshd.port)
@@ -402,7 +390,7 @@ async fn a_gibibyte_each_way_through_one_tunnel_arrives_intact() {
     let Some((_echo, echo_port)) = socat("EXEC:cat") else {
         return;
     };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let tunnel = remote.tunnel(0, echo_port).await.unwrap();
     let stream = tokio::net::TcpStream::connect(tunnel.local_addr())
         .await
@@ -451,7 +439,7 @@ async fn a_slow_reader_of_a_fast_service_keeps_memory_bounded_and_gets_every_byt
     let Some((_zeros, port)) = socat("SYSTEM:head -c 268435456 /dev/zero") else {
         return;
     };
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     let before = resident_bytes();
     let mut socket = remote.connect_sock(port).await.unwrap();
     let mut chunk = vec![0; 1 << 20];
@@ -567,7 +555,7 @@ async fn a_service_that_closes_mid_stream_gives_every_byte_then_the_end() {
     // buffers hold: a slow client still has bytes to take when the channel closes.
     const LEN: usize = (24 << 20) + 17;
     let (port, mut gone) = closes_mid_stream(LEN).await;
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
 
     // connect_sock: the client keeps sending while the service closes.
     let socket = remote.connect_sock(port).await.unwrap();
@@ -645,12 +633,9 @@ fn known_hosts_through(sshd: &Sshd, proxy: &FaultProxy, dir: &Path) -> std::path
 }
 
 async fn connect_through(sshd: &Sshd, proxy: &FaultProxy, dir: &Path) -> SshMachine {
-    SshMachine::builder(&sshd.host)
+    sshd.builder(&sshd.user)
         .port(proxy.addr().port())
-        .user(&sshd.user)
-        .identity_file(&sshd.client_key)
         .known_hosts(known_hosts_through(sshd, proxy, dir))
-        .ssh_config(None)
         .connect()
         .await
         .unwrap()
@@ -793,7 +778,7 @@ async fn dropping_a_socket_closes_the_services_connection() {
             });
         }
     });
-    let remote = connect(&sshd).await;
+    let remote = sshd.machine().await;
     for _ in 0..3 {
         let mut socket = remote.connect_sock(port).await.unwrap();
         let mut hello = [0; 6];

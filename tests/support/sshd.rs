@@ -23,6 +23,7 @@
 //! keeps running, with its dir in /tmp/leadpipe-sshd.*; the command line names the dir.
 #![allow(dead_code)]
 
+use leadpipe::{SshBuilder, SshMachine};
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -167,6 +168,37 @@ impl Sshd {
         fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .unwrap_or_default()
+    }
+
+    /// An `SshMachine` builder for this server as `user`: the harness's ed25519 key and
+    /// known_hosts, hermetic from `~/.ssh` (no config file read).
+    pub fn builder(&self, user: &str) -> SshBuilder {
+        SshMachine::builder(&self.host)
+            .port(self.port)
+            .user(user)
+            .identity_file(&self.client_key)
+            .known_hosts(&self.known_hosts)
+            .ssh_config(None)
+    }
+
+    /// Logs in as `user`; a failure panics with the server's log.
+    pub async fn login(&self, user: &str) -> SshMachine {
+        (self.builder(user).connect().await)
+            .unwrap_or_else(|e| panic!("login as {user}: {e}\nsshd log:\n{}", self.log_text()))
+    }
+
+    /// Logs in as the normal user ([`Sshd::user`]).
+    pub async fn machine(&self) -> SshMachine {
+        self.login(&self.user).await
+    }
+
+    /// The users to run a test body as: the normal user, and root when it can log in.
+    pub fn users(&self) -> Vec<String> {
+        let mut users = vec![self.user.clone()];
+        if self.privileged {
+            users.push("root".to_owned());
+        }
+        users
     }
 
     /// [`Sshd::start_with`] without the skip-or-panic: why the server could not start
