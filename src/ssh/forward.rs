@@ -129,6 +129,12 @@ impl ChannelSocket {
         }
     }
 
+    /// A handle that tells, after the socket has been handed on, whether the channel is
+    /// over.
+    pub(crate) fn end(&self) -> ChannelEnd {
+        ChannelEnd(self.ended.clone())
+    }
+
     /// How the channel ended, once it has.
     fn ended(&self) -> Option<Ended> {
         *self.ended.borrow()
@@ -140,6 +146,16 @@ impl ChannelSocket {
         async move {
             let _ = ended.wait_for(Option::is_some).await;
         }
+    }
+}
+
+/// Whether a [`ChannelSocket`]'s channel is over (closed, or its connection gone).
+#[derive(Clone)]
+pub(crate) struct ChannelEnd(watch::Receiver<Option<Ended>>);
+
+impl ChannelEnd {
+    pub(crate) fn is_over(&self) -> bool {
+        self.0.borrow().is_some()
     }
 }
 

@@ -29,10 +29,7 @@ use std::{
     io,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, ready},
     time::{Duration, UNIX_EPOCH},
 };
@@ -48,7 +45,10 @@ use tokio::{
     sync::OwnedSemaphorePermit,
 };
 
-use super::{forward::ChannelSocket, session::Connection};
+use super::{
+    forward::{ChannelEnd, ChannelSocket},
+    session::Connection,
+};
 use crate::{
     Error,
     files::{Files, Metadata, WriteMode, kind_of_mode, spawn_cleanup},
@@ -74,8 +74,8 @@ pub(crate) struct SftpFiles {
 /// An SFTP session on one channel.
 struct Live {
     raw: Arc<RawSftpSession>,
-    /// Set when the channel's bytes end: the session is dead, open another.
-    ended: Arc<AtomicBool>,
+    /// Over when the channel ends: the session is dead, open another.
+    end: ChannelEnd,
     posix_rename: bool,
     chunk: u32,
     _slot: OwnedSemaphorePermit,
@@ -92,7 +92,7 @@ impl SftpFiles {
     async fn live(&self) -> io::Result<Arc<Live>> {
         let mut slot = self.live.lock().await;
         if let Some(live) = &*slot
-            && !live.ended.load(Ordering::Acquire)
+            && !live.end.is_over()
         {
             return Ok(live.clone());
         }
@@ -118,11 +118,8 @@ impl SftpFiles {
                 Some(_) => {}
             }
         }
-        let ended = Arc::new(AtomicBool::new(false));
-        let stream = Watched {
-            socket: ChannelSocket::new(channel),
-            ended: ended.clone(),
-        };
+        let stream = ChannelSocket::new(channel);
+        let end = stream.end();
         let config = Config {
             max_packet_len: 256 * 1024 + 1024,
             request_timeout_secs: REQUEST_TIMEOUT_SECS,
@@ -144,51 +141,11 @@ impl SftpFiles {
         }
         Ok(Live {
             raw: Arc::new(raw),
-            ended,
+            end,
             posix_rename: has("posix-rename@openssh.com"),
             chunk: u32::try_from(chunk).unwrap_or(32 * 1024),
             _slot: slot,
         })
-    }
-}
-
-/// The channel's socket, noting when its bytes end.
-struct Watched {
-    socket: ChannelSocket,
-    ended: Arc<AtomicBool>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = ready!(Pin::new(&mut self.socket).poll_read(cx, buf));
-        if result.is_err() || buf.filled().len() == before {
-            self.ended.store(true, Ordering::Release);
-        }
-        Poll::Ready(result)
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.ended.store(true, Ordering::Release);
-        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }
 
