@@ -81,6 +81,11 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// `path` as this view sees it: relative to its directory, when it has one.
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
+        join_dir(self.cwd.as_deref(), path)
+    }
+
     pub(crate) fn with_cwd(&self, dir: &Path) -> Scope {
         Scope {
             cwd: Some(join_dir(self.cwd.as_deref(), dir)),

@@ -133,10 +133,7 @@ impl LocalMachine {
     /// # Ok(()) }
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
-        let path = match &self.scope.cwd {
-            Some(cwd) => cwd.join(path),
-            None => path.as_ref().to_owned(),
-        };
+        let path = self.scope.resolve(path.as_ref());
         MachinePath::new(LOCAL_FILES.clone(), path)
     }
 

@@ -258,10 +258,7 @@ impl SshMachine {
     /// # Ok(()) }
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
-        let path = match &self.scope.cwd {
-            Some(cwd) => cwd.join(path),
-            None => path.as_ref().to_owned(),
-        };
+        let path = self.scope.resolve(path.as_ref());
         MachinePath::new(self.files.clone(), path)
     }
 
