@@ -444,16 +444,21 @@ pub(crate) async fn mkdir_all(files: &dyn Files, path: &Path, mode: u32) -> io::
         next = dir.parent();
     }
     for dir in missing.into_iter().rev() {
-        if let Err(error) = files.mkdir(dir, mode).await {
-            // Another process may have made it meanwhile (and SFTP reports "exists" as a
-            // generic failure): what counts is that it is a directory now.
-            match files.metadata(dir, true).await {
-                Ok(meta) if meta.is_dir() => {}
-                _ => return Err(error),
-            }
-        }
+        mkdir_or_existing(files, dir, mode).await?;
     }
     Ok(())
+}
+
+/// Creates one directory; one that exists already is fine (another process may have made
+/// it meanwhile): what counts is that it is a directory now.
+pub(crate) async fn mkdir_or_existing(files: &dyn Files, dir: &Path, mode: u32) -> io::Result<()> {
+    match files.mkdir(dir, mode).await {
+        Ok(()) => Ok(()),
+        Err(error) => match files.metadata(dir, true).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            _ => Err(error),
+        },
+    }
 }
 
 /// Removes `path` (whose `lstat` is `meta`) and everything under it.

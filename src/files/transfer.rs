@@ -19,7 +19,9 @@ use std::{
 use futures::{StreamExt, TryStreamExt, future::BoxFuture, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{FileKind, Files, MachinePath, Metadata, WriteMode, file_error};
+use super::{
+    FileKind, Files, MachinePath, Metadata, WriteMode, file_error, path::mkdir_or_existing,
+};
 use crate::{Error, Result};
 
 /// How many files of a tree are copied at once.
@@ -222,20 +224,8 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
     // Directories first, parents before children, writable by us until the files are in.
     for entry in entries.iter().filter(|entry| entry.meta.is_dir()) {
         let target = under(&dst, &entry.relative);
-        let made = dst.files().mkdir(target.as_path(), 0o700).await;
-        if let Err(error) = made {
-            match dst.files().metadata(target.as_path(), false).await {
-                Ok(meta) if meta.is_dir() => {}
-                _ => {
-                    return Err(file_error(
-                        dst.files(),
-                        "create directory",
-                        target.as_path(),
-                        error,
-                    ));
-                }
-            }
-        }
+        (mkdir_or_existing(dst.files(), target.as_path(), 0o700).await)
+            .map_err(|e| file_error(dst.files(), "create directory", target.as_path(), e))?;
     }
     let progress = Arc::new(progress);
     stream::iter(entries.iter().filter(|entry| !entry.meta.is_dir()).map(Ok))
