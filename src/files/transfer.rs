@@ -1,7 +1,7 @@
 //! Copying files and trees between any two machines (or within one), with progress.
 //!
 //! Bytes stream through this process: read from the source machine, written to the
-//! destination, 256 KiB at a time, with no whole file in memory. Over SFTP a single file
+//! destination, 255 KiB at a time, with no whole file in memory. Over SFTP a single file
 //! is already pipelined (many reads or writes in flight per file); a tree adds concurrency
 //! across files, which is what makes many small files fast: each file costs a few round
 //! trips (open, write, close, chmod), and [`FILE_CONCURRENCY`] files are in flight at once.
@@ -26,8 +26,9 @@ use crate::{Error, Result};
 
 /// How many files of a tree are copied at once.
 const FILE_CONCURRENCY: usize = 16;
-/// How much is read before it is written.
-const CHUNK: usize = 256 * 1024;
+/// How much is read before it is written: OpenSSH's largest SFTP write (255 KiB), so a
+/// chunk goes out as one write request rather than as 255 KiB and 1 KiB.
+const CHUNK: usize = 255 * 1024;
 
 type ProgressFn = Box<dyn FnMut(u64, u64) + Send>;
 
@@ -88,7 +89,7 @@ enum State {
 
 impl Transfer {
     /// Calls `report(done, total)` with bytes copied so far and bytes to copy in all, after
-    /// every chunk (256 KiB at most) and once at the start. The total is known before the
+    /// every chunk (255 KiB at most) and once at the start. The total is known before the
     /// first byte moves (a tree is listed first).
     pub fn progress(mut self, report: impl FnMut(u64, u64) + Send + 'static) -> Transfer {
         if let State::Ready { progress, .. } = &mut self.state {
@@ -331,7 +332,9 @@ async fn copy_file(
         .open_write(to.as_path(), WriteMode::Truncate, Some(meta.mode))
         .await)
         .map_err(write_error)?;
-    let mut buffer = vec![0; CHUNK];
+    // A small file gets a buffer of its size (one more byte sees the end at once).
+    let size = usize::try_from(meta.len).unwrap_or(CHUNK);
+    let mut buffer = vec![0; CHUNK.min(size.saturating_add(1))];
     loop {
         let n = reader.read(&mut buffer).await.map_err(read_error)?;
         if n == 0 {
