@@ -22,6 +22,8 @@
 //! and its result is checked (file count and bytes). Values are medians of the rounds;
 //! a ratio is the other client's time over leadpipe's (above 1: leadpipe is faster).
 
+mod lab;
+
 use std::{
     collections::HashMap,
     fs,
@@ -36,16 +38,6 @@ use leadpipe::{Error, SshMachine, local};
 const GIB: u64 = 1 << 30;
 const TREE_FILES: usize = 1000;
 const TREE_DIRS: [&str; 5] = ["bin", "lib", "share/doc", "share/man", "etc"];
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start a lab sshd first"))
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut samples = samples.to_vec();
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 /// CPU time (user + system) of this process, or of its waited-for children.
 fn cpu(who: libc::c_int) -> Duration {
@@ -350,17 +342,10 @@ async fn main() -> leadpipe::Result<()> {
         .filter(|&r| r > 0)
         .unwrap_or(3);
     let cipher = args.next();
-    let (host, config) = (var("LAB_HOST"), var("LAB_SSH_CONFIG"));
+    let config = lab::var("LAB_SSH_CONFIG");
 
     let started = Instant::now();
-    let remote = SshMachine::builder(&host)
-        .port(var("LAB_PORT").parse().expect("LAB_PORT is a port number"))
-        .user(var("LAB_USER"))
-        .identity_file(var("LAB_KEY"))
-        .known_hosts(var("LAB_KNOWN_HOSTS"))
-        .ssh_config(None)
-        .connect()
-        .await?;
+    let remote = lab::connect().await?;
     let connected = started.elapsed();
     // Both sides' directories: under BENCH_FILES_DIR when set (say /dev/shm, to leave the
     // file system out), else under the temp directories. Making the remote one also opens
@@ -436,7 +421,7 @@ async fn main() -> leadpipe::Result<()> {
     println!(
         "OpenSSH connection setup (`ssh lab true`, median): {:.1} ms (included in the \
          fresh rows)",
-        median(&fresh).as_secs_f64() * 1e3
+        lab::median(&fresh).as_secs_f64() * 1e3
     );
     openssh.ensure_master();
     // `scp -O` needs the remote `scp` binary; leave its column out when it fails.
@@ -520,7 +505,7 @@ async fn main() -> leadpipe::Result<()> {
         .await?;
 
     let cell = |case: Case, samples: &[Duration]| {
-        let secs = median(samples).as_secs_f64();
+        let secs = lab::median(samples).as_secs_f64();
         if case.tree() {
             format!("{secs:.3} s")
         } else {
@@ -541,8 +526,8 @@ async fn main() -> leadpipe::Result<()> {
     println!("| case | leadpipe | sftp | scp | scp -O | ratio(s) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let ratio = |case: Case, client: Client, mux: bool| {
-        let ours = median(&samples[&(case, Client::Leadpipe, false)]).as_secs_f64();
-        median(&samples[&(case, client, mux)]).as_secs_f64() / ours
+        let ours = lab::median(&samples[&(case, Client::Leadpipe, false)]).as_secs_f64();
+        lab::median(&samples[&(case, client, mux)]).as_secs_f64() / ours
     };
     for case in CASES {
         for mux in [false, true] {
@@ -613,7 +598,7 @@ async fn main() -> leadpipe::Result<()> {
             .into_iter()
             .chain(OPENSSH)
             .map(|client| match cpu_samples.get(&(case, client, false)) {
-                Some(used) => format!("{:.2} s", median(used).as_secs_f64()),
+                Some(used) => format!("{:.2} s", lab::median(used).as_secs_f64()),
                 None => "n/a".to_owned(),
             })
             .collect();

@@ -11,21 +11,12 @@
 //! remote stdout against `ssh lab 'head -c 1G /dev/zero'`. Values are medians of the
 //! rounds (default 3).
 
+mod lab;
+
 use std::{
     process::{Command as Std, Stdio},
     time::{Duration, Instant},
 };
-
-use leadpipe::SshMachine;
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start a lab sshd first"))
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn ssh(config: &str, extra: &[&str], command: &str) -> Std {
     let mut ssh = Std::new("ssh");
@@ -42,16 +33,9 @@ async fn main() -> leadpipe::Result<()> {
         .nth(1)
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let (host, config) = (var("LAB_HOST"), var("LAB_SSH_CONFIG"));
+    let config = lab::var("LAB_SSH_CONFIG");
     let started = Instant::now();
-    let remote = SshMachine::builder(&host)
-        .port(var("LAB_PORT").parse().expect("LAB_PORT"))
-        .user(var("LAB_USER"))
-        .identity_file(var("LAB_KEY"))
-        .known_hosts(var("LAB_KNOWN_HOSTS"))
-        .ssh_config(None)
-        .connect()
-        .await?;
+    let remote = lab::connect().await?;
     println!(
         "connect + auth: {:.1} ms\n",
         started.elapsed().as_secs_f64() * 1e3
@@ -114,9 +98,9 @@ async fn main() -> leadpipe::Result<()> {
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
     println!(
         "| 200 x `true` in sequence, per command | {} | {} (20 runs) | {} |",
-        ms(median(ours)),
-        ms(median(fresh)),
-        ms(median(muxed))
+        ms(lab::median(&ours)),
+        ms(lab::median(&fresh)),
+        ms(lab::median(&muxed))
     );
 
     let (mut ours, mut muxed) = (Vec::new(), Vec::new());
@@ -148,8 +132,8 @@ async fn main() -> leadpipe::Result<()> {
     let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
     println!(
         "| 200 x `true` at once, total (200/200 ok) | {} | | {} (those MaxSessions allowed) |",
-        secs(median(ours)),
-        secs(median(muxed))
+        secs(lab::median(&ours)),
+        secs(lab::median(&muxed))
     );
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -178,8 +162,8 @@ async fn main() -> leadpipe::Result<()> {
     let rate = |d: Duration| format!("{:.0} MiB/s", 1024.0 / d.as_secs_f64());
     println!(
         "| 1 GiB of remote stdout | {} | | {} (same connection) |",
-        rate(median(ours)),
-        rate(median(theirs))
+        rate(lab::median(&ours)),
+        rate(lab::median(&theirs))
     );
     let _ = Std::new("ssh")
         .args(["-F", &config, "-o", &socket_arg, "-O", "exit", "lab"])

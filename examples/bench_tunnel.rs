@@ -18,6 +18,8 @@
 //! plus the `ssh` process for `ssh -L`; the server's share (sshd, the zero server) is not
 //! in it.
 
+mod lab;
+
 use std::{
     process::{Command as Std, Stdio},
     time::{Duration, Instant},
@@ -63,15 +65,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     let ticks: f64 =
         fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     ticks / 100.0
-}
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: start a lab sshd first"))
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 /// Starts a zero server of `bytes` per client on the remote machine; its port.
@@ -193,15 +186,8 @@ async fn main() -> leadpipe::Result<()> {
         .nth(1)
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let config = var("LAB_SSH_CONFIG");
-    let remote = SshMachine::builder(var("LAB_HOST"))
-        .port(var("LAB_PORT").parse().expect("LAB_PORT"))
-        .user(var("LAB_USER"))
-        .identity_file(var("LAB_KEY"))
-        .known_hosts(var("LAB_KNOWN_HOSTS"))
-        .ssh_config(None)
-        .connect()
-        .await?;
+    let config = lab::var("LAB_SSH_CONFIG");
+    let remote = lab::connect().await?;
     let (mut zeros, zero_port) = zero_server(&remote, GIB).await?;
     let (mut ones, one_port) = zero_server(&remote, 1).await?;
     let tunnel = remote.tunnel(0, zero_port).await?;
@@ -237,7 +223,10 @@ async fn main() -> leadpipe::Result<()> {
                 sock_opens.push(first_byte(open).await);
                 tunnel_opens.push(first_byte(tcp(one_tunnel_port)).await);
             }
-            ((sock, tunneled), (median(sock_opens), median(tunnel_opens)))
+            (
+                (sock, tunneled),
+                (lab::median(&sock_opens), lab::median(&tunnel_opens)),
+            )
         })
         .await
         .expect("task");
@@ -258,7 +247,7 @@ async fn main() -> leadpipe::Result<()> {
             for _ in 0..OPENS {
                 opens.push(first_byte(tcp(forward.port)).await);
             }
-            latency[i].push(median(opens));
+            latency[i].push(lab::median(&opens));
         }
     }
     // Ratios per round (the paths ran back to back, under the same load), then their
@@ -280,7 +269,7 @@ async fn main() -> leadpipe::Result<()> {
         (1024.0 / took.as_secs_f64(), cpu)
     });
     let [sock_open, tun_open, chacha_open, gcm_open] =
-        latency.map(|samples| median(samples).as_secs_f64() * 1e3);
+        latency.map(|samples| lab::median(&samples).as_secs_f64() * 1e3);
     println!(
         "| 1 GiB from a remote zero server | MiB/s | client CPU s | vs ssh -L, aes256-gcm | \
          vs ssh -L, default cipher |"
