@@ -6,8 +6,10 @@
 
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 
+use std::ffi::OsString;
+
 use super::{
-    FileKind, MachinePath,
+    FileKind, MachinePath, Metadata,
     path::{TREE_CONCURRENCY, list_with_meta},
 };
 use crate::Result;
@@ -168,11 +170,25 @@ pub(crate) async fn walk(base: &MachinePath, pattern: &Pattern) -> Result<Vec<Ma
 
 fn walk_from(dir: MachinePath, rest: &[Component]) -> BoxFuture<'_, Result<Vec<MachinePath>>> {
     Box::pin(async move {
+        if rest.is_empty() {
+            return Ok(vec![dir]);
+        }
+        match list_with_meta(&dir).await? {
+            Some(entries) => walk_listed(dir, entries, rest).await,
+            None => Ok(Vec::new()),
+        }
+    })
+}
+
+/// What `rest` matches under `dir`, whose listing is `entries`.
+fn walk_listed(
+    dir: MachinePath,
+    entries: Vec<(OsString, Metadata)>,
+    rest: &[Component],
+) -> BoxFuture<'_, Result<Vec<MachinePath>>> {
+    Box::pin(async move {
         let Some((first, after)) = rest.split_first() else {
             return Ok(vec![dir]);
-        };
-        let Some(entries) = list_with_meta(&dir).await? else {
-            return Ok(Vec::new());
         };
         let mut next: Vec<(MachinePath, &[Component])> = Vec::new();
         match first {
@@ -182,7 +198,7 @@ fn walk_from(dir: MachinePath, rest: &[Component]) -> BoxFuture<'_, Result<Vec<M
                 let mut found = if after.is_empty() {
                     Vec::new()
                 } else {
-                    walk_from(dir.clone(), after).await?
+                    walk_listed(dir.clone(), entries.clone(), after).await?
                 };
                 for (name, meta) in entries {
                     if name.to_string_lossy().starts_with('.') {
