@@ -22,7 +22,7 @@ pub(crate) static LOCAL_FILES: LazyLock<FilesRef> = LazyLock::new(|| Arc::new(Lo
 pub(crate) struct LocalFiles;
 
 /// Runs `work` on a blocking thread with its own copies of the paths.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(work)

@@ -137,11 +137,7 @@ impl MachinePath {
     /// Failures other than "not found" ([`Error::File`]: permission denied on a parent,
     /// a lost connection).
     pub async fn exists(&self) -> Result<bool> {
-        match self.files.metadata(&self.path, true).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.fail("check", e)),
-        }
+        Ok(self.kind().await?.is_some())
     }
 
     /// Whether the path is a regular file (following symlinks); `false` when it does not

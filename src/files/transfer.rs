@@ -20,7 +20,8 @@ use futures::{StreamExt, TryStreamExt, future::BoxFuture, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    FileKind, Files, MachinePath, Metadata, WriteMode, file_error, path::mkdir_or_existing,
+    FileKind, Files, MachinePath, Metadata, WriteMode, file_error, local::blocking,
+    path::mkdir_or_existing,
 };
 use crate::{Error, Result};
 
@@ -317,10 +318,8 @@ async fn copy_file(
 ) -> Result<()> {
     if from.files().is_local() && to.files().is_local() {
         let (source, target) = (from.as_path().to_owned(), to.as_path().to_owned());
-        let copied = tokio::task::spawn_blocking(move || std::fs::copy(&source, &target))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
-        let copied = copied.map_err(|e| file_error(to.files(), "copy to", to.as_path(), e))?;
+        let copied = (blocking(move || std::fs::copy(&source, &target)).await)
+            .map_err(|e| file_error(to.files(), "copy to", to.as_path(), e))?;
         progress.add(copied);
         return Ok(());
     }
