@@ -3,7 +3,8 @@
 //! `cargo run --example tour` needs nothing but a Unix machine with the usual tools
 //! (sh, ls, sort, ...). Its remote part runs on an SSH server embedded in the tour
 //! (`leadpipe::TestServer`, on loopback), or on a real host:
-//! `cargo run --example tour -- user@host`.
+//! `cargo run --example tour -- user@host [PORT]`, where PORT is a line service (one that
+//! answers each line) on that host's loopback for the sockets and tunnels step.
 
 use std::time::Duration;
 
@@ -220,12 +221,108 @@ async fn remote_tour() -> Result<()> {
         cmd!(remote, "echo {name} | tr a-z A-Z").read().await?
     );
 
+    step("Services on the remote side, through the same connection");
+    sockets_and_tunnels(&remote).await?;
+
     step("Files on both machines: paths, atomic writes, uploads with progress");
     match remote.tempdir().await {
         Ok(work) => remote_files(&remote, &work).await?,
         // The embedded server serves files with OpenSSH's sftp-server, if installed.
         Err(error) => println!("(skipped: {error})"),
     }
+    Ok(())
+}
+
+/// A line service listening on loopback, reached through the SSH connection: a socket for
+/// this program, and a tunnel for any client that only knows host:port.
+async fn sockets_and_tunnels(remote: &SshMachine) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let io = |context: &str, e: std::io::Error| Error::Io {
+        context: context.into(),
+        source: e,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let service = match (args.first(), args.get(1)) {
+        // A real host: the port of a line service on its loopback (`-- user@host PORT`).
+        (Some(_), Some(port)) => port.parse().map_err(|_| {
+            io(
+                "the service port",
+                std::io::Error::other("not a port number"),
+            )
+        })?,
+        (Some(host), None) => {
+            println!("(skipped: `-- {host} PORT` names a line service on that host's loopback)");
+            return Ok(());
+        }
+        // The embedded server reaches this machine's loopback: start one here.
+        (None, _) => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| io("starting the line service", e))?;
+            let port = listener
+                .local_addr()
+                .map_err(|e| io("its address", e))?
+                .port();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let (read, mut write) = client.into_split();
+                        let mut lines = BufReader::new(read).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            let reply = format!("{}\n", line.to_uppercase());
+                            if write.write_all(reply.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            port
+        }
+    };
+    let mut sock = remote.connect_sock(service).await?;
+    sock.write_all(b"through a direct-tcpip channel\n")
+        .await
+        .map_err(|e| io("writing to the socket", e))?;
+    sock.shutdown()
+        .await
+        .map_err(|e| io("half-closing it", e))?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)
+        .await
+        .map_err(|e| io("reading the answer", e))?;
+    println!("connect_sock({service}) -> {:?}", answer.trim_end());
+    let tunnel = remote.tunnel(0, service).await?;
+    let mut client = tokio::net::TcpStream::connect(tunnel.local_addr())
+        .await
+        .map_err(|e| io("connecting to the tunnel", e))?;
+    client
+        .write_all(b"a client that knows only host:port\n")
+        .await
+        .map_err(|e| io("writing to the tunnel", e))?;
+    client
+        .shutdown()
+        .await
+        .map_err(|e| io("half-closing it", e))?;
+    let mut answer = String::new();
+    client
+        .read_to_string(&mut answer)
+        .await
+        .map_err(|e| io("reading the answer", e))?;
+    println!(
+        "tunnel {} -> remote port {service} -> {:?}",
+        tunnel.local_addr(),
+        answer.trim_end()
+    );
+    println!(
+        "{}",
+        remote
+            .connect_sock(1)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
