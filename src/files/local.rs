@@ -79,7 +79,11 @@ impl Files for LocalFiles {
         .boxed()
     }
 
-    fn open_read<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<BoxRead>> {
+    fn open_read<'a>(
+        &'a self,
+        path: &'a Path,
+        _size: Option<u64>,
+    ) -> BoxFuture<'a, io::Result<BoxRead>> {
         async move {
             let file = tokio::fs::File::open(path).await?;
             if file.metadata().await?.is_dir() {

@@ -58,8 +58,14 @@ pub(crate) trait Files: Send + Sync + 'static {
     /// The entries of a directory (without `.` and `..`), each with its `lstat` metadata.
     fn list<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<Vec<(OsString, Metadata)>>>;
 
-    /// Opens a file for reading from its start.
-    fn open_read<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<BoxRead>>;
+    /// Opens a file for reading from its start. `size` is what a listing said the file
+    /// holds, when known: a hint to read ahead by (the whole file is still read, to its
+    /// real end).
+    fn open_read<'a>(
+        &'a self,
+        path: &'a Path,
+        size: Option<u64>,
+    ) -> BoxFuture<'a, io::Result<BoxRead>>;
 
     /// Opens a file for writing. `mode` applies when the file is created (before the
     /// umask); the write is complete, with every error reported, only after `shutdown`.

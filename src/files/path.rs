@@ -188,7 +188,7 @@ impl MachinePath {
     /// [`Error::File`] (not found, a directory, permission denied), [`Error::ConnectionLost`].
     pub async fn read(&self) -> Result<Vec<u8>> {
         let read = async {
-            let mut file = self.files.open_read(&self.path).await?;
+            let mut file = self.files.open_read(&self.path, None).await?;
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).await?;
             Ok(bytes)

@@ -325,7 +325,8 @@ async fn copy_file(
     }
     let read_error = |e| file_error(from.files(), "read", from.as_path(), e);
     let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
-    let mut reader = (from.files().open_read(from.as_path()).await).map_err(read_error)?;
+    let mut reader =
+        (from.files().open_read(from.as_path(), Some(meta.len)).await).map_err(read_error)?;
     let mut writer = (to
         .files()
         .open_write(to.as_path(), WriteMode::Truncate, Some(meta.mode))

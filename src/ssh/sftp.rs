@@ -15,7 +15,8 @@
 //! - `flush` never sends `fsync@openssh.com` (a copy loop that flushes would fsync per
 //!   chunk);
 //! - reads ramp up from one request to [`IN_FLIGHT`], so a small file costs no burst of
-//!   reads past its end;
+//!   reads past its end; when a listing gave the size, the reads up to it and the one past
+//!   it go out together, so a small file costs one round trip of reads, not two;
 //! - requests get a long timeout ([`REQUEST_TIMEOUT_SECS`]): with many large requests in
 //!   flight on a slow link one can wait far longer than the crate's default 10 s, and a
 //!   dead connection is detected by the connection itself (keepalive, reset), failing
@@ -276,7 +277,11 @@ impl Files for SftpFiles {
         .boxed()
     }
 
-    fn open_read<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<BoxRead>> {
+    fn open_read<'a>(
+        &'a self,
+        path: &'a Path,
+        size: Option<u64>,
+    ) -> BoxFuture<'a, io::Result<BoxRead>> {
         async move {
             let live = self.live().await?;
             let handle = (live
@@ -285,7 +290,7 @@ impl Files for SftpFiles {
             .await
             .map_err(io_error)?
             .handle;
-            Ok(Box::new(SftpReader::new(&live, handle)) as BoxRead)
+            Ok(Box::new(SftpReader::new(&live, handle, size)) as BoxRead)
         }
         .boxed()
     }
@@ -449,6 +454,9 @@ struct SftpReader {
     chunk: u32,
     /// Requests to keep in flight now: doubles after every full read, up to `IN_FLIGHT`.
     window: usize,
+    /// The size a listing gave: reads are cut to end there, so that the read past it (which
+    /// finds the end of the file) goes out with them instead of a round trip later.
+    expected: Option<u64>,
     next_offset: u64,
     in_flight: FuturesOrdered<BoxFuture<'static, ReadReply>>,
     buffer: Vec<u8>,
@@ -459,12 +467,18 @@ struct SftpReader {
 }
 
 impl SftpReader {
-    fn new(live: &Live, handle: String) -> SftpReader {
+    fn new(live: &Live, handle: String, expected: Option<u64>) -> SftpReader {
+        // Every read up to the expected end, and the one past it, at once.
+        let window = expected.map_or(1, |size| {
+            let reads = size.div_ceil(u64::from(live.chunk)) + 1;
+            usize::try_from(reads).unwrap_or(IN_FLIGHT).min(IN_FLIGHT)
+        });
         SftpReader {
             raw: live.raw.clone(),
             handle: Some(handle),
             chunk: live.chunk,
-            window: 1,
+            window,
+            expected,
             next_offset: 0,
             in_flight: FuturesOrdered::new(),
             buffer: Vec::new(),
@@ -475,7 +489,12 @@ impl SftpReader {
     }
 
     fn request(&mut self, handle: String) {
-        let (raw, offset, len) = (self.raw.clone(), self.next_offset, self.chunk);
+        let len = match self.expected {
+            Some(end) if self.next_offset < end => u32::try_from(end - self.next_offset)
+                .map_or(self.chunk, |left| left.min(self.chunk)),
+            _ => self.chunk,
+        };
+        let (raw, offset) = (self.raw.clone(), self.next_offset);
         self.in_flight.push_back(
             async move {
                 let reply = raw.read(handle, offset, len).await;
