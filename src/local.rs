@@ -141,6 +141,17 @@ impl LocalMachine {
     ///
     /// # Errors
     /// [`Error::File`] when the directory cannot be created.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let build = sh.tempdir().await?;
+    /// sh.cmd("git").args(["clone", "--depth=1", "https://example.com/app.git"]).arg(&*build)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn tempdir(&self) -> Result<TempDir> {
         TempDir::create(LOCAL_FILES.clone()).await
     }

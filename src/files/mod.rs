@@ -116,6 +116,17 @@ pub(crate) enum WriteMode {
 }
 
 /// What kind of file a path names.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::FileKind;
+/// let link = leadpipe::local().path("/srv/app/current");
+/// if link.symlink_metadata().await?.kind() == FileKind::Symlink {
+///     println!("current -> {}", link.read_link().await?.display());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FileKind {
@@ -130,6 +141,15 @@ pub enum FileKind {
 }
 
 /// Size, permissions, modification time and kind of a file, on any machine.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// let meta = web1.path("/srv/app/bin/app").metadata().await?;
+/// assert!(meta.is_file() && meta.mode() & 0o111 != 0, "not an executable");
+/// println!("{} bytes, changed {:?}", meta.len(), meta.modified());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Metadata {
     pub(crate) kind: FileKind,
@@ -192,6 +212,18 @@ pub(crate) fn kind_of_mode(mode: u32) -> FileKind {
 }
 
 /// The details of [`Error::File`]: which operation failed on which path of which machine.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// use leadpipe::Error;
+/// let conf = match web1.path("/etc/app/local.conf").read_to_string().await {
+///     Ok(text) => text,
+///     Err(Error::File(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+///     Err(other) => return Err(other),
+/// };
+/// # Ok(()) }
+/// ```
 pub struct FileError {
     pub(crate) op: &'static str,
     pub(crate) machine: String,

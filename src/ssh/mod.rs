@@ -290,6 +290,14 @@ impl SshMachine {
 
     /// Copies a file or tree from this machine to a local path, keeping permission bits:
     /// the mirror of [`upload`](SshMachine::upload).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// let bytes = web1.download("/var/log/app", "logs/web1").await?;
+    /// println!("{bytes} bytes of logs");
+    /// # Ok(()) }
+    /// ```
     pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
         crate::files::copy(&self.path(from), &crate::local().path(to))
     }
