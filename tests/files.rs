@@ -683,3 +683,24 @@ fn blocking_scripts_use_files_too() {
     drop(temp);
     assert!(!inside.exists().wait().unwrap());
 }
+
+/// The `progress-bar` feature: the bar's length is the total and it ends full and finished.
+#[cfg(feature = "progress-bar")]
+#[tokio::test]
+async fn progress_bar_follows_an_upload() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = tempfile::tempdir().unwrap();
+    let content = every_byte().repeat(4);
+    let bytes = content.len() as u64;
+    std::fs::write(here.path().join("data.bin"), &content).unwrap();
+    let there = remote.tempdir().await.unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    remote
+        .upload(here.path().join("data.bin"), there.as_path())
+        .progress_bar(bar.clone())
+        .await
+        .unwrap();
+    assert_eq!((bar.length(), bar.position()), (Some(bytes), bytes));
+    assert!(bar.is_finished());
+}
