@@ -171,13 +171,23 @@ impl Command {
         self.edit(|c| set_env(&mut c.env, key.as_ref(), None))
     }
 
-    /// Starts this command from an empty environment; variables set after this call (or
-    /// by the machine view) are still passed. The program is still looked up on this
+    /// Starts this command from an empty environment, as std's `Command::env_clear`: the
+    /// variables set before this call (by the command or by its machine view) are dropped
+    /// too; only those set after it are passed. The program is still looked up on this
     /// process's `PATH` unless the command sets one.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let env = sh.cmd("env").env("DROPPED", "1").env_clear().env("KEPT", "2");
+    /// assert_eq!(env.read().await?, "KEPT=2");
+    /// # Ok(()) }
+    /// ```
     pub fn env_clear(self) -> Command {
         self.edit(|c| {
             c.env_clear = true;
-            c.env.retain(|(_, value)| value.is_some());
+            c.env.clear();
         })
     }
 

@@ -167,7 +167,9 @@ impl Pipeline {
         exec::output(self.job()).await
     }
 
-    /// Runs the pipeline quietly and returns its status (bash's `pipefail` status).
+    /// Runs the pipeline quietly and returns its status, as bash's `pipefail` gives it:
+    /// the last stage that did not exit with 0 (checked or not), else the last stage's.
+    /// See [`Output::status`](crate::Output::status).
     ///
     /// # Errors
     /// As [`Command::status`].

@@ -1154,3 +1154,23 @@ async fn lines_stream_remote_output_and_check_the_status_at_the_end() {
         assert!(failing.next().await.is_none());
     }
 }
+
+#[tokio::test]
+async fn remote_env_clear_and_an_unchecked_stage_status_match_std_and_pipefail() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.login(&sshd.user).await;
+    let cleared = remote
+        .with_env("LEADPIPE_VIEW", "view")
+        .cmd("/usr/bin/env")
+        .env("LEADPIPE_BEFORE", "before")
+        .env_clear()
+        .env("ONLY", "this");
+    assert_eq!(cleared.read().await.unwrap(), "ONLY=this");
+
+    let pipeline = remote.cmd("sh").args(["-c", "exit 3"]).unchecked() | remote.cmd("cat");
+    let output = pipeline.output().await.unwrap();
+    assert_eq!(output.statuses, [ExitStatus::Code(3), ExitStatus::Code(0)]);
+    assert_eq!(output.status, ExitStatus::Code(3));
+    assert_eq!(pipeline.status().await.unwrap(), ExitStatus::Code(3));
+    pipeline.run().await.unwrap();
+}
