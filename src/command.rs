@@ -244,6 +244,11 @@ impl Command {
     /// the call then returns [`Error::Timeout`](crate::Error::Timeout). For
     /// [`spawn`](Command::spawn) the clock starts at the spawn and is enforced while
     /// waiting.
+    ///
+    /// The limit covers the whole call: the start (on an SSH machine, the wait for a free
+    /// channel), the output, the exit, and the clean-up after the kill, which waits at
+    /// most half a second for the machine to confirm it. So the call returns at most
+    /// `limit` + 0.5 s after it began, even when the machine stopped answering.
     pub fn timeout(self, limit: Duration) -> Command {
         self.edit(|c| c.timeout = Some(limit))
     }

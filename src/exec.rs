@@ -431,7 +431,8 @@ impl Started {
         let mut pipes = Vec::new();
         for (stage, slot) in self.stderr.iter_mut().enumerate() {
             if let StageStderr::Pipe(_) = slot {
-                let StageStderr::Pipe(pipe) = std::mem::replace(slot, StageStderr::Kept(Vec::new()))
+                let StageStderr::Pipe(pipe) =
+                    std::mem::replace(slot, StageStderr::Kept(Vec::new()))
                 else {
                     unreachable!("matched just above")
                 };

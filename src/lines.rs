@@ -44,7 +44,8 @@ impl Line {
 /// The stream returned by [`Command::lines`](crate::Command::lines): every line of stdout
 /// and stderr in the order they arrive.
 ///
-/// The command starts when the stream is first polled. A line that is not UTF-8 ends the
+/// The command starts when the stream is first polled; its timeout counts from then and
+/// covers the start too (on an SSH machine, the wait for a channel). A line that is not UTF-8 ends the
 /// stream with [`Error::InvalidUtf8`]; a failing exit status ends it with
 /// [`Error::Exit`] (whose stderr tail is the stage's last stderr lines). Dropping the
 /// stream early kills what it started.

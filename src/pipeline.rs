@@ -125,7 +125,8 @@ impl Pipeline {
     }
 
     /// Kills every stage, and everything they started, when the pipeline runs longer than
-    /// `limit`; the call returns [`Error::Timeout`](crate::Error::Timeout).
+    /// `limit`; the call returns [`Error::Timeout`](crate::Error::Timeout), at most
+    /// `limit` + 0.5 s after it began, as [`Command::timeout`] explains.
     pub fn timeout(mut self, limit: Duration) -> Pipeline {
         self.timeout = Some(limit);
         self
