@@ -193,7 +193,8 @@ impl Job {
             .enumerate()
             .rev()
             .find(|(i, status)| {
-                !status.success() && !(*i < last && **status == ExitStatus::Signal(Signal::PIPE))
+                let upstream_sigpipe = *i < last && **status == ExitStatus::Signal(Signal::PIPE);
+                !(status.success() || upstream_sigpipe)
             })
             .map_or(statuses[last], |(_, status)| *status)
     }
