@@ -68,15 +68,13 @@ impl Child {
             .transpose()
             .map_err(pipe_error)?
             .map(ChildStdout);
-        let stderr = match wants_stderr {
-            true => started
-                .give_stderr(last)
-                .map(ReadEnd::into_async)
-                .transpose()
-                .map_err(pipe_error)?
-                .map(ChildStderr),
-            false => None,
-        };
+        let stderr = wants_stderr
+            .then(|| started.give_stderr(last))
+            .flatten()
+            .map(ReadEnd::into_async)
+            .transpose()
+            .map_err(pipe_error)?
+            .map(ChildStderr);
         started.drain_stderr(false)?;
         Ok(Child {
             stdin,
