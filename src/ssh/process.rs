@@ -247,20 +247,6 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
     let pty = plan.stages.iter().any(|s| s.command.spec().pty);
-    if pty {
-        // No echo and no line editing while the header goes through the terminal (the
-        // script restores both): otherwise the marker would be echoed into the output,
-        // and a script line past the terminal's 4 KiB line limit cut short.
-        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
-        write
-            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
-            .await
-            .map_err(|_| connection.lost())?;
-    }
-    write
-        .exec(true, remote_line::BOOTSTRAP)
-        .await
-        .map_err(|_| connection.lost())?;
 
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
@@ -304,13 +290,34 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control: control.clone(),
         _permit: permit,
     };
+    // The pump drains the channel from its first message on, whatever happens to this
+    // future (a deadline may drop it at any await below).
     tokio::spawn(async move {
         let result = pump.run(read).await;
         let _ = done_sender.send(result);
     });
+    let mut unstarted = Unstarted {
+        control: Some(control.clone()),
+        exec_sent: false,
+    };
+    let write = &control.channel;
+    if pty {
+        // No echo and no line editing while the header goes through the terminal (the
+        // script restores both): otherwise the marker would be echoed into the output,
+        // and a script line past the terminal's 4 KiB line limit cut short.
+        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
+        write
+            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
+            .await
+            .map_err(|_| connection.lost())?;
+    }
+    write
+        .exec(true, remote_line::BOOTSTRAP)
+        .await
+        .map_err(|_| connection.lost())?;
+    unstarted.exec_sent = true;
     // The header goes first on stdin, the user's bytes after it. The pump is already
     // draining the channel, so a header larger than the window cannot stall it.
-    let write = &control.channel;
     write
         .data(&header[..])
         .await
@@ -324,6 +331,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         write.eof().await.map_err(|_| connection.lost())?;
         None
     };
+    unstarted.control = None;
     Ok(SshRunning {
         stdin,
         stdout,
@@ -333,6 +341,32 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control,
         stages,
     })
+}
+
+/// A start that did not finish (an error, or its future dropped by a deadline): the
+/// channel is ended from here, so neither it nor a remote shell waiting for its header is
+/// left behind. An end of file makes that shell's `read` fail and exit; a channel that never
+/// got its exec is closed.
+struct Unstarted {
+    control: Option<Arc<Control>>,
+    exec_sent: bool,
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        let (Some(control), Ok(runtime)) =
+            (self.control.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let exec_sent = self.exec_sent;
+        runtime.spawn(async move {
+            let _ = control.channel.eof().await;
+            if !exec_sent {
+                let _ = control.channel.close().await;
+            }
+        });
+    }
 }
 
 struct Pump {
