@@ -111,6 +111,12 @@ async fn check_basics(side: &Side) {
         vec![dir / "a/b"],
         "list gives paths on the same machine"
     );
+    // As `mkdir -p x/sub/.` and `mkdir -p ./y/./z/.`.
+    (dir / "x/sub/.").mkdir().await.unwrap();
+    assert!((dir / "x/sub").is_dir().await.unwrap());
+    (dir / "x/sub/.").mkdir().await.unwrap();
+    (dir / "./y/./z/.").mkdir().await.unwrap();
+    assert!((dir / "y/z").is_dir().await.unwrap());
     let parent_is_file = file.join("sub").mkdir().await.unwrap_err();
     assert_eq!(
         file_error(&parent_is_file).kind(),

@@ -328,7 +328,7 @@ impl MachinePath {
     }
 
     /// Creates the directory and any missing parents (`mkdir -p`); a directory that already
-    /// exists is fine.
+    /// exists is fine, and so are `.` components (`x/sub/.` creates `x/sub`).
     ///
     /// # Errors
     /// [`Error::File`] (a parent is a file, permission denied), [`Error::ConnectionLost`].
@@ -425,8 +425,11 @@ impl MachinePath {
 
 /// `mkdir -p`: creates what is missing from the top down.
 pub(crate) async fn mkdir_all(files: &dyn Files, path: &Path, mode: u32) -> io::Result<()> {
+    // `x/sub/.` is `x/sub`: `components` drops every `.` but a leading one, which a
+    // directory to create must not end in (`mkdir("x/sub/.")` fails while `sub` is missing).
+    let path: PathBuf = path.components().collect();
     let mut missing = Vec::new();
-    let mut next = Some(path);
+    let mut next = Some(path.as_path());
     while let Some(dir) = next {
         if dir.as_os_str().is_empty() {
             break;
