@@ -105,7 +105,6 @@ impl Files for LocalFiles {
             let mut options = fs::OpenOptions::new();
             options.write(true);
             match how {
-                WriteMode::Truncate => options.create(true).truncate(true),
                 WriteMode::Append => options.create(true).append(true),
                 WriteMode::CreateNew => options.create_new(true),
             };

@@ -12,6 +12,7 @@
 mod glob;
 pub(crate) mod local;
 mod path;
+mod replace;
 mod tempdir;
 mod transfer;
 
@@ -107,8 +108,6 @@ pub(crate) type FilesRef = Arc<dyn Files>;
 /// How [`Files::open_write`] opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteMode {
-    /// Create or truncate.
-    Truncate,
     /// Create or append.
     Append,
     /// Create; fail if it exists.

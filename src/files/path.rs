@@ -11,7 +11,10 @@ use std::{
 use futures::{TryStreamExt, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{FileKind, Files, FilesRef, Metadata, WriteMode, file_error, glob, transfer};
+use super::{
+    FileKind, Files, FilesRef, Metadata, WriteMode, file_error, glob, replace::Replacement,
+    transfer,
+};
 use crate::{Error, Result};
 
 /// How many operations a tree walk (`remove_all`, listings for `glob`) keeps in flight:
@@ -61,6 +64,10 @@ impl MachinePath {
 
     pub(crate) fn files(&self) -> &dyn Files {
         &*self.files
+    }
+
+    pub(crate) fn files_ref(&self) -> &FilesRef {
+        &self.files
     }
 
     /// A path on the same machine.
@@ -216,10 +223,12 @@ impl MachinePath {
     }
 
     /// Replaces the file's content with `content`, atomically: the bytes go to a temporary
-    /// file beside it, which is then renamed over the path. Readers see the old content or
-    /// the new, never a part; an interrupted write (an error, a lost connection, the future
-    /// dropped) leaves the old file as it was. An existing file's permission bits are kept;
-    /// a new file gets the machine's default (`0o666` less the umask).
+    /// file beside it (`.NAME.leadpipe-UNIQUE.tmp`), which is then renamed over the path.
+    /// Readers see the old content or the new, never a part; an interrupted write (an
+    /// error, a lost connection, the future dropped) leaves the old file as it was, and the
+    /// temporary file is removed (by a later transfer into the directory when the
+    /// connection was cut: see [`copy`](crate::copy)). An existing file's permission bits
+    /// are kept; a new file gets the machine's default (`0o666` less the umask).
     ///
     /// Over SFTP the rename is OpenSSH's `posix-rename@openssh.com`; a server without it
     /// gets a plain rename after removing the old file (a short window with no file).
@@ -229,42 +238,27 @@ impl MachinePath {
     /// [`Error::ConnectionLost`].
     pub async fn write(&self, content: impl AsRef<[u8]>) -> Result<()> {
         let content = content.as_ref();
-        let name = self.path.file_name().ok_or_else(|| {
-            self.fail(
-                "write",
-                io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
-            )
-        })?;
+        let replacement =
+            Replacement::new(self.files.clone(), &self.path).map_err(|e| self.fail("write", e))?;
         let mode = match self.files.metadata(&self.path, true).await {
             Ok(meta) => Some(meta.mode),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.fail("write", e)),
         };
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".leadpipe-{}", unique_suffix()));
-        let temp = self.path.with_file_name(temp_name);
-        // Removes the temporary file unless the rename took it: on an error here, and when
-        // this future is dropped half way.
-        let mut guard = TempFileGuard {
-            files: self.files.clone(),
-            path: Some(temp.clone()),
-        };
-        let write = async {
-            let mut file = self
-                .files
-                .open_write(&temp, WriteMode::CreateNew, None)
-                .await?;
+        let written = async {
+            let mut file = replacement.open(None).await?;
             file.write_all(content).await?;
-            file.shutdown().await?;
-            if let Some(mode) = mode {
-                self.files.chmod(&temp, mode).await?;
+            file.shutdown().await
+        }
+        .await;
+        let done = match written {
+            Ok(()) => replacement.commit(mode).await,
+            Err(error) => {
+                replacement.abandon().await;
+                Err(error)
             }
-            self.files.rename(&temp, &self.path).await
         };
-        write.await.map_err(|e| self.fail("write", e))?;
-        guard.path = None;
-        Ok(())
+        done.map_err(|e| self.fail("write", e))
     }
 
     /// Appends `content` to the file, creating it if needed.
@@ -449,12 +443,16 @@ pub(crate) async fn mkdir_all(files: &dyn Files, path: &Path, mode: u32) -> io::
 }
 
 /// Creates one directory; one that exists already is fine (another process may have made
-/// it meanwhile): what counts is that it is a directory now.
-pub(crate) async fn mkdir_or_existing(files: &dyn Files, dir: &Path, mode: u32) -> io::Result<()> {
+/// it meanwhile): what counts is that it is a directory now. True when this call made it.
+pub(crate) async fn mkdir_or_existing(
+    files: &dyn Files,
+    dir: &Path,
+    mode: u32,
+) -> io::Result<bool> {
     match files.mkdir(dir, mode).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(error) => match files.metadata(dir, true).await {
-            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) if meta.is_dir() => Ok(false),
             _ => Err(error),
         },
     }
@@ -487,23 +485,6 @@ pub(crate) fn unique_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}-{count}-{nanos:08x}", std::process::id())
-}
-
-/// Removes a temporary file in the background when dropped with a path still set.
-struct TempFileGuard {
-    files: FilesRef,
-    path: Option<PathBuf>,
-}
-
-impl Drop for TempFileGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let files = self.files.clone();
-            super::tempdir::spawn_cleanup(async move {
-                let _ = files.remove_file(&path).await;
-            });
-        }
-    }
 }
 
 impl<P: AsRef<Path>> Div<P> for &MachinePath {
