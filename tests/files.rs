@@ -143,7 +143,7 @@ async fn check_basics(side: &Side) {
         .unwrap();
     assert_eq!(renamed, dir / "renamed.txt");
     assert!(!fresh.exists().await.unwrap());
-    let copied = renamed.copy_to("copied.txt").await.unwrap();
+    let copied = renamed.copy_to(dir / "copied.txt").await.unwrap();
     assert_eq!(copied, "made by append".len() as u64);
     assert_eq!(
         (dir / "copied.txt").read_to_string().await.unwrap(),
@@ -895,4 +895,82 @@ async fn interrupted_transfers_keep_the_old_file() {
     drop(download);
     assert_untouched(&back, &old, 0o640).await;
     assert_eq!(settles_to(&local_dir, &all).await, all);
+}
+
+/// Renames resolve a relative destination as the machine view does, refuse another
+/// machine, and name both paths when they fail.
+async fn check_renames(view: &MachinePath, dir: &MachinePath, elsewhere: &MachinePath) {
+    // `view` is `dir` as seen by a view whose directory is `dir`.
+    let logs = view.join("logs");
+    logs.mkdir().await.unwrap();
+    let log = logs.join("a.log");
+    log.write("entry\n").await.unwrap();
+    let moved = log.rename("b.log").await.unwrap();
+    assert_eq!(
+        moved,
+        dir / "b.log",
+        "as `mv logs/a.log b.log` in the view's directory"
+    );
+    assert_eq!((dir / "b.log").read_to_string().await.unwrap(), "entry\n");
+    assert!(!(dir / "logs/b.log").exists().await.unwrap());
+    // A MachinePath destination, a relative one with a directory.
+    let back = moved.rename(&log).await.unwrap();
+    assert_eq!(back, dir / "logs/a.log");
+    let copied = back.copy_to("logs/c.log").await.unwrap();
+    assert_eq!(copied, 6);
+    assert!((dir / "logs/c.log").is_file().await.unwrap());
+
+    // Both paths in the error.
+    let error = view.join("missing").rename("other").await.unwrap_err();
+    let machine = dir.machine();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot rename {machine}:{} to {machine}:{}: no such file or directory",
+            dir.join("missing"),
+            dir.join("other")
+        )
+    );
+    let details = file_error(&error);
+    assert_eq!(
+        (details.op(), details.kind()),
+        ("rename", std::io::ErrorKind::NotFound)
+    );
+    assert_eq!(details.destination(), Some(dir.join("other").as_path()));
+
+    // Another machine's path is refused, and nothing moves.
+    let error = back.rename(elsewhere).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot rename {machine}:{} to {}:{}: the destination is on another machine \
+             (copy, then remove)",
+            back,
+            elsewhere.machine(),
+            elsewhere
+        )
+    );
+    assert_eq!(file_error(&error).kind(), std::io::ErrorKind::InvalidInput);
+    assert!(back.is_file().await.unwrap());
+    assert!(!elsewhere.exists().await.unwrap());
+}
+
+#[tokio::test]
+async fn local_renames_follow_the_view() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let there = remote.tempdir().await.unwrap();
+    let dir = local().tempdir().await.unwrap();
+    let view = local().with_cwd(dir.as_path());
+    check_renames(&view.path(""), dir.path(), &(there.path() / "moved")).await;
+}
+
+#[tokio::test]
+async fn remote_renames_follow_the_view() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = local().tempdir().await.unwrap();
+    let dir = remote.tempdir().await.unwrap();
+    let view = remote.with_cwd(dir.as_path());
+    check_renames(&view.path(""), dir.path(), &(here.path() / "moved")).await;
 }
