@@ -393,10 +393,11 @@ impl MachinePath {
     /// `to` is a path of the same machine: a [`MachinePath`] of it, or a plain path
     /// resolved as the machine view this path came from resolves every path (a relative
     /// one against its [`with_cwd`](crate::SshMachine::with_cwd) directory, else where the
-    /// machine starts), as `mv` in that directory would. To rename in place, give
-    /// [`with_file_name`](MachinePath::with_file_name). A path on another machine is
-    /// refused: a rename cannot cross machines; [`copy`](crate::copy) then
-    /// [`remove_all`](MachinePath::remove_all) does that (not atomically).
+    /// machine starts), as `mv` in that directory would. Paths under a
+    /// [`TempDir`](crate::TempDir) belong to no view: theirs is where the machine starts.
+    /// To rename in place, give [`with_file_name`](MachinePath::with_file_name). A path on
+    /// another machine is refused: a rename cannot cross machines; [`copy`](crate::copy)
+    /// then [`remove_all`](MachinePath::remove_all) does that (not atomically).
     ///
     /// # Errors
     /// [`Error::File`] naming both paths (not found, `to` is on another file system or

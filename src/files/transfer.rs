@@ -68,9 +68,9 @@ type ProgressFn = Box<dyn FnMut(u64, u64) + Send>;
 /// directory removes such leftovers once they are ten minutes old by that machine's clock
 /// (a live writer keeps its own file fresher than that).
 ///
-/// Being a new file, a replaced file is owned by the user the transfer runs as, and a
-/// symlink or hard link at the destination is replaced, not written through (as
-/// [`MachinePath::write`] does).
+/// Being a new file, a replaced file is owned by the user the transfer runs as, it needs
+/// write permission on its directory, and a symlink or hard link at the destination is
+/// replaced, not written through (as [`MachinePath::write`] does).
 ///
 /// The returned [`Transfer`] is a future of the number of bytes copied; before awaiting it,
 /// [`progress`](Transfer::progress) can watch it.
@@ -119,7 +119,8 @@ enum State {
 
 impl Transfer {
     /// Calls `report(done, total)` with bytes copied so far and bytes to copy in all, after
-    /// every chunk (255 KiB at most) and once at the start. The total is known before the
+    /// every chunk (255 KiB at most; 8 MiB for a copy within this machine) and once at the
+    /// start. The total is known before the
     /// first byte moves (a tree is listed first).
     pub fn progress(mut self, report: impl FnMut(u64, u64) + Send + 'static) -> Transfer {
         if let State::Ready { progress, .. } = &mut self.state {
