@@ -120,8 +120,7 @@ enum State {
 impl Transfer {
     /// Calls `report(done, total)` with bytes copied so far and bytes to copy in all, after
     /// every chunk (255 KiB at most; 8 MiB for a copy within this machine) and once at the
-    /// start. The total is known before the
-    /// first byte moves (a tree is listed first).
+    /// start. The total is known before the first byte moves (a tree is listed first).
     pub fn progress(mut self, report: impl FnMut(u64, u64) + Send + 'static) -> Transfer {
         if let State::Ready { progress, .. } = &mut self.state {
             *progress = Some(Box::new(report));
