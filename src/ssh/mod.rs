@@ -275,7 +275,7 @@ impl SshMachine {
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
         let path = self.scope.resolve(path.as_ref());
-        MachinePath::new(self.files.clone(), path)
+        MachinePath::in_view(self.files.clone(), self.scope.cwd.as_deref(), path)
     }
 
     /// A new private (`0o700`) directory under the remote `/tmp`, removed with its contents
