@@ -243,7 +243,8 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         ));
     }
     let marker = Marker::new();
-    let header = remote_line::header(&plan, &marker);
+    let (exec_string, ask_login) = connection.login_shell.exec_string();
+    let header = remote_line::header(&plan, &marker, ask_login);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
     let pty = plan.stages.iter().any(|s| s.command.spec().pty);
@@ -312,7 +313,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
             .map_err(|_| connection.lost())?;
     }
     write
-        .exec(true, remote_line::BOOTSTRAP)
+        .exec(true, exec_string)
         .await
         .map_err(|_| connection.lost())?;
     unstarted.exec_sent = true;
@@ -395,6 +396,9 @@ impl Pump {
                     self.filter.feed(&data, &mut user, &mut self.reports);
                     if self.pid.borrow().is_none() && self.reports.pid().is_some() {
                         let _ = self.pid.send(self.reports.pid());
+                    }
+                    if let Some(login) = self.reports.login() {
+                        self.control.connection.login_shell.learn(login);
                     }
                     let user = std::mem::take(&mut user);
                     if self.pty {
