@@ -660,11 +660,7 @@ impl Reports {
                     self.pid = Some(pid);
                 }
             }
-            b"login" => {
-                if self.login.is_none() {
-                    self.login = Some(rest.to_vec());
-                }
-            }
+            b"login" if self.login.is_none() => self.login = Some(rest.to_vec()),
             b"status" => {
                 let Some((index, code)) = split(rest) else {
                     return;
