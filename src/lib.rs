@@ -70,6 +70,9 @@
 //! and [`SshMachine::tunnel`] reach services on the remote side through that connection;
 //! [`LocalMachine::connect_sock`] is the same call here.
 //!
+//! Both implement the [`Machine`] trait (in the prelude), so a step written once as
+//! `async fn deploy(m: &impl Machine)` runs on either.
+//!
 //! # Files
 //!
 //! [`LocalMachine::path`] and [`SshMachine::path`] give a [`MachinePath`]: a path bound to
@@ -108,6 +111,7 @@ mod files;
 mod lines;
 mod local;
 mod machine;
+mod machine_trait;
 mod mixed;
 mod pipeline;
 mod quote;
@@ -125,6 +129,7 @@ pub use crate::{
     files::{FileError, FileKind, IntoMachinePath, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
+    machine_trait::Machine,
     pipeline::Pipeline,
     redirect::{Input, Redirect},
     socket::Socket,
@@ -135,7 +140,8 @@ pub use crate::{
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, SshMachine, cmd, local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, SshMachine, cmd,
+        local,
     };
 }
 
