@@ -97,6 +97,12 @@
 //!   stderr: ls: cannot access '/nope': No such file or directory
 //! ```
 //!
+//! Connection failures carry their data too: [`Error::io_kind`] tells a refused connection
+//! from a timeout, [`HostKeyProblem`] an unknown host key from a changed one,
+//! [`ChannelRefusal`] the server's reason code. `Error` is `Send + Sync + 'static` and
+//! chains its causes as [`source`](std::error::Error::source), so `?` also takes it into
+//! `anyhow::Result` or `Box<dyn std::error::Error>`.
+//!
 //! Every start emits a `tracing` event at debug level with the command line and machine.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -125,7 +131,7 @@ pub use crate::ssh::TestServer;
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
-    error::{Error, ExitError, Result},
+    error::{ChannelRefusal, Error, ExitError, HostKeyProblem, Result},
     files::{FileError, FileKind, IntoMachinePath, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
