@@ -126,131 +126,85 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
 mod sealed {
     /// Only leadpipe's machines implement [`Machine`](super::Machine).
     pub trait Sealed {}
-    impl Sealed for crate::LocalMachine {}
-    impl Sealed for crate::SshMachine {}
 }
 
-// The futures below own what they need (the arguments are converted before the `async`
-// block), so they are `Send` whatever argument types the caller passes.
+/// Implements [`Machine`] for a machine type by calling its inherent methods of the same
+/// names: both machines do it alike, so it is written once.
+///
+/// The futures own what they need (the arguments are converted before the `async` block),
+/// so they are `Send` whatever argument types the caller passes.
+macro_rules! machine_by_inherent_methods {
+    ($machine:ty) => {
+        impl sealed::Sealed for $machine {}
 
-impl Machine for LocalMachine {
-    fn name(&self) -> &str {
-        LocalMachine::name(self)
-    }
+        impl Machine for $machine {
+            fn name(&self) -> &str {
+                <$machine>::name(self)
+            }
 
-    fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
-        LocalMachine::cmd(self, program)
-    }
+            fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+                <$machine>::cmd(self, program)
+            }
 
-    fn which(&self, program: impl AsRef<OsStr>) -> impl Future<Output = Result<PathBuf>> + Send {
-        let program: OsString = program.as_ref().to_owned();
-        async move { LocalMachine::which(self, program).await }
-    }
+            fn which(
+                &self,
+                program: impl AsRef<OsStr>,
+            ) -> impl Future<Output = Result<PathBuf>> + Send {
+                let program: OsString = program.as_ref().to_owned();
+                async move { <$machine>::which(self, program).await }
+            }
 
-    fn with_cwd(&self, dir: impl AsRef<Path>) -> Self {
-        LocalMachine::with_cwd(self, dir)
-    }
+            fn with_cwd(&self, dir: impl AsRef<Path>) -> Self {
+                <$machine>::with_cwd(self, dir)
+            }
 
-    fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        LocalMachine::with_env(self, key, value)
-    }
+            fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+                <$machine>::with_env(self, key, value)
+            }
 
-    fn get_cwd(&self) -> Option<&Path> {
-        LocalMachine::get_cwd(self)
-    }
+            fn get_cwd(&self) -> Option<&Path> {
+                <$machine>::get_cwd(self)
+            }
 
-    fn path(&self, path: impl AsRef<Path>) -> MachinePath {
-        LocalMachine::path(self, path)
-    }
+            fn path(&self, path: impl AsRef<Path>) -> MachinePath {
+                <$machine>::path(self, path)
+            }
 
-    fn tempdir(&self) -> impl Future<Output = Result<TempDir>> + Send {
-        LocalMachine::tempdir(self)
-    }
+            fn tempdir(&self) -> impl Future<Output = Result<TempDir>> + Send {
+                <$machine>::tempdir(self)
+            }
 
-    fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        LocalMachine::upload(self, from, to)
-    }
+            fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+                <$machine>::upload(self, from, to)
+            }
 
-    fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        LocalMachine::download(self, from, to)
-    }
+            fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+                <$machine>::download(self, from, to)
+            }
 
-    fn connect_sock(&self, port: u16) -> impl Future<Output = Result<Socket>> + Send {
-        LocalMachine::connect_sock(self, port)
-    }
+            fn connect_sock(&self, port: u16) -> impl Future<Output = Result<Socket>> + Send {
+                <$machine>::connect_sock(self, port)
+            }
 
-    fn connect_sock_to(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = Result<Socket>> + Send {
-        let host = host.to_owned();
-        async move { LocalMachine::connect_sock_to(self, &host, port).await }
-    }
+            fn connect_sock_to(
+                &self,
+                host: &str,
+                port: u16,
+            ) -> impl Future<Output = Result<Socket>> + Send {
+                let host = host.to_owned();
+                async move { <$machine>::connect_sock_to(self, &host, port).await }
+            }
 
-    fn connect_unix(&self, path: impl AsRef<Path>) -> impl Future<Output = Result<Socket>> + Send {
-        let path: PathBuf = path.as_ref().to_owned();
-        async move { LocalMachine::connect_unix(self, path).await }
-    }
+            fn connect_unix(
+                &self,
+                path: impl AsRef<Path>,
+            ) -> impl Future<Output = Result<Socket>> + Send {
+                let path: PathBuf = path.as_ref().to_owned();
+                async move { <$machine>::connect_unix(self, path).await }
+            }
+        }
+    };
 }
 
-impl Machine for SshMachine {
-    fn name(&self) -> &str {
-        SshMachine::name(self)
-    }
-
-    fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
-        SshMachine::cmd(self, program)
-    }
-
-    fn which(&self, program: impl AsRef<OsStr>) -> impl Future<Output = Result<PathBuf>> + Send {
-        let program: OsString = program.as_ref().to_owned();
-        async move { SshMachine::which(self, program).await }
-    }
-
-    fn with_cwd(&self, dir: impl AsRef<Path>) -> Self {
-        SshMachine::with_cwd(self, dir)
-    }
-
-    fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        SshMachine::with_env(self, key, value)
-    }
-
-    fn get_cwd(&self) -> Option<&Path> {
-        SshMachine::get_cwd(self)
-    }
-
-    fn path(&self, path: impl AsRef<Path>) -> MachinePath {
-        SshMachine::path(self, path)
-    }
-
-    fn tempdir(&self) -> impl Future<Output = Result<TempDir>> + Send {
-        SshMachine::tempdir(self)
-    }
-
-    fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        SshMachine::upload(self, from, to)
-    }
-
-    fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        SshMachine::download(self, from, to)
-    }
-
-    fn connect_sock(&self, port: u16) -> impl Future<Output = Result<Socket>> + Send {
-        SshMachine::connect_sock(self, port)
-    }
-
-    fn connect_sock_to(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = Result<Socket>> + Send {
-        let host = host.to_owned();
-        async move { SshMachine::connect_sock_to(self, &host, port).await }
-    }
-
-    fn connect_unix(&self, path: impl AsRef<Path>) -> impl Future<Output = Result<Socket>> + Send {
-        let path: PathBuf = path.as_ref().to_owned();
-        async move { SshMachine::connect_unix(self, path).await }
-    }
-}
+machine_by_inherent_methods!(LocalMachine);
+machine_by_inherent_methods!(SshMachine);
