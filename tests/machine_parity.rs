@@ -3,31 +3,62 @@
 
 mod support;
 
-use std::path::Path;
-
-use leadpipe::{Error, Machine, local};
-use support::sshd::Sshd;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
 };
 
-/// A TCP service on this host's loopback that answers each connection with `echo:` and
-/// what it read. sshd runs on this host too, so the remote machine's loopback reaches it.
+use leadpipe::{Error, Machine, Socket, local};
+use support::sshd::Sshd;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, UnixListener},
+};
+
+/// Answers a connection with `echo:` and what it read.
+async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+    let mut request = Vec::new();
+    stream.read_to_end(&mut request).await.unwrap();
+    stream.write_all(b"echo:").await.unwrap();
+    stream.write_all(&request).await.unwrap();
+}
+
+/// An echo service on this host's loopback. sshd runs on this host too, so the remote
+/// machine's loopback reaches it.
 async fn echo_service() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                stream.read_to_end(&mut request).await.unwrap();
-                stream.write_all(b"echo:").await.unwrap();
-                stream.write_all(&request).await.unwrap();
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(echo(stream));
         }
     });
     port
+}
+
+/// An echo service on a Unix socket any user may reach (sshd's user may not be this one).
+async fn echo_unix_service() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(dir.path(), open.clone()).unwrap();
+    let path = dir.path().join("echo.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, open).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(echo(stream));
+        }
+    });
+    (dir, path)
+}
+
+/// Sends `ping`, then reads the answer to its end.
+async fn ping(mut socket: Socket) -> Vec<u8> {
+    socket.write_all(b"ping").await.unwrap();
+    socket.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    answer
 }
 
 fn free_port() -> u16 {
@@ -124,17 +155,15 @@ async fn parity<M: Machine>(m: M, name: String) {
         manifest
     );
 
-    // connect_sock and connect_sock_to reach a service on the machine's loopback.
+    // connect_sock, connect_sock_to and connect_unix reach services on the machine.
     let port = echo_service().await;
-    for mut socket in [
+    let (_socket_dir, socket_path) = echo_unix_service().await;
+    for socket in [
         m.connect_sock(port).await.unwrap(),
         m.connect_sock_to("127.0.0.1", port).await.unwrap(),
+        m.connect_unix(&socket_path).await.unwrap(),
     ] {
-        socket.write_all(b"ping").await.unwrap();
-        socket.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"echo:ping");
+        assert_eq!(ping(socket).await, b"echo:ping");
     }
     let closed = free_port();
     let refused = m.connect_sock(closed).await.unwrap_err();
