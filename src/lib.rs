@@ -70,6 +70,9 @@
 //! and [`SshMachine::tunnel`] reach services on the remote side through that connection;
 //! [`LocalMachine::connect_sock`] is the same call here.
 //!
+//! Both implement the [`Machine`] trait (in the prelude), so a step written once as
+//! `async fn deploy(m: &impl Machine)` runs on either.
+//!
 //! # Files
 //!
 //! [`LocalMachine::path`] and [`SshMachine::path`] give a [`MachinePath`]: a path bound to
@@ -94,6 +97,12 @@
 //!   stderr: ls: cannot access '/nope': No such file or directory
 //! ```
 //!
+//! Connection failures carry their data too: [`Error::io_kind`] tells a refused connection
+//! from a timeout, [`HostKeyProblem`] an unknown host key from a changed one,
+//! [`ChannelRefusal`] the server's reason code. `Error` is `Send + Sync + 'static` and
+//! chains its causes as [`source`](std::error::Error::source), so `?` also takes it into
+//! `anyhow::Result` or `Box<dyn std::error::Error>`.
+//!
 //! Every start emits a `tracing` event at debug level with the command line and machine.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -108,6 +117,7 @@ mod files;
 mod lines;
 mod local;
 mod machine;
+mod machine_trait;
 mod mixed;
 mod pipeline;
 mod quote;
@@ -121,10 +131,11 @@ pub use crate::ssh::TestServer;
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
-    error::{Error, ExitError, Result},
+    error::{ChannelRefusal, Error, ExitError, HostKeyProblem, Result},
     files::{FileError, FileKind, IntoMachinePath, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
+    machine_trait::Machine,
     pipeline::Pipeline,
     redirect::{Input, Redirect},
     socket::Socket,
@@ -135,7 +146,8 @@ pub use crate::{
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, SshMachine, cmd, local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, SshMachine, cmd,
+        local,
     };
 }
 

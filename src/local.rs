@@ -124,6 +124,12 @@ impl LocalMachine {
         self.scope.cwd.as_deref()
     }
 
+    /// `local`: how errors and logs name this machine, as
+    /// [`SshMachine::name`](crate::SshMachine::name) names a remote one.
+    pub fn name(&self) -> &str {
+        self.backend.name()
+    }
+
     /// A path on this machine; a relative one is taken in this view's directory
     /// ([`with_cwd`](LocalMachine::with_cwd)), else in the process's. See [`MachinePath`]
     /// for what it can do.
@@ -159,18 +165,21 @@ impl LocalMachine {
         TempDir::create(LOCAL_FILES.clone()).await
     }
 
-    /// Copies a file or tree on this machine: the same call as
+    /// Copies a file or tree to this machine, with the meaning of
     /// [`SshMachine::upload`](crate::SshMachine::upload), so a script can be pointed at
-    /// either machine. Both paths are taken as [`path`](LocalMachine::path) takes them;
-    /// see [`copy`](crate::copy) for the rules.
+    /// either machine: `from` is taken in this process's directory (as
+    /// [`local()`](crate::local)`.path(from)`), `to` in this view's
+    /// ([`path`](LocalMachine::path)). See [`copy`](crate::copy) for the rules.
     pub fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        crate::files::copy(&self.path(from), &self.path(to))
+        crate::files::copy(&local().path(from), &self.path(to))
     }
 
-    /// Copies a file or tree on this machine: the same call as
-    /// [`SshMachine::download`](crate::SshMachine::download).
+    /// Copies a file or tree from this machine, with the meaning of
+    /// [`SshMachine::download`](crate::SshMachine::download): `from` is taken in this
+    /// view's directory, `to` in this process's. The mirror of
+    /// [`upload`](LocalMachine::upload).
     pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        crate::files::copy(&self.path(from), &self.path(to))
+        crate::files::copy(&self.path(from), &local().path(to))
     }
 
     /// A TCP connection to `port` on this machine's loopback: the same call as
