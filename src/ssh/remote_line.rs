@@ -792,6 +792,7 @@ mod tests {
                     stderr: StderrPlan::Pipe,
                 })
                 .collect(),
+            detached: false,
         }
     }
 
