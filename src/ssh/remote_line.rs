@@ -142,7 +142,11 @@ pub(crate) fn header(plan: &Plan, marker: &Marker) -> Vec<u8> {
     let mut header = Vec::with_capacity(256);
     header.extend_from_slice(marker.0.as_bytes());
     header.push(b'\n');
-    push_script(&mut header, plan);
+    if plan.detached {
+        push_detached_script(&mut header, plan);
+    } else {
+        push_script(&mut header, plan);
+    }
     header.push(b'\n');
     header
 }
@@ -178,13 +182,7 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan) {
     }
     // A directory shared by every stage (the usual case: a machine view's) is entered once,
     // before the programs are looked up, so relative program paths resolve in it.
-    let first_cwd = plan.stages[0].command.spec().cwd.clone();
-    let shared_cwd = plan
-        .stages
-        .iter()
-        .all(|stage| stage.command.spec().cwd == first_cwd)
-        .then_some(first_cwd)
-        .flatten();
+    let shared_cwd = shared_cwd(plan);
     if let Some(dir) = &shared_cwd {
         s.extend_from_slice(b"lp_c - ");
         push_dir(s, dir);
@@ -225,6 +223,91 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan) {
     if merged {
         s.extend_from_slice(b"; } 2>&1");
     }
+}
+
+/// The working directory of every stage, when they all have the same one.
+fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
+    let first_cwd = plan.stages[0].command.spec().cwd.clone();
+    plan.stages
+        .iter()
+        .all(|stage| stage.command.spec().cwd == first_cwd)
+        .then_some(first_cwd)
+        .flatten()
+}
+
+/// The script of a detached plan (`spawn_detached`), one line like [`push_script`]'s.
+///
+/// Every program and directory is checked first, as for any pipeline (start failures are
+/// reported the same way). Then the stages start in the background under a `/bin/sh` of
+/// their own, given the pipeline as its `-c` script: through `setsid` where the machine
+/// has it, so that shell leads a new session (for one stage it `exec`s the program, which
+/// then leads it); else with SIGHUP ignored, in the login's session. Every stream is
+/// `/dev/null` unless redirected to a file (`exec` plans nothing else), and neither that
+/// shell nor the stages hold a descriptor of the channel (fd 3 included), so sshd closes
+/// the channel when this line exits, which it does at once, after one report,
+/// `detached:PID`, of that shell's pid (`$!`). The session survives the channel and the
+/// connection: nothing sshd signals reaches it.
+fn push_detached_script(s: &mut Vec<u8>, plan: &Plan) {
+    s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+    let shared_cwd = shared_cwd(plan);
+    if let Some(dir) = &shared_cwd {
+        s.extend_from_slice(b"lp_c - ");
+        push_dir(s, dir);
+        s.extend_from_slice(b"; ");
+    }
+    let own_cwd = |stage: &StagePlan| match (&shared_cwd, &stage.command.spec().cwd) {
+        (None, Some(dir)) => Some(dir.clone()),
+        _ => None,
+    };
+    for (i, stage) in plan.stages.iter().enumerate() {
+        match own_cwd(stage) {
+            // Checked in a subshell, so the line stays where it is; its failure ends it.
+            Some(dir) => {
+                s.extend_from_slice(format!("( lp_c {i} ").as_bytes());
+                push_dir(s, &dir);
+                s.extend_from_slice(b"; ");
+                push_check(s, i, stage);
+                s.extend_from_slice(b") || exit 127; ");
+            }
+            None => push_check(s, i, stage),
+        }
+    }
+    // The detached shell's script: it has none of the helpers, so it defines the newline
+    // that words spanning lines are written with.
+    let mut inner = format!("{NEWLINE_VAR}='\n'; ").into_bytes();
+    let merged = plan.stages.len() > 1
+        && plan
+            .stages
+            .iter()
+            .all(|stage| stage.stderr == StderrPlan::PipelineStdout);
+    if merged {
+        inner.extend_from_slice(b"{ ");
+    }
+    for (i, stage) in plan.stages.iter().enumerate() {
+        if plan.stages.len() > 1 {
+            inner.extend_from_slice(if i == 0 { b"( " } else { b" | ( " });
+        }
+        if let Some(dir) = own_cwd(stage) {
+            inner.extend_from_slice(b"cd ");
+            push_dir(&mut inner, &dir);
+            inner.extend_from_slice(b" || exit 127; ");
+        }
+        push_exec(&mut inner, stage, merged);
+        if plan.stages.len() > 1 {
+            inner.extend_from_slice(b" )");
+        }
+    }
+    if merged {
+        inner.extend_from_slice(b"; } 2>&1");
+    }
+    s.extend_from_slice(b"lp_d=");
+    push_word(s, &inner);
+    s.extend_from_slice(
+        b"; if command -v setsid >/dev/null 2>&1; \
+          then setsid /bin/sh -c \"$lp_d\" sh </dev/null >/dev/null 2>&1 3>&- & \
+          else trap '' HUP; /bin/sh -c \"$lp_d\" sh </dev/null >/dev/null 2>&1 3>&- & fi; \
+          lp_r detached:$!; exit 0",
+    );
 }
 
 /// `lp_x I PROGRAM [PATH]`: the stage's own `PATH`, when it sets one, is the one searched.
@@ -542,6 +625,7 @@ pub(crate) struct Reports {
     pid: Option<u32>,
     statuses: Vec<Option<i32>>,
     failure: Option<StartFailure>,
+    detached: Option<u32>,
 }
 
 impl Reports {
@@ -550,7 +634,13 @@ impl Reports {
             pid: None,
             statuses: vec![None; stages],
             failure: None,
+            detached: None,
         }
+    }
+
+    /// The pid of the shell (or program) a detached script started in the background.
+    pub(crate) fn detached(&self) -> Option<u32> {
+        self.detached
     }
 
     /// The remote shell's pid, which leads the process group of the whole line.
@@ -589,6 +679,14 @@ impl Reports {
                     && pid > 1
                 {
                     self.pid = Some(pid);
+                }
+            }
+            b"detached" => {
+                if self.detached.is_none()
+                    && let Some(pid) = number(rest).and_then(|n| u32::try_from(n).ok())
+                    && pid > 1
+                {
+                    self.detached = Some(pid);
                 }
             }
             b"status" => {
