@@ -241,12 +241,14 @@ fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
 /// reported the same way). Then the stages start in the background under a `/bin/sh` of
 /// their own, given the pipeline as its `-c` script: through `setsid` where the machine
 /// has it, so that shell leads a new session (for one stage it `exec`s the program, which
-/// then leads it); else with SIGHUP ignored, in the login's session. Every stream is
-/// `/dev/null` unless redirected to a file (`exec` plans nothing else), and neither that
-/// shell nor the stages hold a descriptor of the channel (fd 3 included), so sshd closes
-/// the channel when this line exits, which it does at once, after one report,
-/// `detached:PID`, of that shell's pid (`$!`). The session survives the channel and the
-/// connection: nothing sshd signals reaches it.
+/// then leads it); else with SIGHUP ignored, in the login's session. That shell writes its
+/// pid (`$$`) to a command substitution of this line, then points its stdout at
+/// `/dev/null`: so the line reads the pid once that shell runs in its session (`$!` could
+/// come before `setsid` did), and goes on. Every stream is `/dev/null` unless redirected
+/// to a file (`exec` plans nothing else), and neither that shell nor the stages hold a
+/// descriptor of the channel (fd 3 included), so sshd closes the channel when this line
+/// exits, which it does at once, after one report, `detached:PID`. The session survives
+/// the channel and the connection: nothing sshd signals reaches it.
 fn push_detached_script(s: &mut Vec<u8>, plan: &Plan) {
     s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
     let shared_cwd = shared_cwd(plan);
@@ -272,9 +274,10 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan) {
             None => push_check(s, i, stage),
         }
     }
-    // The detached shell's script: it has none of the helpers, so it defines the newline
-    // that words spanning lines are written with.
-    let mut inner = format!("{NEWLINE_VAR}='\n'; ").into_bytes();
+    // The detached shell's script. It has none of the helpers, so it defines the newline
+    // that words spanning lines are written with; it tells its pid, once it runs in its new
+    // session, on the stdout the line reads it from, and then lets go of that pipe.
+    let mut inner = format!("{NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
     let merged = plan.stages.len() > 1
         && plan
             .stages
@@ -304,9 +307,9 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan) {
     push_word(s, &inner);
     s.extend_from_slice(
         b"; if command -v setsid >/dev/null 2>&1; \
-          then setsid /bin/sh -c \"$lp_d\" sh </dev/null >/dev/null 2>&1 3>&- & \
-          else trap '' HUP; /bin/sh -c \"$lp_d\" sh </dev/null >/dev/null 2>&1 3>&- & fi; \
-          lp_r detached:$!; exit 0",
+          then lp_p=$(setsid /bin/sh -c \"$lp_d\" sh </dev/null 2>/dev/null 3>&- &); \
+          else lp_p=$(trap '' HUP; /bin/sh -c \"$lp_d\" sh </dev/null 2>/dev/null 3>&- &); fi; \
+          lp_r \"detached:$lp_p\"; exit 0",
     );
 }
 
@@ -1403,5 +1406,87 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// `plan`, detached: every stream the pipeline leaves open on /dev/null.
+    fn detached(mut plan: Plan) -> Plan {
+        let last = plan.stages.len() - 1;
+        plan.stages[0].stdin = StdinPlan::Null;
+        if plan.stages[last].stdout == StdoutPlan::Pipe {
+            plan.stages[last].stdout = StdoutPlan::Null;
+        }
+        for stage in &mut plan.stages {
+            stage.stderr = StderrPlan::Null;
+        }
+        plan.detached = true;
+        plan
+    }
+
+    /// Waits up to 5 s until `file` holds `text`.
+    fn wait_for_text(file: &Path, text: &str) -> bool {
+        (0..500).any(|_| {
+            let found = std::fs::read_to_string(file).is_ok_and(|t| t == text);
+            if !found {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        })
+    }
+
+    #[test]
+    fn a_detached_line_reports_a_session_of_its_own_and_ends_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, inner) in inner_shells().into_iter().enumerate() {
+            let out = dir.path().join(format!("out{n}"));
+            let script = "printf '%s|' \"$1\" > \"$2\"; exec sleep 1003.5";
+            let word = "two\nlines 'quoted'";
+            let one = detached(plan(vec![cmd(
+                "sh",
+                &["-c", script, "sh", word, out.to_str().unwrap()],
+            )]));
+            // Returns at all only if nothing detached holds the line's stdout or stderr.
+            let ran = run_in(&inner, &one, b"");
+            assert!(ran.status.success(), "{inner}");
+            assert_eq!((&ran.stdout[..], &ran.stderr[..]), (&b""[..], &b""[..]));
+            let pid = ran.reports.detached().expect("a detached pid");
+            let leader = pid as libc::pid_t;
+            // SAFETY: plain syscalls.
+            assert_eq!(unsafe { libc::getsid(leader) }, leader, "{inner}");
+            assert!(wait_for_text(&out, &format!("{word}|")), "{inner}");
+            // SAFETY: a group this test started.
+            unsafe { libc::kill(-leader, libc::SIGKILL) };
+
+            // Two stages, each in its own directory: one shell leads their session.
+            let sub = dir.path().join(format!("sub{n}"));
+            std::fs::create_dir(&sub).unwrap();
+            let first = cmd("sh", &["-c", "echo hi; exec sleep 1003.5"]).cwd(&sub);
+            let mut second = plan(vec![first, cmd("cat", &[]).cwd(dir.path())]);
+            second.stages[1].stdout = StdoutPlan::File(format!("cat{n}").into());
+            let ran = run_in(&inner, &detached(second), b"");
+            assert!(ran.status.success(), "{inner}");
+            let leader = ran.reports.detached().expect("a detached pid") as libc::pid_t;
+            // SAFETY: plain syscall.
+            assert_eq!(unsafe { libc::getsid(leader) }, leader, "{inner}");
+            assert!(wait_for_text(&dir.path().join(format!("cat{n}")), "hi\n"));
+            // SAFETY: a group this test started.
+            unsafe { libc::kill(-leader, libc::SIGKILL) };
+        }
+        // A missing program is reported as for any line, and nothing starts.
+        let ran = run_in(
+            "/bin/sh",
+            &detached(plan(vec![cmd("leadpipe-missing", &[])])),
+            b"",
+        );
+        assert!(matches!(
+            ran.reports.failure(),
+            Some(StartFailure::Missing { stage: 0, .. })
+        ));
+        assert_eq!(ran.reports.detached(), None);
+        // The pid is taken once, and never 0 or 1.
+        let mut reports = Reports::new(1);
+        let mut out = Vec::new();
+        let stream = b"\x1eM:detached:1\n\x1eM:detached:77\n\x1eM:detached:78\n";
+        Filter::new(&Marker::fixed("M")).feed(stream, &mut out, &mut reports);
+        assert_eq!(reports.detached(), Some(77));
     }
 }
