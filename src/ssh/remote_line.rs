@@ -50,6 +50,10 @@
 //!   of the wrapper, so a stage killed by a signal (SIGPIPE included) still has its status
 //!   reported, exactly as bash's `PIPESTATUS` shows it.
 //!
+//! - `detached:PID`: for a detached plan (`spawn_detached`), the pid of what the line
+//!   started in the background in a session of its own ([`push_detached_script`]); the
+//!   line exits right after it.
+//!
 //! A single command is `exec`ed by the shell itself, so sshd reports its exit status or
 //! signal exactly.
 //!
