@@ -357,6 +357,22 @@ async fn detaching_what_cannot_start_or_would_be_tied_to_the_script_is_an_error(
         matches!(&error, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
         "{error}"
     );
+    // In a later stage: the stage already detached is stopped, not left behind.
+    let marker = "1000.875";
+    let error = (local().cmd("sleep").arg(marker) | local().cmd(&broken))
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(matches!(&error, Error::Io { .. }), "{error}");
+    let left = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| support::process_cmdline(pid) == format!("sleep {marker}"))
+            .filter(|&pid| !support::wait_gone(pid))
+            .collect()
+    };
+    assert_eq!(left(), [], "the first stage is gone");
     let refused = [
         local().cmd("cat").stdin(b"x".to_vec()),
         local().cmd("cat").stdout(leadpipe::Redirect::Pipe),

@@ -534,6 +534,11 @@ async fn a_detached_remote_pipeline_shares_one_session_and_a_missing_program_is_
         error.to_string().contains("connected to this script"),
         "{error}"
     );
+    let error = (leadpipe::local().cmd("true") | remote.cmd("cat"))
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("several machines"), "{error}");
 
     let dir = shared_dir(&sshd, "pipeline");
     let there = remote.with_cwd(&dir);
