@@ -253,7 +253,7 @@ fn a_detached_command_outlives_the_script_that_started_it() {
 }
 
 #[tokio::test]
-async fn a_detached_command_leaves_no_zombie_and_writes_to_its_redirected_file() {
+async fn no_zombie_is_left_by_a_detached_command_and_its_file_gets_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let pid = local()
         .with_cwd(dir.path())
@@ -267,7 +267,8 @@ async fn a_detached_command_leaves_no_zombie_and_writes_to_its_redirected_file()
     let _cleanup = support::KillOnDrop(pid.into());
     let ours = std::process::id();
     // The process in between was reaped before the call returned: no child of ours was
-    // forked by this thread (the test's own, whose name it carries until it execs).
+    // forked by this thread (the test's own, whose name it carries until it execs; the
+    // kernel keeps 15 bytes of it, unique among this file's tests).
     let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
     let children: Vec<(u32, Option<char>)> = std::fs::read_dir("/proc")
         .unwrap()
