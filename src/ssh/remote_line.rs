@@ -1475,6 +1475,44 @@ mod tests {
             // SAFETY: a group this test started.
             unsafe { libc::kill(-leader, libc::SIGKILL) };
         }
+        // Without `setsid` on the PATH: in the background with SIGHUP ignored.
+        let out = dir.path().join("nosetsid");
+        let script = "echo started > \"$1\"; exec /bin/sleep 1003.5";
+        let bare = detached(plan(vec![cmd(
+            "/bin/sh",
+            &["-c", script, "sh", out.to_str().unwrap()],
+        )]));
+        let mut input = header(&bare, &Marker::fixed(MARKER));
+        input.push(b'\n');
+        let mut child = Std::new("/bin/sh")
+            .args(["-c", BOOTSTRAP])
+            .env("PATH", "/leadpipe/nowhere")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let mut reports = Reports::new(1);
+        let mut stderr = Vec::new();
+        Filter::new(&Marker::fixed(MARKER)).feed(&output.stderr, &mut stderr, &mut reports);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stderr)
+        );
+        let pid = reports.detached().expect("a detached pid");
+        assert!(wait_for_text(&out, "started\n"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .unwrap();
+        let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
+        assert_eq!(ignored & 1, 1, "SIGHUP is ignored");
+        // SAFETY: a process this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+
         // A missing program is reported as for any line, and nothing starts.
         let ran = run_in(
             "/bin/sh",
