@@ -245,7 +245,8 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         ));
     }
     let marker = Marker::new();
-    let header = remote_line::header(&plan, &marker);
+    let (exec_string, ask_login) = connection.login_shell.exec_string();
+    let header = remote_line::header(&plan, &marker, ask_login);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
     let pty = plan.stages.iter().any(|s| s.command.spec().pty);
@@ -316,7 +317,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
             .map_err(|_| connection.lost())?;
     }
     write
-        .exec(true, remote_line::BOOTSTRAP)
+        .exec(true, exec_string)
         .await
         .map_err(|_| connection.lost())?;
     unstarted.exec_sent = true;
@@ -404,6 +405,9 @@ impl Pump {
                     }
                     if let Some(pid) = self.reports.detached() {
                         let _ = self.control.detached.set(pid);
+                    }
+                    if let Some(login) = self.reports.login() {
+                        self.control.connection.login_shell.learn(login);
                     }
                     let user = std::mem::take(&mut user);
                     if self.pty {
