@@ -55,10 +55,13 @@
 //! | [`success`](Command::success) | `bool` | null / null / null | never an error |
 //! | [`spawn`](Command::spawn) | [`Child`] | pipe / pipe / kept for the error | checked at `wait` |
 //! | [`lines`](Command::lines) | [`Lines`] stream | null / lines / lines | checked at the end |
+//! | [`spawn_detached`](Command::spawn_detached) | the pid, once it runs | null / null / null (files only) | not waited for |
 //!
 //! "Checked" means a status outside [`ok_codes`](Command::ok_codes) (default `[0]`) is an
 //! [`Error::Exit`]. [`timeout`](Command::timeout) kills the command and everything it
-//! started; dropping a [`Child`] does the same.
+//! started; dropping a [`Child`] does the same. What must outlive the script (a service it
+//! restarts) is started with [`spawn_detached`](Command::spawn_detached), in a session of
+//! its own.
 //!
 //! # Machines
 //!
