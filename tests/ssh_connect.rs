@@ -501,11 +501,7 @@ async fn ssh_config_hosts_resolve_and_explicit_values_win() {
         .unwrap_err();
     assert!(matches!(error, Error::Auth { .. }), "{error:?}");
     // The builder's port wins over Port.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let error = SshMachine::builder("harness")
         .port(closed)
         .ssh_config(Some(config.clone()))
@@ -697,11 +693,7 @@ async fn connect_parses_the_destination() {
         assert!(reason.contains("port"), "{bad}: {reason}");
     }
     // Nothing listens on a freed port: a Connect error that names the destination.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = closed_port();
     let error = SshMachine::connect(&format!("someone@127.0.0.1:{free}"))
         .await
         .unwrap_err();
@@ -751,11 +743,7 @@ async fn a_revoked_host_key_is_refused_as_revoked() {
 async fn connect_errors_tell_refused_from_timed_out_and_name_the_alias() {
     let Some(sshd) = Sshd::start() else { return };
     // Nothing listens: refused, at the resolved address, under the alias the script used.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let error = SshMachine::builder("harness")
         .port(closed)
         .ssh_config(Some(sshd.ssh_config()))
@@ -822,4 +810,13 @@ async fn connect_errors_tell_refused_from_timed_out_and_name_the_alias() {
     }
     let boxed = boxed(error).unwrap_err();
     assert!(boxed.source().is_some(), "{boxed}");
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -83,20 +83,28 @@ fn redis(unix: Option<&Path>) -> Option<(Service, u16)> {
 /// Python's HTTP server over a directory holding `hello.txt`.
 fn http_server(dir: &Path) -> (Service, u16) {
     std::fs::write(dir.join("hello.txt"), "hello through ssh\n").unwrap();
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
+    // Port 0, and the port read from what the server prints: a port picked here and bound
+    // there could be taken by a parallel test's service in between.
+    let mut child = Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 43567 (http://127.0.0.1:43567/) ..."
+    let port = banner
+        .split_whitespace()
+        .skip_while(|word| *word != "port")
+        .nth(1)
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {banner:?}"));
     wait_for_port(port);
     (Service(child), port)
 }

@@ -230,21 +230,8 @@ impl Sshd {
             return None;
         };
         let name = format!("leadpipe-sh-{shell}");
-        for _ in 0..100 {
-            if passwd_entry(&name).is_some() {
-                return Some(name);
-            }
-            let out = Command::new("/usr/sbin/useradd")
-                // `*`: no password, yet not locked (sshd refuses key logins to locked ones).
-                .args(["-m", "-p", "*", "-s", &path, &name])
-                .stdin(Stdio::null())
-                .output()
-                .expect("useradd");
-            if !matches!(out.status.code(), Some(0 | 9)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("cannot create the user {name}");
+        create_user(&name, &["-m", "-s", &path]);
+        Some(name)
     }
 
     /// [`Sshd::start_with`] without the skip-or-panic: why the server could not start
@@ -705,24 +692,34 @@ pub fn unix_name(user: &str) -> &str {
 fn ensure_root_alias() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        for _ in 0..100 {
-            if passwd_entry(ROOT_ALIAS).is_some() {
-                return;
-            }
-            let home = format!("/home/{ROOT_ALIAS}");
-            let out = Command::new("/usr/sbin/useradd")
-                // -o -u 0: a second name for root. `*`: no password, yet not locked.
-                .args(["-o", "-u", "0", "-g", "0", "-m", "-d", &home, "-p", "*"])
-                .args(["-s", "/bin/sh", ROOT_ALIAS])
-                .stdin(Stdio::null())
-                .output()
-                .expect("useradd");
-            if !matches!(out.status.code(), Some(0 | 9)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("cannot create the user {ROOT_ALIAS}");
+        let home = format!("/home/{ROOT_ALIAS}");
+        // -o -u 0: a second name for root.
+        let options = [
+            "-o", "-u", "0", "-g", "0", "-m", "-d", &home, "-s", "/bin/sh",
+        ];
+        create_user(ROOT_ALIAS, &options);
     });
+}
+
+/// Creates `name` with `useradd OPTIONS`, and no password yet not locked (`*`: sshd refuses
+/// key logins to locked accounts), unless it exists. Several test binaries may race: a
+/// busy lock is retried, "already exists" counts as done.
+fn create_user(name: &str, options: &[&str]) {
+    for _ in 0..100 {
+        if passwd_entry(name).is_some() {
+            return;
+        }
+        let out = Command::new("/usr/sbin/useradd")
+            .args(options)
+            .args(["-p", "*", name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("useradd");
+        if !matches!(out.status.code(), Some(0 | 9)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("cannot create the user {name}");
 }
 
 struct PasswdEntry {
