@@ -25,6 +25,7 @@ use crate::{
     Command, Error, ExitStatus, MachinePath, Result, Signal, Socket, TempDir, Transfer,
     command::Scope,
     files::local::LOCAL_FILES,
+    lifecycle::{Kind, Registration},
     machine::{
         Backend, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
         StdoutPlan,
@@ -405,6 +406,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
         children: Vec::with_capacity(count),
         group: None,
         own_group: !reads_terminal,
+        live: None,
         stdin: (0..count).map(|_| None).collect(),
         stdout: None,
         stderr: (0..count).map(|_| None).collect(),
@@ -499,6 +501,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
         // `process` is dropped here, closing our copies of the ends this child now holds:
         // otherwise the next stage would never see end of file.
     }
+    running.live = Some(register(&running));
     Ok(running)
 }
 
@@ -523,6 +526,9 @@ struct LocalRunning {
     /// The pipeline's process group (the first stage's pid), when it has its own.
     group: Option<i32>,
     own_group: bool,
+    /// Listed until every stage is reaped, so that a signal or `std::process::exit` kills
+    /// the pipeline too (see `lifecycle`).
+    live: Option<Registration>,
     stdin: Vec<Option<BoxWrite>>,
     stdout: Option<ReadEnd>,
     stderr: Vec<Option<ReadEnd>>,
@@ -558,6 +564,8 @@ impl Running for LocalRunning {
                 };
                 statuses.push(status);
             }
+            // Reaped: the group id may be reused from now on.
+            self.live = None;
             Ok(statuses)
         })
     }
@@ -592,6 +600,32 @@ impl Running for LocalRunning {
     fn id(&self) -> Option<u32> {
         self.children.first().and_then(|(child, _)| child.id())
     }
+}
+
+/// Lists a started pipeline for `lifecycle::stop_all`: SIGKILL to its group (or to each
+/// stage in our own group). Unlisted once reaped, so the ids are still ours when used.
+fn register(running: &LocalRunning) -> Registration {
+    let group = running.group;
+    let pids: Vec<libc::pid_t> = running
+        .children
+        .iter()
+        .filter_map(|(child, _)| child.id().and_then(|id| libc::pid_t::try_from(id).ok()))
+        .collect();
+    crate::lifecycle::register(Kind::Process, move || {
+        match group {
+            // SAFETY: plain syscalls on ids of unreaped children (see above).
+            Some(group) => unsafe {
+                libc::killpg(group, libc::SIGKILL);
+            },
+            None => {
+                for &pid in &pids {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        Box::pin(async {})
+    })
 }
 
 impl Drop for LocalRunning {

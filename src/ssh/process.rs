@@ -108,10 +108,10 @@ impl tokio::io::AsyncWrite for EofOnDrop {
 
 impl Drop for EofOnDrop {
     fn drop(&mut self) {
-        if let (Some(mut eof), Ok(runtime)) =
-            (self.eof.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(async move {
+        // On leadpipe's runtime: a blocking script, or one whose runtime is ending, sends
+        // the end of file too.
+        if let Some(mut eof) = self.eof.take() {
+            crate::lifecycle::cleanup(async move {
                 let _ = eof.shutdown().await;
             });
         }
@@ -274,8 +274,14 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control: control.clone(),
         _permit: permit,
     };
-    tokio::spawn(async move {
+    // Listed while the channel is open, so that a signal or the exit hook kills it.
+    let kill = control.clone();
+    let live = crate::lifecycle::register(crate::lifecycle::Kind::Process, move || {
+        Box::pin(kill.clone().signal(Signal::KILL))
+    });
+    crate::lifecycle::spawn(async move {
         let result = pump.run(read).await;
+        drop(live);
         let _ = done_sender.send(result);
     });
     Ok(SshRunning {
@@ -428,7 +434,7 @@ impl Running for SshRunning {
 
     fn signal(&mut self, signal: Signal) -> Result<()> {
         if self.control.finished.get().is_none() {
-            tokio::spawn(self.control.clone().signal(signal));
+            crate::lifecycle::spawn(self.control.clone().signal(signal));
         }
         Ok(())
     }
@@ -441,11 +447,10 @@ impl Running for SshRunning {
 impl Drop for SshRunning {
     fn drop(&mut self) {
         // Dropped before the server closed the channel (timeout, dropped Child): kill the
-        // remote pipeline. The pump keeps draining until the close comes.
-        if self.control.finished.get().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(self.control.clone().signal(Signal::KILL));
+        // remote pipeline. The pump keeps draining until the close comes. On leadpipe's
+        // runtime: from a blocking script, or while the caller's runtime ends, too.
+        if self.control.finished.get().is_none() {
+            crate::lifecycle::cleanup(self.control.clone().signal(Signal::KILL));
         }
     }
 }

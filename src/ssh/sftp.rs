@@ -97,14 +97,17 @@ impl SftpFiles {
         {
             return Ok(live.clone());
         }
-        let live = Arc::new(self.start().await?);
+        // On leadpipe's runtime: the session's reader task must outlive the caller's runtime
+        // (a dropped remote TempDir is removed through it, see `lifecycle`).
+        let live =
+            Arc::new(crate::lifecycle::run(SftpFiles::start(self.connection.clone())).await?);
         *slot = Some(live.clone());
         Ok(live)
     }
 
-    async fn start(&self) -> io::Result<Live> {
-        let (mut channel, slot) = (self.connection.open_session(false).await)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+    async fn start(connection: Arc<Connection>) -> io::Result<Live> {
+        let (mut channel, slot) =
+            (connection.open_session(false).await).map_err(|e| io::Error::other(e.to_string()))?;
         let refused = || io::Error::other("the server refused the sftp subsystem");
         channel
             .request_subsystem(true, "sftp")
