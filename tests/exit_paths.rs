@@ -1,0 +1,476 @@
+//! Nothing left behind, however a script ends: the script (tests/bin/exit_script.rs) holds
+//! a remote and a local `sleep` and a remote and a local `TempDir`, then returns, fails
+//! through `?`, panics, exits, or gets SIGINT (Ctrl-C in a real terminal, tmux), SIGTERM or
+//! SIGHUP; within 2 s neither machine runs its processes and both dirs are gone. And from
+//! a plain `fn main` (`leadpipe::blocking`, no runtime): a dropped remote `Child` is
+//! killed, a dropped remote `ChildStdin` gives its reader end of file, a dropped
+//! `ReverseTunnel` stops listening. Against a real OpenSSH sshd, as the normal user.
+
+mod support;
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use leadpipe::{
+    SshMachine,
+    blocking::{Wait, block_on},
+};
+use support::sshd::Sshd;
+use tokio::io::AsyncWriteExt;
+
+const SCRIPT: &str = env!("CARGO_BIN_EXE_leadpipe-exit-script");
+
+/// A `sleep` argument no other test uses: `7PID.N` (the script adds 1 or 2 in front).
+fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "7{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed) + 1
+    )
+}
+
+/// Pids of every process on this machine whose command line contains `pattern` (the
+/// server's processes are on this machine too).
+fn pgrep_anywhere(pattern: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if support::process_state(pid).is_none_or(|s| s == 'Z') {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let line: Vec<u8> = cmdline
+                .iter()
+                .map(|&b| if b == 0 { b' ' } else { b })
+                .collect();
+            if String::from_utf8_lossy(&line).contains(pattern) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// A started script and what it reported.
+struct Script {
+    tag: String,
+    state: tempfile::TempDir,
+}
+
+impl Script {
+    fn args(sshd: &Sshd, mode: &str) -> (Script, Vec<String>) {
+        let script = Script {
+            tag: unique_tag(),
+            state: tempfile::tempdir().unwrap(),
+        };
+        let args = vec![
+            mode.to_owned(),
+            script.state.path().display().to_string(),
+            script.tag.clone(),
+            sshd.host.clone(),
+            sshd.port.to_string(),
+            sshd.user.clone(),
+            sshd.client_key.display().to_string(),
+            sshd.known_hosts.display().to_string(),
+        ];
+        (script, args)
+    }
+
+    /// The local and the remote temp dir, once the script holds everything (30 s at most).
+    fn wait_ready(&self, sshd: &Sshd) -> (PathBuf, PathBuf) {
+        let file = self.state.path().join("ready");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                let mut lines = text.lines().map(PathBuf::from);
+                return (lines.next().unwrap(), lines.next().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the script never got ready\nsshd log:\n{}", sshd.log_text());
+    }
+
+    fn remote_pattern(&self) -> String {
+        format!("sleep 1{}", self.tag)
+    }
+
+    fn local_pattern(&self) -> String {
+        format!("sleep 2{}", self.tag)
+    }
+
+    /// Checks that both sleeps ran, then that within 2 s of `since` nothing of the script
+    /// is left: no process on either side, neither temp dir.
+    fn assert_nothing_left(&self, sshd: &Sshd, dirs: &(PathBuf, PathBuf), since: Instant) {
+        let (local_dir, remote_dir) = dirs;
+        let left = || {
+            let mut left = Vec::new();
+            let remote = sshd.pgrep(&self.remote_pattern());
+            if !remote.is_empty() {
+                left.push(format!("remote sleep {remote:?}"));
+            }
+            let local = pgrep_anywhere(&self.local_pattern());
+            if !local.is_empty() {
+                left.push(format!("local sleep {local:?}"));
+            }
+            for (dir, side) in [(local_dir, "local"), (remote_dir, "remote")] {
+                if dir.exists() {
+                    left.push(format!("{side} temp dir {}", dir.display()));
+                }
+            }
+            left
+        };
+        loop {
+            let now = left();
+            if now.is_empty() {
+                return;
+            }
+            if since.elapsed() > Duration::from_secs(2) {
+                let remote = sshd.pgrep(&self.remote_pattern());
+                for pid in remote {
+                    // SAFETY: cleaning up after the failed check.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                for pid in pgrep_anywhere(&self.local_pattern()) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                panic!("left behind 2 s after the script ended: {}", now.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Runs the script in `mode` to its end; checks its exit and that nothing is left.
+fn ends_cleanly(mode: &str, expect_code: i32) {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, args) = Script::args(&sshd, mode);
+    let output = Command::new(SCRIPT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let ended = Instant::now();
+    assert_eq!(
+        output.status.code(),
+        Some(expect_code),
+        "{mode}: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dirs = script.wait_ready(&sshd);
+    script.assert_nothing_left(&sshd, &dirs, ended);
+}
+
+#[test]
+fn async_main_that_drops_everything_and_returns() {
+    ends_cleanly("drop-return", 0);
+}
+
+#[test]
+fn async_main_returns_ok() {
+    ends_cleanly("return-ok", 0);
+}
+
+#[test]
+fn async_main_returns_an_error_through_question_mark() {
+    ends_cleanly("return-err", 1);
+}
+
+#[test]
+fn async_main_panics() {
+    ends_cleanly("panic", 101);
+}
+
+#[test]
+fn async_main_calls_process_exit() {
+    ends_cleanly("exit", 3);
+}
+
+#[test]
+fn blocking_main_returns_ok() {
+    ends_cleanly("blocking-return-ok", 0);
+}
+
+#[test]
+fn blocking_main_returns_an_error_through_question_mark() {
+    ends_cleanly("blocking-return-err", 1);
+}
+
+#[test]
+fn blocking_main_panics() {
+    ends_cleanly("blocking-panic", 101);
+}
+
+/// Starts the script waiting, sends `signal`, checks it died of it within a second or so
+/// and that nothing is left.
+fn signal_stops_everything(mode: &str, signal: i32) {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, args) = Script::args(&sshd, mode);
+    let mut child = Command::new(SCRIPT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dirs = script.wait_ready(&sshd);
+    assert!(!sshd.pgrep(&script.remote_pattern()).is_empty());
+    assert!(!pgrep_anywhere(&script.local_pattern()).is_empty());
+    let sent = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            let _ = child.wait();
+            script.assert_nothing_left(&sshd, &dirs, sent);
+            panic!("{mode}: the script did not end within 5 s of signal {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = sent.elapsed();
+    eprintln!("{mode}: ended {took:?} after signal {signal}: {status}");
+    assert_eq!(status.signal(), Some(signal), "{mode}: {status}");
+    assert!(took < Duration::from_millis(1500), "{mode}: took {took:?}");
+    script.assert_nothing_left(&sshd, &dirs, sent);
+}
+
+#[test]
+fn sigterm_stops_everything_and_the_script_dies_of_it() {
+    signal_stops_everything("wait", libc::SIGTERM);
+}
+
+#[test]
+fn sighup_stops_everything_and_the_script_dies_of_it() {
+    signal_stops_everything("wait", libc::SIGHUP);
+}
+
+#[test]
+fn sigterm_to_a_blocking_script() {
+    signal_stops_everything("blocking-wait", libc::SIGTERM);
+}
+
+/// `tmux` with a server of our own (`-L`), so that parallel tests do not share one.
+fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .arg("-L")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("tmux is installed")
+}
+
+/// Ctrl-C typed in a real terminal: the terminal sends SIGINT to its foreground process
+/// group, which holds the script but not its local pipelines (they have groups of their
+/// own). The shell in the terminal catches SIGINT (`trap :`, a handler, which the script
+/// does not inherit) to write down the script's status.
+fn ctrl_c_in_a_terminal(mode: &str) {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, args) = Script::args(&sshd, mode);
+    let status_file = script.state.path().join("status");
+    let mut line = String::from("trap : INT; ");
+    line.push_str(&shell_words(SCRIPT));
+    for arg in &args {
+        line.push(' ');
+        line.push_str(&shell_words(arg));
+    }
+    line.push_str(&format!(
+        "; echo $? > {}.tmp; mv {0}.tmp {0}",
+        shell_words(&status_file.display().to_string())
+    ));
+    let socket = format!("leadpipe-{}", script.tag);
+    let started = tmux(
+        &socket,
+        &["new-session", "-d", "-x", "80", "-y", "24", &line],
+    );
+    assert!(started.status.success(), "{started:?}");
+    struct KillServer<'a>(&'a str);
+    impl Drop for KillServer<'_> {
+        fn drop(&mut self) {
+            let _ = tmux(self.0, &["kill-server"]);
+        }
+    }
+    let _server = KillServer(&socket);
+    let dirs = script.wait_ready(&sshd);
+    let sent = Instant::now();
+    let keys = tmux(&socket, &["send-keys", "C-c"]);
+    assert!(keys.status.success(), "{keys:?}");
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            break text.trim().to_owned();
+        }
+        if sent.elapsed() > Duration::from_secs(5) {
+            script.assert_nothing_left(&sshd, &dirs, sent);
+            panic!("{mode}: the script did not end within 5 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = sent.elapsed();
+    eprintln!("{mode}: ended {took:?} after Ctrl-C, status {status}");
+    assert_eq!(status, "130", "{mode}: the shell saw status {status}");
+    assert!(took < Duration::from_millis(1500), "{mode}: took {took:?}");
+    script.assert_nothing_left(&sshd, &dirs, sent);
+}
+
+/// A word quoted for `sh`.
+fn shell_words(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_stops_everything() {
+    ctrl_c_in_a_terminal("wait");
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_stops_a_blocking_script() {
+    ctrl_c_in_a_terminal("blocking-wait");
+}
+
+// Blocking code: plain `#[test]` functions, no runtime.
+
+fn blocking_login(sshd: &Sshd) -> SshMachine {
+    sshd.builder(&sshd.user).connect().wait().unwrap()
+}
+
+/// Waits up to 10 s until `pattern` runs on the server.
+fn wait_running(sshd: &Sshd, pattern: &str) {
+    let start = Instant::now();
+    while sshd.pgrep(pattern).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pattern} never ran\nsshd log:\n{}",
+            sshd.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether nothing matching `pattern` runs on the server within 2 s.
+fn gone_within_2s(sshd: &Sshd, pattern: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if sshd.pgrep(pattern).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn blocking_drop_of_a_remote_child_kills_it() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = blocking_login(&sshd);
+    let pattern = format!("sleep {}", unique_tag());
+    let child = remote.cmd("sh").args(["-c", &format!("exec {pattern}")]);
+    let child = child.spawn().wait().unwrap();
+    wait_running(&sshd, &pattern);
+    drop(child);
+    assert!(
+        gone_within_2s(&sshd, &pattern),
+        "the remote process outlived its dropped Child"
+    );
+}
+
+#[test]
+fn blocking_drop_of_a_remote_stdin_ends_the_reader() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = blocking_login(&sshd);
+    let mut child = remote.cmd("wc").arg("-c").spawn().wait().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    block_on(async {
+        stdin.write_all(b"hello").await.unwrap();
+        stdin.flush().await.unwrap();
+        Ok(())
+    })
+    .unwrap();
+    drop(stdin);
+    // The wait on another thread: without the end of file, `wc` would never finish.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output().wait());
+    });
+    let output = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("wc -c got no end of file from the dropped ChildStdin")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5");
+}
+
+#[test]
+fn blocking_drop_of_a_reverse_tunnel_stops_listening() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = blocking_login(&sshd);
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reverse = remote
+        .reverse_tunnel(0, target.local_addr().unwrap())
+        .wait()
+        .unwrap();
+    let port = reverse.remote_port();
+    // The server is this machine: its listener is reachable here directly.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    drop(reverse);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the server still listens on {port} after the ReverseTunnel was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A remote `Child` and `TempDir` held by a task of a runtime that shuts down (what
+/// `#[tokio::main]` does to its tasks when `main` returns): both are cleaned up.
+#[test]
+fn handles_held_by_a_runtime_that_shuts_down() {
+    let Some(sshd) = Sshd::start() else { return };
+    let pattern = format!("sleep {}", unique_tag());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir: PathBuf = runtime.block_on(async {
+        let remote = sshd.machine().await;
+        let child = remote
+            .cmd("sh")
+            .args(["-c", &format!("exec {pattern}")])
+            .spawn()
+            .await
+            .unwrap();
+        let dir = remote.tempdir().await.unwrap();
+        let path = dir.as_path().to_owned();
+        tokio::spawn(async move {
+            let _held = (child, dir, remote);
+            std::future::pending::<()>().await;
+        });
+        path
+    });
+    wait_running(&sshd, &pattern);
+    assert!(dir.exists());
+    drop(runtime);
+    assert!(
+        gone_within_2s(&sshd, &pattern),
+        "the remote process outlived the runtime"
+    );
+    let start = Instant::now();
+    while Path::new(&dir).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the remote temp dir outlived the runtime"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
