@@ -12,19 +12,25 @@
 //!
 //! A signal the process ignores when leadpipe first starts something (`nohup` ignores
 //! SIGHUP) or already handles is left alone. A script that handles these signals itself
-//! calls [`install`]`(false)` before starting anything, and may call [`stop_all`] from its
-//! own handler.
+//! calls [`install`]`(false)` before starting anything (a handler installed after
+//! leadpipe's, such as `tokio::signal`'s, runs before it but does not replace it), and may
+//! call [`stop_all`] from its own handler.
 //!
-//! What cannot be cleaned up:
-//! - **SIGKILL** (and a crash that aborts) ends the process with no chance to run anything:
-//!   local process groups live on, and so do remote processes, whose SSH connection is
-//!   simply gone. OpenSSH's sshd then closes the session's pipes: a remote process that
-//!   reads its stdin sees end of file and one that writes gets SIGPIPE, but one that does
-//!   neither (`sleep`) runs on. A `pty(true)` command gets SIGHUP from the closed terminal.
-//! - **`std::process::exit`** runs no destructors, but it does run leadpipe's exit hook:
-//!   processes still running are killed (locally and remotely) and temp dirs still alive
-//!   are removed, within two seconds. A local `TempDir` is removed by that hook too.
-//! - `panic = "abort"`: as SIGKILL.
+//! What can and cannot be cleaned up, by how the script ends:
+//! - **`main` returns, fails through `?`, or panics** (unwinding): every handle is dropped,
+//!   and every drop's clean-up runs on leadpipe's own runtime; an exit hook waits for them
+//!   (two seconds at most) before the process ends. Nothing is left.
+//! - **`std::process::exit`** runs no destructors, but it runs leadpipe's exit hook: local
+//!   process groups and remote pipelines still running are killed and temp dirs still alive
+//!   (local ones too) are removed, within two seconds.
+//! - **SIGKILL**, an abort (`panic = "abort"`), a crash: nothing runs. Local process groups
+//!   live on (re-parented to init), as do local temp dirs. The SSH connection simply ends;
+//!   what OpenSSH's sshd then does to the remote processes (measured with OpenSSH 9.2): it
+//!   closes the session's pipes and sends no signal. A remote process that reads its stdin
+//!   gets end of file, one that writes to its stdout or stderr dies of SIGPIPE (`yes`), a
+//!   `pty(true)` command gets SIGHUP from the closed terminal and dies; one that does
+//!   neither (`sleep`, a server, a background child of the command) runs on, re-parented to
+//!   init. Remote temp dirs stay.
 
 use std::{
     sync::{
@@ -83,8 +89,17 @@ pub fn install(enabled: bool) {
         install_locked(&mut state);
     } else {
         for (signal, old) in state.replaced.drain(..) {
-            // SAFETY: restores an action the system gave us for this signal.
-            unsafe { libc::sigaction(signal, &old, std::ptr::null_mut()) };
+            // SAFETY: reads the current action, and restores the one we replaced only while
+            // ours is still in place (a handler installed since, such as tokio's, chains
+            // to ours and stays; ours then does nothing).
+            unsafe {
+                let mut current: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+                    && current.sa_sigaction == handler()
+                {
+                    libc::sigaction(signal, &old, std::ptr::null_mut());
+                }
+            }
         }
     }
 }
@@ -147,7 +162,7 @@ fn install_locked(state: &mut State) {
                 continue;
             }
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_sigaction = handler();
             action.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(signal, &action, std::ptr::null_mut()) == 0 {
@@ -155,6 +170,10 @@ fn install_locked(state: &mut State) {
             }
         }
     }
+}
+
+fn handler() -> libc::sighandler_t {
+    on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t
 }
 
 /// The handler: only hands the signal's number to the thread (async-signal-safe).

@@ -264,6 +264,27 @@ fn sigterm_to_a_blocking_script() {
     signal_stops_everything("blocking-wait", libc::SIGTERM);
 }
 
+/// A script that handles SIGTERM itself keeps it (no re-raise: it exits with its own
+/// status), and `signals::stop_all` from its handler stops everything (the script then
+/// `_exit`s, which runs neither destructors nor the exit hook).
+#[test]
+fn a_script_with_its_own_handler_opts_out_and_stops_all_itself() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, args) = Script::args(&sshd, "own-handler");
+    let mut child = Command::new(SCRIPT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dirs = script.wait_ready(&sshd);
+    let sent = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{status}");
+    script.assert_nothing_left(&sshd, &dirs, sent);
+}
+
 /// `tmux` with a server of our own (`-L`), so that parallel tests do not share one.
 fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
     Command::new("tmux")

@@ -16,9 +16,12 @@ use crate::{
 /// `cmd.arg(&*dir)` work. Locally it is a [`tempfile::TempDir`] (under `$TMPDIR`),
 /// removed on drop before `drop` returns. Remotely it is created over SFTP under `/tmp` as
 /// `mktemp -d` would (the remote `$TMPDIR` is not visible to SFTP); dropping it starts the
-/// removal in the background, on the SSH connection, which it keeps open until done. Call
+/// removal in the background, on the SSH connection, which it keeps open until done (a
+/// script that ends right after waits for it, at most two seconds). Call
 /// [`close`](TempDir::close) to remove it and know it went; [`keep`](TempDir::keep) to
-/// keep it.
+/// keep it. One still alive when the script gets SIGINT, SIGTERM or SIGHUP, or calls
+/// `std::process::exit`, is removed too, on either machine (see
+/// [`signals`](crate::signals)).
 ///
 /// # Example
 /// ```no_run

@@ -11,12 +11,18 @@
 //!   through `?` (of a failed `false`), panics, or calls `std::process::exit(3)`, with
 //!   every handle alive.
 //! - `wait`: waits for ever (for a signal).
+//! - `own-handler`: handles SIGTERM itself (`leadpipe::signals::install(false)` first); on
+//!   SIGTERM it calls `leadpipe::signals::stop_all()` and `_exit`s with status 7.
 //!
 //! MODE prefixed with `blocking-` does the same from a plain `fn main` with
 //! `leadpipe::blocking`; otherwise `main` is an async one on a multi-thread runtime, as
 //! `#[tokio::main]` makes it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use leadpipe::{Child, Result, SshMachine, TempDir, blocking::Wait, local};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -141,8 +147,34 @@ fn end(mode: &str, held: Held) -> Result<()> {
     }
 }
 
+/// Set by the script's own SIGTERM handler.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
 fn main() -> Result<()> {
     let args = args();
+    if args.mode == "own-handler" {
+        leadpipe::signals::install(false);
+        // SAFETY: a handler that only stores to an atomic.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                on_term as extern "C" fn(libc::c_int) as usize,
+            )
+        };
+        let held = start(&args).wait()?;
+        ready(&args, &held);
+        while !TERMINATED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        leadpipe::signals::stop_all();
+        // `_exit`: no exit hook, no destructors, so what is gone is what `stop_all` did.
+        // SAFETY: ends the process.
+        unsafe { libc::_exit(7) };
+    }
     if let Some(mode) = args.mode.strip_prefix("blocking-") {
         let held = start(&args).wait()?;
         ready(&args, &held);
