@@ -6,17 +6,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    task::JoinHandle,
-    time::Instant,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{
     ExitStatus, Output, Redirect, Result, Signal,
     command::Stderr,
-    exec::{self, Captured, Job},
-    machine::{BoxRead, BoxWrite, ReadEnd, Running},
+    exec::Started,
+    machine::{BoxRead, BoxWrite, ReadEnd},
 };
 
 /// A running command or pipeline, from [`Command::spawn`](crate::Command::spawn).
@@ -51,79 +47,47 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     /// The pipe from the last stage's stderr, when it was set to [`Redirect::Pipe`].
     pub stderr: Option<ChildStderr>,
-    job: Job,
-    running: Box<dyn Running>,
-    /// Per stage: the task draining its stderr, until its bytes are in `stderr_kept`.
-    stderr_tasks: Vec<Option<JoinHandle<io::Result<Vec<u8>>>>>,
-    stderr_kept: Vec<Vec<u8>>,
-    stderr_captured: Vec<bool>,
-    deadline: Option<Instant>,
-    statuses: Option<Vec<ExitStatus>>,
+    started: Started,
 }
 
 impl Child {
-    pub(crate) fn new(
-        job: Job,
-        mut running: Box<dyn Running>,
-        deadline: Option<Instant>,
-    ) -> Result<Child> {
+    pub(crate) fn new(mut started: Started) -> Result<Child> {
         let pipe_error = |e| crate::Error::io("setting up a pipe", e);
-        let count = job.stages().len();
-        let stdin = match job.stages()[0].spec().stdin {
-            None => running.take_stdin(0).map(ChildStdin),
-            Some(_) => None,
+        let stages = started.job().stages();
+        let last = stages.len() - 1;
+        let piped_stdin = stages[0].spec().stdin.is_none();
+        let wants_stderr = stages[last].spec().stderr == Some(Stderr::To(Redirect::Pipe));
+        let stdin = if piped_stdin {
+            started.take_stdin(0).map(ChildStdin)
+        } else {
+            None
         };
-        let stdout = running
+        let stdout = started
             .take_stdout()
             .map(ReadEnd::into_async)
             .transpose()
             .map_err(pipe_error)?
             .map(ChildStdout);
-        let mut stderr = None;
-        let mut stderr_tasks = Vec::with_capacity(count);
-        let mut stderr_captured = Vec::with_capacity(count);
-        for (i, command) in job.stages().iter().enumerate() {
-            let pipe = running
-                .take_stderr(i)
-                .map(ReadEnd::into_async)
-                .transpose()
-                .map_err(pipe_error)?;
-            let wanted =
-                i + 1 == count && command.spec().stderr == Some(Stderr::To(Redirect::Pipe));
-            match pipe {
-                Some(pipe) if wanted => {
-                    stderr = Some(ChildStderr(pipe));
-                    stderr_tasks.push(None);
-                    stderr_captured.push(false);
-                }
-                Some(pipe) => {
-                    stderr_tasks.push(Some(tokio::spawn(exec::drain(pipe, false))));
-                    stderr_captured.push(true);
-                }
-                None => {
-                    stderr_tasks.push(None);
-                    stderr_captured.push(false);
-                }
-            }
-        }
+        let stderr = wants_stderr
+            .then(|| started.give_stderr(last))
+            .flatten()
+            .map(ReadEnd::into_async)
+            .transpose()
+            .map_err(pipe_error)?
+            .map(ChildStderr);
+        started.drain_stderr(false)?;
         Ok(Child {
             stdin,
             stdout,
             stderr,
-            job,
-            running,
-            stderr_tasks,
-            stderr_kept: vec![Vec::new(); count],
-            stderr_captured,
-            deadline,
-            statuses: None,
+            started,
         })
     }
 
     /// The process id of the first stage, on machines that have one to give (the local
     /// one). On the local machine it is also the process group id of the pipeline.
     pub fn id(&self) -> Option<u32> {
-        self.running.id()
+        self.started.id()
     }
 
     /// Sends `signal` to everything the child started (on the local machine, its process
@@ -132,7 +96,7 @@ impl Child {
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) when the machine refuses to deliver it.
     pub fn signal(&mut self, signal: Signal) -> Result<()> {
-        self.running.signal(signal)
+        self.started.signal(signal)
     }
 
     /// Kills everything the child started (SIGKILL) and waits until it is gone. A later
@@ -141,7 +105,7 @@ impl Child {
     /// # Errors
     /// As [`signal`](Child::signal).
     pub async fn kill(&mut self) -> Result<()> {
-        self.running.signal(Signal::KILL)?;
+        self.started.signal(Signal::KILL)?;
         self.finish(None).await.map(|_| ())
     }
 
@@ -149,13 +113,17 @@ impl Child {
     /// was not taken (so the child sees end of input) and discards stdout that was not
     /// taken; take the streams you need before calling it. Cancel-safe.
     ///
+    /// With a [`timeout`](crate::Command::timeout), the wait ends at the limit (counted
+    /// from the spawn): everything is killed and the call returns at most half a second
+    /// later, even when the machine stopped answering.
+    ///
     /// # Errors
     /// [`Error::Exit`](crate::Error::Exit) for a failing status (with the stderr leadpipe
     /// kept), [`Error::Timeout`](crate::Error::Timeout) when the command's timeout passed.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
         let statuses = self.finish(None).await?;
-        self.check(&statuses, Vec::new())?;
-        Ok(self.job.status_of(&statuses))
+        self.started.check(&statuses, &[])?;
+        Ok(self.started.job().status_of(&statuses))
     }
 
     /// Waits for the child to end, collecting the stdout that was not taken and the
@@ -166,83 +134,45 @@ impl Child {
     pub async fn wait_with_output(mut self) -> Result<Output> {
         let mut stdout = Vec::new();
         let statuses = self.finish(Some(&mut stdout)).await?;
-        self.check(&statuses, stdout.clone())?;
+        self.started.check(&statuses, &stdout)?;
         Ok(Output {
-            status: self.job.status_of(&statuses),
+            status: self.started.job().status_of(&statuses),
             stdout,
-            stderr: std::mem::take(&mut self.stderr_kept).concat(),
+            stderr: self.started.take_stderr_kept(),
             statuses,
         })
     }
 
-    fn check(&self, statuses: &[ExitStatus], stdout: Vec<u8>) -> Result<()> {
-        let captured = Captured {
-            stdout,
-            stderr: self.stderr_kept.iter().map(|s| exec::tail(s)).collect(),
-            stderr_captured: self.stderr_captured.clone(),
-            shared_stderr: self.running.shared_stderr(),
-        };
-        self.job.check(statuses, &captured)
-    }
-
     /// Waits for every stage and every kept stderr, reading or discarding the stdout
     /// that was not taken, within the deadline.
-    async fn finish(&mut self, stdout_sink: Option<&mut Vec<u8>>) -> Result<Vec<ExitStatus>> {
-        if let Some(statuses) = &self.statuses {
-            return Ok(statuses.clone());
+    async fn finish(&mut self, sink: Option<&mut Vec<u8>>) -> Result<Vec<ExitStatus>> {
+        if let Some(statuses) = self.started.statuses() {
+            return Ok(statuses.to_vec());
         }
         self.stdin = None;
         let stdout = self.stdout.take();
-        let Child {
-            running,
-            stderr_tasks,
-            stderr_kept,
-            ..
-        } = self;
-        let work = async {
-            let read_stdout = async {
-                match (stdout, stdout_sink) {
-                    (Some(mut pipe), Some(sink)) => {
-                        tokio::io::AsyncReadExt::read_to_end(&mut pipe, sink).await
-                    }
-                    (Some(mut pipe), None) => tokio::io::copy(&mut pipe, &mut tokio::io::sink())
-                        .await
-                        .map(|_| 0),
-                    (None, _) => Ok(0),
+        let read_stdout = async {
+            match (stdout, sink) {
+                (Some(mut pipe), Some(sink)) => {
+                    tokio::io::AsyncReadExt::read_to_end(&mut pipe, sink).await?;
                 }
-            };
-            let kept = async {
-                for (task, kept) in stderr_tasks.iter_mut().zip(stderr_kept.iter_mut()) {
-                    if let Some(handle) = task {
-                        *kept = handle.await.unwrap_or_else(|e| Err(io::Error::other(e)))?;
-                        *task = None;
-                    }
+                (Some(mut pipe), None) => {
+                    tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await?;
                 }
-                Ok::<_, io::Error>(())
-            };
-            let (read, kept, statuses) = tokio::join!(read_stdout, kept, running.wait());
-            let context = || "reading the output of a spawned command".to_owned();
-            read.map_err(|e| crate::Error::io(context(), e))?;
-            kept.map_err(|e| crate::Error::io(context(), e))?;
-            statuses
+                (None, _) => {}
+            }
+            Ok(())
         };
-        let Some(statuses) = exec::until(self.deadline, work).await else {
-            exec::stop(self.running.as_mut()).await;
-            self.statuses = self.running.wait().await.ok();
-            return Err(self.job.timed_out());
-        };
-        let statuses = statuses?;
-        self.statuses = Some(statuses.clone());
-        Ok(statuses)
+        self.started.finish(read_stdout).await
     }
 }
 
 impl fmt::Debug for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Child")
-            .field("command", &self.job.display())
+            .field("command", &self.started.job().display())
             .field("id", &self.id())
-            .field("statuses", &self.statuses)
+            .field("statuses", &self.started.statuses())
             .finish_non_exhaustive()
     }
 }

@@ -171,13 +171,23 @@ impl Command {
         self.edit(|c| set_env(&mut c.env, key.as_ref(), None))
     }
 
-    /// Starts this command from an empty environment; variables set after this call (or
-    /// by the machine view) are still passed. The program is still looked up on this
+    /// Starts this command from an empty environment, as std's `Command::env_clear`: the
+    /// variables set before this call (by the command or by its machine view) are dropped
+    /// too; only those set after it are passed. The program is still looked up on this
     /// process's `PATH` unless the command sets one.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let env = sh.cmd("env").env("DROPPED", "1").env_clear().env("KEPT", "2");
+    /// assert_eq!(env.read().await?, "KEPT=2");
+    /// # Ok(()) }
+    /// ```
     pub fn env_clear(self) -> Command {
         self.edit(|c| {
             c.env_clear = true;
-            c.env.retain(|(_, value)| value.is_some());
+            c.env.clear();
         })
     }
 
@@ -234,6 +244,11 @@ impl Command {
     /// the call then returns [`Error::Timeout`](crate::Error::Timeout). For
     /// [`spawn`](Command::spawn) the clock starts at the spawn and is enforced while
     /// waiting.
+    ///
+    /// The limit covers the whole call: the start (on an SSH machine, the wait for a free
+    /// channel), the output, the exit, and the clean-up after the kill, which waits at
+    /// most half a second for the machine to confirm it. So the call returns at most
+    /// `limit` + 0.5 s after it began, even when the machine stopped answering.
     pub fn timeout(self, limit: Duration) -> Command {
         self.edit(|c| c.timeout = Some(limit))
     }

@@ -30,6 +30,15 @@ pub enum Error {
         /// The `PATH` that was searched.
         searched: String,
     },
+    /// The program exists but cannot be executed by this user: it lacks the execute
+    /// permission (or is not a regular file). Told apart from [`Error::CommandNotFound`]
+    /// on every machine.
+    NotExecutable {
+        /// The program as it was given.
+        program: String,
+        /// The machine it was looked for on.
+        machine: String,
+    },
     /// A command (or a stage of a pipeline) exited with a status outside its `ok_codes`.
     Exit(Box<ExitError>),
     /// The command ran past its [`timeout`](crate::Command::timeout) and was killed, with
@@ -182,6 +191,11 @@ impl fmt::Display for Error {
                     write!(f, "\n  searched PATH: {searched}")
                 }
             }
+            Error::NotExecutable { program, machine } => write!(
+                f,
+                "command not executable on {machine}: {program}\n  it exists, but this user \
+                 may not execute it (permission denied)"
+            ),
             Error::Exit(exit) => fmt::Display::fmt(exit, f),
             Error::Timeout {
                 command,

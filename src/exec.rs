@@ -8,6 +8,7 @@
 //! the timeout, and checks each stage's status.
 
 use std::{
+    io,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,7 +18,7 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    task::JoinHandle,
+    task::{AbortHandle, JoinHandle},
     time::Instant,
 };
 
@@ -26,7 +27,8 @@ use crate::{
     command::Stderr,
     error::{ExitError, TAIL_BYTES},
     machine::{
-        BoxRead, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan, StdoutPlan,
+        BoxRead, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
+        StdoutPlan,
     },
 };
 
@@ -159,22 +161,14 @@ impl Job {
         Plan { stages }
     }
 
-    /// Starts the job on its machine, with here-strings already being fed.
-    pub(crate) async fn start(&self, plan: Plan) -> Result<Box<dyn Running>> {
+    /// Starts the job on its machine.
+    async fn start(&self, plan: Plan) -> Result<Box<dyn Running>> {
         // Both fields are built only when the event is enabled: not on every start.
         tracing::debug!(machine = self.machine_name(), command = %self.display(), "starting");
-        let mut running = match self.machine() {
-            Some(machine) => machine.start(plan).await?,
-            None => crate::mixed::start(plan).await?,
-        };
-        for (i, command) in self.stages.iter().enumerate() {
-            if let Some(Input::Bytes(bytes)) = &command.spec().stdin
-                && let Some(pipe) = running.take_stdin(i)
-            {
-                tokio::spawn(feed(pipe, bytes.clone()));
-            }
+        match self.machine() {
+            Some(machine) => machine.start(plan).await,
+            None => crate::mixed::start(plan).await,
         }
-        Ok(running)
     }
 
     /// Whether stage `index` ended well: a status in its `ok_codes`, or (for any stage but
@@ -189,14 +183,20 @@ impl Job {
         }
     }
 
-    /// bash's `pipefail` status: the last stage that failed, else the last stage's.
+    /// bash's `pipefail` status: the last stage that did not exit with 0, whether it is
+    /// checked or not, else the last stage's. A stage before the last killed by SIGPIPE
+    /// did not fail (a later stage stopped reading).
     pub(crate) fn status_of(&self, statuses: &[ExitStatus]) -> ExitStatus {
+        let last = statuses.len() - 1;
         statuses
             .iter()
             .enumerate()
             .rev()
-            .find(|(i, status)| !self.stage_ok(*i, **status))
-            .map_or(statuses[statuses.len() - 1], |(_, status)| *status)
+            .find(|(i, status)| {
+                let upstream_sigpipe = *i < last && **status == ExitStatus::Signal(Signal::PIPE);
+                !(status.success() || upstream_sigpipe)
+            })
+            .map_or(statuses[last], |(_, status)| *status)
     }
 
     pub(crate) fn succeeded(&self, statuses: &[ExitStatus]) -> bool {
@@ -206,61 +206,24 @@ impl Job {
             .all(|(i, status)| self.stage_ok(i, *status))
     }
 
-    /// `Err(Error::Exit)` naming the first stage that failed, with its own output tails.
-    pub(crate) fn check(&self, statuses: &[ExitStatus], output: &Captured) -> Result<()> {
-        let Some((index, status)) = statuses
-            .iter()
-            .enumerate()
-            .find(|(i, status)| !self.stage_ok(*i, **status))
-        else {
-            return Ok(());
-        };
-        let count = self.stages.len();
-        let stdout = if index + 1 == count {
-            tail(&output.stdout)
-        } else {
-            Vec::new()
-        };
-        let (stderr, stderr_captured) = if output.shared_stderr {
-            (
-                tail(&output.stderr.concat()),
-                output.stderr_captured.iter().any(|c| *c),
-            )
-        } else {
-            let stderr = output.stderr.get(index).map_or_else(Vec::new, |s| tail(s));
-            (
-                stderr,
-                output.stderr_captured.get(index).copied().unwrap_or(false),
-            )
-        };
-        Err(Error::Exit(Box::new(ExitError {
-            command: self.display(),
-            stage: (count > 1).then(|| (index, count, self.stages[index].display_line())),
-            machine: self.machine_name(),
-            status: *status,
-            stdout,
-            stderr,
-            stderr_captured,
-        })))
+    /// When the job's limit runs out, counted from now.
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|limit| Instant::now() + limit)
     }
 
-    pub(crate) fn timed_out(&self) -> Error {
+    fn timed_out(&self) -> Error {
         Error::Timeout {
             command: self.display(),
             machine: self.machine_name(),
             timeout: self.timeout().unwrap_or_default(),
         }
     }
-
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.timeout().map(|limit| Instant::now() + limit)
-    }
 }
 
 /// Writes a here-string into a stage's stdin and closes it. A stage that exits without
 /// reading all of it (`head -c1 <<< ...`) makes the write fail with EPIPE: that is the
 /// stage's choice, not an error.
-async fn feed(mut pipe: crate::machine::BoxWrite, bytes: Arc<[u8]>) {
+async fn feed(mut pipe: BoxWrite, bytes: Arc<[u8]>) {
     let result = async {
         pipe.write_all(&bytes).await?;
         pipe.shutdown().await
@@ -273,18 +236,6 @@ async fn feed(mut pipe: crate::machine::BoxWrite, bytes: Arc<[u8]>) {
     }
 }
 
-/// What the pipes that led here carried.
-#[derive(Default)]
-pub(crate) struct Captured {
-    pub(crate) stdout: Vec<u8>,
-    /// Per stage: everything, or only the tail, as the mode wants.
-    pub(crate) stderr: Vec<Vec<u8>>,
-    /// Per stage: whether its stderr came here at all.
-    pub(crate) stderr_captured: Vec<bool>,
-    /// Every stage wrote one stream, found at one stage (see `Running::shared_stderr`).
-    pub(crate) shared_stderr: bool,
-}
-
 /// The last [`TAIL_BYTES`] of `bytes`.
 pub(crate) fn tail(bytes: &[u8]) -> Vec<u8> {
     bytes[bytes.len().saturating_sub(TAIL_BYTES)..].to_vec()
@@ -292,7 +243,7 @@ pub(crate) fn tail(bytes: &[u8]) -> Vec<u8> {
 
 /// Reads a pipe to its end; with `keep_tail`, only the last [`TAIL_BYTES`] are kept, so a
 /// chatty stderr costs bounded memory.
-pub(crate) async fn drain(mut pipe: BoxRead, keep_tail: bool) -> std::io::Result<Vec<u8>> {
+async fn drain(mut pipe: BoxRead, keep_tail: bool) -> io::Result<Vec<u8>> {
     let mut buffer = Vec::new();
     if !keep_tail {
         pipe.read_to_end(&mut buffer).await?;
@@ -311,67 +262,346 @@ pub(crate) async fn drain(mut pipe: BoxRead, keep_tail: bool) -> std::io::Result
     }
 }
 
-/// Runs a job to its end in `mode`, draining every pipe that leads here concurrently, and
-/// returns the statuses with what was captured. Not checked.
-async fn collect(job: &Job, mode: Mode) -> Result<(Vec<ExitStatus>, Captured)> {
-    let deadline = job.deadline();
-    let plan = job.plan(mode);
-    let stderr_captured: Vec<bool> = plan
-        .stages
-        .iter()
-        .map(|s| s.stderr == StderrPlan::Pipe)
-        .collect();
-    // The deadline covers starting too: a remote start waits for a channel, which may
-    // never come from a server that stopped answering or has no free slot.
-    let Some(started) = until(deadline, job.start(plan)).await else {
-        return Err(job.timed_out());
-    };
-    let mut running = started?;
-    let shared_stderr = running.shared_stderr();
-    // Stdout is the bulk of what comes back: drained on a blocking thread where the
-    // machine hands over an OS pipe. Stderr, usually small, is read by async tasks, which
-    // also keeps a chatty stderr's memory bounded to its tail.
-    let cancel = CancelOnDrop::default();
-    let stdout = running
-        .take_stdout()
-        .map(|end| end.read_to_end(cancel.0.clone()));
-    let keep_tail = mode != Mode::Output;
-    let mut stderr = Vec::with_capacity(job.stages.len());
-    for stage in 0..job.stages.len() {
-        let end = running
-            .take_stderr(stage)
-            .map(ReadEnd::into_async)
-            .transpose();
-        let end = end.map_err(|e| Error::io("reading stderr", e))?;
-        stderr.push(end.map(|pipe| tokio::spawn(drain(pipe, keep_tail))));
+/// How long a timed-out call waits, after the kill, for what it killed to be reaped.
+///
+/// Locally the reap is immediate. A remote kill needs the server, which may be the very
+/// reason for the timeout (it stopped answering): then the machine finishes the kill in
+/// the background and the call returns anyway. So every timeout returns
+/// [`Error::Timeout`] at most this long after its limit.
+pub(crate) const STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// What became of one stage's stderr.
+enum StageStderr {
+    /// It does not lead here (inherited, redirected, shared with another stage), or it
+    /// was handed to the caller.
+    Elsewhere,
+    /// The pipe, not yet claimed by the call.
+    Pipe(ReadEnd),
+    /// A task reads it to its end.
+    Draining(JoinHandle<io::Result<Vec<u8>>>),
+    /// What it carried (all of it, or its tail, as the call wants).
+    Kept(Vec<u8>),
+}
+
+/// A started job: the one run loop behind every call.
+///
+/// `run`/`read`/`output`/`status` ([`collect`]), [`Child`] and [`Lines`] all hold one. It
+/// owns the running processes, the here-string writers, the concurrent drains of the
+/// stderr pipes and what they kept, and the deadline, which covers the whole call: the
+/// start (on SSH, the wait for a free channel), every read and wait, and the bounded
+/// clean-up after a kill ([`STOP_WAIT`]). It checks the statuses into errors.
+///
+/// Dropped before the job ended, it kills what it started (through `Running`'s drop) and
+/// stops its drains and here-string writers.
+pub(crate) struct Started {
+    job: Job,
+    running: Box<dyn Running>,
+    deadline: Option<Instant>,
+    stderr: Vec<StageStderr>,
+    /// Per stage: whether its stderr was planned to come here (for the error's text).
+    stderr_captured: Vec<bool>,
+    /// Every stage wrote one stream, found at one stage (see `Running::shared_stderr`).
+    shared_stderr: bool,
+    feeds: Vec<AbortHandle>,
+    /// Stops blocking reads of this job's pipes when the call ends early.
+    cancel: CancelOnDrop,
+    /// Once every stage has ended (or was killed and reaped).
+    statuses: Option<Vec<ExitStatus>>,
+}
+
+impl Started {
+    /// Plans `job` for `mode` and starts it, within its deadline, which starts now; the
+    /// here-strings are being fed when it returns.
+    ///
+    /// # Errors
+    /// The machine's start errors; [`Error::Timeout`] when the start (on SSH: the wait for
+    /// a channel) outlasts the limit.
+    pub(crate) async fn start(job: Job, mode: Mode) -> Result<Started> {
+        let deadline = job.deadline();
+        let plan = job.plan(mode);
+        let stderr_captured: Vec<bool> = plan
+            .stages
+            .iter()
+            .map(|s| s.stderr == StderrPlan::Pipe)
+            .collect();
+        let Some(running) = until(deadline, job.start(plan)).await else {
+            return Err(job.timed_out());
+        };
+        let mut running = running?;
+        let mut feeds = Vec::new();
+        for (i, command) in job.stages.iter().enumerate() {
+            if let Some(Input::Bytes(bytes)) = &command.spec().stdin
+                && let Some(pipe) = running.take_stdin(i)
+            {
+                feeds.push(tokio::spawn(feed(pipe, bytes.clone())).abort_handle());
+            }
+        }
+        let stderr = (0..job.stages.len())
+            .map(|i| match running.take_stderr(i) {
+                Some(pipe) => StageStderr::Pipe(pipe),
+                None => StageStderr::Elsewhere,
+            })
+            .collect();
+        Ok(Started {
+            shared_stderr: running.shared_stderr(),
+            job,
+            running,
+            deadline,
+            stderr,
+            stderr_captured,
+            feeds,
+            cancel: CancelOnDrop::default(),
+            statuses: None,
+        })
     }
-    let drains: Vec<_> = stderr.iter().flatten().map(|t| t.abort_handle()).collect();
-    let work = async {
-        let stdout = joined(stdout);
-        let stderr = futures::future::try_join_all(stderr.into_iter().map(joined));
-        let (stdout, stderr, statuses) = tokio::join!(stdout, stderr, running.wait());
-        let context = || format!("reading the output of `{}`", job.display());
-        Ok::<_, Error>((
-            statuses?,
-            Captured {
-                stdout: stdout.map_err(|e| Error::io(context(), e))?,
-                stderr: stderr.map_err(|e| Error::io(context(), e))?,
-                stderr_captured,
-                shared_stderr,
-            },
-        ))
-    };
-    match until(deadline, work).await {
-        Some(done) => done,
-        None => {
-            // The killed stages' pipes end, but a grandchild that left the group could
-            // hold one open: don't leave its drain behind.
-            drains.iter().for_each(tokio::task::AbortHandle::abort);
-            drop(cancel);
-            stop(running.as_mut()).await;
-            Err(job.timed_out())
+
+    pub(crate) fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// The first stage's process id, where the machine has one.
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.running.id()
+    }
+
+    pub(crate) fn signal(&mut self, signal: Signal) -> Result<()> {
+        self.running.signal(signal)
+    }
+
+    /// The statuses, once every stage has ended.
+    pub(crate) fn statuses(&self) -> Option<&[ExitStatus]> {
+        self.statuses.as_deref()
+    }
+
+    /// The pipe into stage `stage`'s stdin, when it has one and no here-string took it.
+    pub(crate) fn take_stdin(&mut self, stage: usize) -> Option<BoxWrite> {
+        self.running.take_stdin(stage)
+    }
+
+    /// The pipe from the last stage's stdout, when it leads here.
+    pub(crate) fn take_stdout(&mut self) -> Option<ReadEnd> {
+        self.running.take_stdout()
+    }
+
+    /// Set when the call ends early: a blocking read of this job's pipe
+    /// ([`ReadEnd::read_to_end`]) should stop.
+    pub(crate) fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.0.clone()
+    }
+
+    /// Hands stage `stage`'s stderr pipe to the caller; it is then not kept for errors.
+    pub(crate) fn give_stderr(&mut self, stage: usize) -> Option<ReadEnd> {
+        let slot = self.stderr.get_mut(stage)?;
+        match std::mem::replace(slot, StageStderr::Elsewhere) {
+            StageStderr::Pipe(pipe) => {
+                self.stderr_captured[stage] = false;
+                Some(pipe)
+            }
+            other => {
+                *slot = other;
+                None
+            }
         }
     }
+
+    /// Drains every stderr pipe not handed out, each in a task of its own, keeping all
+    /// of it or (`keep_tail`) its last [`TAIL_BYTES`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a pipe cannot be registered with the runtime.
+    pub(crate) fn drain_stderr(&mut self, keep_tail: bool) -> Result<()> {
+        for slot in &mut self.stderr {
+            if let StageStderr::Pipe(_) = slot {
+                let StageStderr::Pipe(pipe) = std::mem::replace(slot, StageStderr::Elsewhere)
+                else {
+                    unreachable!("matched just above")
+                };
+                let pipe = pipe.into_async().map_err(pipe_error)?;
+                *slot = StageStderr::Draining(tokio::spawn(drain(pipe, keep_tail)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stderr pipes not handed out, with their stage, for a caller that reads them
+    /// itself and reports what it read with [`keep_stderr`](Started::keep_stderr).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a pipe cannot be registered with the runtime.
+    pub(crate) fn read_stderr(&mut self) -> Result<Vec<(usize, BoxRead)>> {
+        let mut pipes = Vec::new();
+        for (stage, slot) in self.stderr.iter_mut().enumerate() {
+            if let StageStderr::Pipe(_) = slot {
+                let StageStderr::Pipe(pipe) =
+                    std::mem::replace(slot, StageStderr::Kept(Vec::new()))
+                else {
+                    unreachable!("matched just above")
+                };
+                pipes.push((stage, pipe.into_async().map_err(pipe_error)?));
+            }
+        }
+        Ok(pipes)
+    }
+
+    /// Adds `bytes`, read from stage `stage`'s stderr, to its kept tail.
+    pub(crate) fn keep_stderr(&mut self, stage: usize, bytes: &[u8]) {
+        if let Some(StageStderr::Kept(kept)) = self.stderr.get_mut(stage) {
+            kept.extend_from_slice(bytes);
+            if kept.len() > 2 * TAIL_BYTES {
+                kept.drain(..kept.len() - TAIL_BYTES);
+            }
+        }
+    }
+
+    /// Every stage's kept stderr, in stage order (taken: later errors show none).
+    pub(crate) fn take_stderr_kept(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for slot in &mut self.stderr {
+            if let StageStderr::Kept(kept) = slot {
+                all.append(kept);
+            }
+        }
+        all
+    }
+
+    /// Runs `work` (the caller's read of the job's output) until the deadline; past it,
+    /// kills the job and returns [`Error::Timeout`].
+    pub(crate) async fn within<T>(&mut self, work: impl Future<Output = T>) -> Result<T> {
+        match until(self.deadline, work).await {
+            Some(done) => Ok(done),
+            None => Err(self.stop().await),
+        }
+    }
+
+    /// Waits, within the deadline, for every stage to end, every stderr drain to finish,
+    /// and `stdout` (the caller's read of the stdout pipe, if any), all at once: a child
+    /// blocked writing one pipe while we wait on another would never end. Returns the
+    /// statuses, unchecked; called again, the same statuses.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] past the deadline (the job is killed); the machine's wait
+    /// errors; [`Error::Io`] when reading a pipe fails.
+    pub(crate) async fn finish(
+        &mut self,
+        stdout: impl Future<Output = io::Result<()>>,
+    ) -> Result<Vec<ExitStatus>> {
+        if let Some(statuses) = &self.statuses {
+            return Ok(statuses.clone());
+        }
+        let Started {
+            job,
+            running,
+            stderr,
+            deadline,
+            ..
+        } = self;
+        let work = async {
+            let kept = async {
+                for slot in stderr.iter_mut() {
+                    if let StageStderr::Draining(task) = slot {
+                        let bytes = task.await.map_err(io::Error::other)??;
+                        *slot = StageStderr::Kept(bytes);
+                    }
+                }
+                Ok::<_, io::Error>(())
+            };
+            let (read, kept, statuses) = tokio::join!(stdout, kept, running.wait());
+            let context = || format!("reading the output of `{}`", job.display());
+            let statuses = statuses?;
+            read.map_err(|e| Error::io(context(), e))?;
+            kept.map_err(|e| Error::io(context(), e))?;
+            Ok::<_, Error>(statuses)
+        };
+        let done = until(*deadline, work).await;
+        match done {
+            Some(statuses) => {
+                let statuses = statuses?;
+                self.statuses = Some(statuses.clone());
+                Ok(statuses)
+            }
+            None => Err(self.stop().await),
+        }
+    }
+
+    /// Kills everything the job started, stops its drains and here-string writers, and
+    /// waits at most [`STOP_WAIT`] for the reap; the [`Error::Timeout`] to return.
+    async fn stop(&mut self) -> Error {
+        // The killed stages' pipes end, but a grandchild that left the group could hold
+        // one open: don't leave its drain behind.
+        self.abort_tasks();
+        if let Err(error) = self.running.signal(Signal::KILL) {
+            tracing::debug!(%error, "killing a timed-out command failed");
+        }
+        if let Ok(Ok(statuses)) = tokio::time::timeout(STOP_WAIT, self.running.wait()).await {
+            self.statuses = Some(statuses);
+        }
+        self.job.timed_out()
+    }
+
+    fn abort_tasks(&mut self) {
+        self.cancel.0.store(true, Ordering::Relaxed);
+        for feed in &self.feeds {
+            feed.abort();
+        }
+        for slot in &mut self.stderr {
+            if let StageStderr::Draining(task) = slot {
+                task.abort();
+                *slot = StageStderr::Kept(Vec::new());
+            }
+        }
+    }
+
+    /// `Err(Error::Exit)` naming the first stage that failed, with its own stderr tail
+    /// (or the shared stream's) and, when it is the last stage, the tail of `stdout`.
+    pub(crate) fn check(&self, statuses: &[ExitStatus], stdout: &[u8]) -> Result<()> {
+        let job = &self.job;
+        let Some((index, status)) = statuses
+            .iter()
+            .enumerate()
+            .find(|(i, status)| !job.stage_ok(*i, **status))
+        else {
+            return Ok(());
+        };
+        let kept = |slot: &StageStderr| match slot {
+            StageStderr::Kept(kept) => tail(kept),
+            _ => Vec::new(),
+        };
+        let (stderr, stderr_captured) = if self.shared_stderr {
+            let all: Vec<u8> = self.stderr.iter().flat_map(kept).collect();
+            (tail(&all), self.stderr_captured.iter().any(|c| *c))
+        } else {
+            (
+                self.stderr.get(index).map_or_else(Vec::new, kept),
+                self.stderr_captured.get(index).copied().unwrap_or(false),
+            )
+        };
+        let count = job.stages.len();
+        Err(Error::Exit(Box::new(ExitError {
+            command: job.display(),
+            stage: (count > 1).then(|| (index, count, job.stages[index].display_line())),
+            machine: job.machine_name(),
+            status: *status,
+            stdout: if index + 1 == count {
+                tail(stdout)
+            } else {
+                Vec::new()
+            },
+            stderr,
+            stderr_captured,
+        })))
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.statuses.is_none() {
+            self.abort_tasks();
+        }
+    }
+}
+
+fn pipe_error(error: io::Error) -> Error {
+    Error::io("setting up a pipe", error)
 }
 
 /// Stops a blocking drain when a call ends early (timeout, or the caller dropped it).
@@ -384,85 +614,83 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The bytes a drain task read; nothing when there was no pipe.
-async fn joined(drain: Option<JoinHandle<std::io::Result<Vec<u8>>>>) -> std::io::Result<Vec<u8>> {
-    match drain {
-        Some(task) => task.await.map_err(std::io::Error::other)?,
-        None => Ok(Vec::new()),
-    }
-}
-
 /// Runs `work` until `deadline`, if there is one; `None` when the deadline came first.
-pub(crate) async fn until<T>(
-    deadline: Option<Instant>,
-    work: impl Future<Output = T>,
-) -> Option<T> {
+async fn until<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> Option<T> {
     match deadline {
         None => Some(work.await),
         Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
     }
 }
 
-/// Kills everything a job started and reaps it. The wait is bounded: locally the reap is
-/// immediate, but a remote kill needs the server, which may be the reason for the
-/// timeout; the machine finishes the kill in the background.
-pub(crate) async fn stop(running: &mut dyn Running) {
-    if let Err(error) = running.signal(Signal::KILL) {
-        tracing::debug!(%error, "killing a timed-out command failed");
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(500), running.wait()).await;
+/// Runs a job to its end in `mode`: stdout (when it leads here) read on a blocking thread
+/// where the machine hands over an OS pipe, being the bulk of what comes back; stderr,
+/// usually small, by async tasks, which keeps a chatty stderr's memory bounded to its tail.
+/// Returns the job with the statuses and stdout, not checked.
+async fn collect(job: Job, mode: Mode) -> Result<(Started, Vec<ExitStatus>, Vec<u8>)> {
+    let mut started = Started::start(job, mode).await?;
+    let stdout = started
+        .take_stdout()
+        .map(|end| end.read_to_end(started.cancel_flag()));
+    started.drain_stderr(mode != Mode::Output)?;
+    let mut bytes = Vec::new();
+    let statuses = started
+        .finish(async {
+            if let Some(task) = stdout {
+                bytes = task.await.map_err(io::Error::other)??;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok((started, statuses, bytes))
 }
 
 pub(crate) async fn run(job: Job) -> Result<()> {
-    let (statuses, captured) = collect(&job, Mode::Run).await?;
-    job.check(&statuses, &captured)
+    let (started, statuses, stdout) = collect(job, Mode::Run).await?;
+    started.check(&statuses, &stdout)
 }
 
 pub(crate) async fn read_bytes(job: Job) -> Result<Vec<u8>> {
-    let (statuses, captured) = collect(&job, Mode::Read).await?;
-    job.check(&statuses, &captured)?;
-    Ok(captured.stdout)
+    let (started, statuses, stdout) = collect(job, Mode::Read).await?;
+    started.check(&statuses, &stdout)?;
+    Ok(stdout)
 }
 
 pub(crate) async fn read(job: Job) -> Result<String> {
-    let mut bytes = read_bytes(job.clone()).await?;
+    let (command, machine) = (job.display(), job.machine_name());
+    let mut bytes = read_bytes(job).await?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
     String::from_utf8(bytes).map_err(|invalid| Error::InvalidUtf8 {
-        command: job.display(),
-        machine: job.machine_name(),
+        command,
+        machine,
         valid_up_to: invalid.utf8_error().valid_up_to(),
     })
 }
 
 pub(crate) async fn output(job: Job) -> Result<Output> {
-    let (statuses, captured) = collect(&job, Mode::Output).await?;
-    job.check(&statuses, &captured)?;
+    let (mut started, statuses, stdout) = collect(job, Mode::Output).await?;
+    started.check(&statuses, &stdout)?;
     Ok(Output {
-        status: job.status_of(&statuses),
-        stdout: captured.stdout,
-        stderr: captured.stderr.concat(),
+        status: started.job.status_of(&statuses),
+        stdout,
+        stderr: started.take_stderr_kept(),
         statuses,
     })
 }
 
 pub(crate) async fn status(job: Job) -> Result<ExitStatus> {
-    let (statuses, _) = collect(&job, Mode::Quiet).await?;
-    Ok(job.status_of(&statuses))
+    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
+    Ok(started.job.status_of(&statuses))
 }
 
 pub(crate) async fn success(job: Job) -> Result<bool> {
-    let (statuses, _) = collect(&job, Mode::Quiet).await?;
-    Ok(job.succeeded(&statuses))
+    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
+    Ok(started.job.succeeded(&statuses))
 }
 
 pub(crate) async fn spawn(job: Job) -> Result<Child> {
-    let deadline = job.deadline();
-    let Some(started) = until(deadline, job.start(job.plan(Mode::Spawn))).await else {
-        return Err(job.timed_out());
-    };
-    Child::new(job, started?, deadline)
+    Child::new(Started::start(job, Mode::Spawn).await?)
 }
 
 pub(crate) fn lines(job: Job) -> Lines {

@@ -10,12 +10,12 @@ use futures::{
     Stream, StreamExt,
     stream::{BoxStream, SelectAll},
 };
-use tokio::{io::AsyncBufReadExt, time::Instant};
+use tokio::io::AsyncBufReadExt;
 
 use crate::{
     Error, Result,
-    exec::{self, Captured, Job, Mode},
-    machine::{BoxRead, Running, StderrPlan},
+    exec::{Job, Mode, Started},
+    machine::BoxRead,
 };
 
 /// One line of output, without its line ending (`\n` or `\r\n`).
@@ -44,7 +44,8 @@ impl Line {
 /// The stream returned by [`Command::lines`](crate::Command::lines): every line of stdout
 /// and stderr in the order they arrive.
 ///
-/// The command starts when the stream is first polled. A line that is not UTF-8 ends the
+/// The command starts when the stream is first polled; its timeout counts from then and
+/// covers the start too (on an SSH machine, the wait for a channel). A line that is not UTF-8 ends the
 /// stream with [`Error::InvalidUtf8`]; a failing exit status ends it with
 /// [`Error::Exit`] (whose stderr tail is the stage's last stderr lines). Dropping the
 /// stream early kills what it started.
@@ -78,17 +79,14 @@ type RawLines = SelectAll<BoxStream<'static, (Source, std::io::Result<Vec<u8>>)>
 
 enum State {
     Start(Job),
-    Running(Box<Started>),
+    Running(Box<Reading>),
     Done,
 }
 
-struct Started {
-    job: Job,
-    running: Box<dyn Running>,
+/// A started job and the lines of its pipes, merged as they come.
+struct Reading {
+    started: Started,
     sources: RawLines,
-    stderr_tails: Vec<Vec<u8>>,
-    stderr_captured: Vec<bool>,
-    deadline: Option<Instant>,
 }
 
 impl Lines {
@@ -129,61 +127,41 @@ fn raw_lines(
     .boxed()
 }
 
-async fn start(job: Job) -> Result<Box<Started>> {
-    let deadline = job.deadline();
-    let plan = job.plan(Mode::Lines);
-    let stderr_captured: Vec<bool> = plan
-        .stages
-        .iter()
-        .map(|s| s.stderr == StderrPlan::Pipe)
-        .collect();
-    let mut running = job.start(plan).await?;
+async fn start(job: Job) -> Result<Box<Reading>> {
+    let mut started = Started::start(job, Mode::Lines).await?;
     let mut sources = SelectAll::new();
     let pipe_error = |e| Error::io("setting up a pipe", e);
-    if let Some(pipe) = running.take_stdout() {
+    if let Some(pipe) = started.take_stdout() {
         sources.push(raw_lines(
             Source::Stdout,
             pipe.into_async().map_err(pipe_error)?,
         ));
     }
-    for i in 0..job.stages().len() {
-        if let Some(pipe) = running.take_stderr(i) {
-            sources.push(raw_lines(
-                Source::Stderr(i),
-                pipe.into_async().map_err(pipe_error)?,
-            ));
-        }
+    for (stage, pipe) in started.read_stderr()? {
+        sources.push(raw_lines(Source::Stderr(stage), pipe));
     }
-    Ok(Box::new(Started {
-        stderr_tails: vec![Vec::new(); job.stages().len()],
-        job,
-        running,
-        sources,
-        stderr_captured,
-        deadline,
-    }))
+    Ok(Box::new(Reading { started, sources }))
 }
 
 /// One item of the stream: the next line, or the end (checked).
 async fn step(state: State) -> Option<(Result<Line>, State)> {
-    let mut started = match state {
+    let mut reading = match state {
         State::Done => return None,
-        State::Running(started) => started,
+        State::Running(reading) => reading,
         State::Start(job) => match start(job).await {
-            Ok(started) => started,
+            Ok(reading) => reading,
             Err(error) => return Some((Err(error), State::Done)),
         },
     };
-    let Some(next) = exec::until(started.deadline, started.sources.next()).await else {
-        exec::stop(started.running.as_mut()).await;
-        return Some((Err(started.job.timed_out()), State::Done));
+    let Reading { started, sources } = &mut *reading;
+    let next = match started.within(sources.next()).await {
+        Ok(next) => next,
+        Err(error) => return Some((Err(error), State::Done)),
     };
     match next {
         Some((source, Ok(mut bytes))) => {
             if let Source::Stderr(stage) = source {
-                let tail = &mut started.stderr_tails[stage];
-                tail.extend_from_slice(&bytes);
-                *tail = exec::tail(tail);
+                started.keep_stderr(stage, &bytes);
             }
             if bytes.last() == Some(&b'\n') {
                 bytes.pop();
@@ -197,12 +175,12 @@ async fn step(state: State) -> Option<(Result<Line>, State)> {
                         Source::Stdout => Line::Stdout(text),
                         Source::Stderr(_) => Line::Stderr(text),
                     };
-                    Some((Ok(line), State::Running(started)))
+                    Some((Ok(line), State::Running(reading)))
                 }
                 Err(invalid) => Some((
                     Err(Error::InvalidUtf8 {
-                        command: started.job.display(),
-                        machine: started.job.machine_name(),
+                        command: started.job().display(),
+                        machine: started.job().machine_name(),
                         valid_up_to: invalid.utf8_error().valid_up_to(),
                     }),
                     State::Done,
@@ -211,28 +189,17 @@ async fn step(state: State) -> Option<(Result<Line>, State)> {
         }
         Some((_, Err(error))) => Some((
             Err(Error::io(
-                format!("reading the output of `{}`", started.job.display()),
+                format!("reading the output of `{}`", started.job().display()),
                 error,
             )),
             State::Done,
         )),
         None => {
-            let waited = match exec::until(started.deadline, started.running.wait()).await {
-                Some(waited) => waited,
-                None => {
-                    exec::stop(started.running.as_mut()).await;
-                    Err(started.job.timed_out())
-                }
+            // Every pipe has ended: only the exit is left to wait for.
+            let checked = match started.finish(async { Ok(()) }).await {
+                Ok(statuses) => started.check(&statuses, &[]),
+                Err(error) => Err(error),
             };
-            let checked = waited.and_then(|statuses| {
-                let captured = Captured {
-                    stdout: Vec::new(),
-                    stderr: std::mem::take(&mut started.stderr_tails),
-                    stderr_captured: std::mem::take(&mut started.stderr_captured),
-                    shared_stderr: started.running.shared_stderr(),
-                };
-                started.job.check(&statuses, &captured)
-            });
             match checked {
                 Ok(()) => None,
                 Err(error) => Some((Err(error), State::Done)),

@@ -12,7 +12,10 @@ use std::{
     ffi::{OsStr, OsString},
     fs::{File, OpenOptions},
     io,
-    os::fd::{AsFd, OwnedFd},
+    os::{
+        fd::{AsFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
     path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, LazyLock},
@@ -252,7 +255,26 @@ fn which(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> Result<Pa
             .map_err(|e| Error::io("cannot read the current directory", e))?
             .join(cwd.unwrap_or(Path::new(""))),
     };
-    which::which_in(program, Some(&searched), base).map_err(|_| not_found())
+    which::which_in(program, Some(&searched), &base).map_err(|_| {
+        if found_without_execute(program, &searched, &base) {
+            Error::NotExecutable {
+                program: program.to_string_lossy().into_owned(),
+                machine: "local".to_owned(),
+            }
+        } else {
+            not_found()
+        }
+    })
+}
+
+/// Whether `program` names a file that exists but that `which` skipped: it lacks the
+/// execute permission (or is not a regular file). That is not "not found".
+fn found_without_execute(program: &OsStr, searched: &OsStr, base: &Path) -> bool {
+    let exists = |path: PathBuf| path.metadata().is_ok_and(|m| !m.is_dir());
+    if program.as_bytes().contains(&b'/') {
+        return exists(base.join(program));
+    }
+    std::env::split_paths(searched).any(|dir| exists(base.join(dir).join(program)))
 }
 
 /// The program a stage runs, as the command's env would have it looked up.

@@ -125,7 +125,8 @@ impl Pipeline {
     }
 
     /// Kills every stage, and everything they started, when the pipeline runs longer than
-    /// `limit`; the call returns [`Error::Timeout`](crate::Error::Timeout).
+    /// `limit`; the call returns [`Error::Timeout`](crate::Error::Timeout), at most
+    /// `limit` + 0.5 s after it began, as [`Command::timeout`] explains.
     pub fn timeout(mut self, limit: Duration) -> Pipeline {
         self.timeout = Some(limit);
         self
@@ -167,7 +168,9 @@ impl Pipeline {
         exec::output(self.job()).await
     }
 
-    /// Runs the pipeline quietly and returns its status (bash's `pipefail` status).
+    /// Runs the pipeline quietly and returns its status, as bash's `pipefail` gives it:
+    /// the last stage that did not exit with 0 (checked or not), else the last stage's.
+    /// See [`Output::status`](crate::Output::status).
     ///
     /// # Errors
     /// As [`Command::status`].

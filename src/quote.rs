@@ -13,6 +13,22 @@
 /// `'\''`. `program` marks the first word of a command, where a bare `NAME=value` would be
 /// read as a variable assignment instead of a command name, so there `=` is quoted too.
 pub(crate) fn push_word(line: &mut Vec<u8>, word: &[u8], program: bool) {
+    push_quoted(line, word, program, None);
+}
+
+/// [`push_word`] for a command line that must stay on one line: each newline byte of
+/// `word` is written as `"$VAR"`, where the shell variable `newline_var` holds a newline.
+pub(crate) fn push_word_one_line(
+    line: &mut Vec<u8>,
+    word: &[u8],
+    program: bool,
+    newline_var: &str,
+) {
+    push_quoted(line, word, program, Some(newline_var));
+}
+
+/// The one quoting function behind both.
+fn push_quoted(line: &mut Vec<u8>, word: &[u8], program: bool, newline_var: Option<&str>) {
     let bare = !word.is_empty()
         && word.iter().all(|&b| {
             b.is_ascii_alphanumeric() || b"-_./,:@%+".contains(&b) || (b == b'=' && !program)
@@ -23,10 +39,14 @@ pub(crate) fn push_word(line: &mut Vec<u8>, word: &[u8], program: bool) {
     }
     line.push(b'\'');
     for &b in word {
-        if b == b'\'' {
-            line.extend_from_slice(b"'\\''");
-        } else {
-            line.push(b);
+        match (b, newline_var) {
+            (b'\'', _) => line.extend_from_slice(b"'\\''"),
+            (b'\n', Some(var)) => {
+                line.extend_from_slice(b"'\"$");
+                line.extend_from_slice(var.as_bytes());
+                line.extend_from_slice(b"\"'");
+            }
+            _ => line.push(b),
         }
     }
     line.push(b'\'');
@@ -72,5 +92,12 @@ mod tests {
         assert_eq!(quoted("*", false), "'*'");
         assert_eq!(quoted("#x", false), "'#x'");
         assert_eq!(quoted("A=b", true), "'A=b'");
+    }
+
+    #[test]
+    fn one_line_words_carry_their_newlines_in_a_variable() {
+        let mut line = Vec::new();
+        push_word_one_line(&mut line, b"a\nb'c\n", false, "nl");
+        assert_eq!(line, b"'a'\"$nl\"'b'\\''c'\"$nl\"''");
     }
 }

@@ -178,8 +178,10 @@ impl fmt::Display for ExitStatus {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub struct Output {
-    /// The status of the whole: the last stage that failed (bash's `pipefail`), or the
-    /// last stage's status when none failed.
+    /// The status of the whole, as bash's `pipefail` gives it: the last stage that did not
+    /// exit with 0, even one whose status is not checked (`unchecked()`, `ok_codes`), or
+    /// the last stage's status when all did. A stage killed by SIGPIPE because a later one
+    /// stopped reading did not fail.
     pub status: ExitStatus,
     /// Standard output, byte for byte.
     pub stdout: Vec<u8>,

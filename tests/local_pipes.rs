@@ -482,3 +482,31 @@ async fn spawn_signal_kill_and_timeout() {
         .unwrap();
     assert!(matches!(child.wait().await, Err(Error::Timeout { .. })));
 }
+
+#[tokio::test]
+async fn an_unchecked_failing_stage_gives_the_pipeline_its_status() {
+    let sh = local();
+    // bash: `set -o pipefail; (exit 3) | cat; echo $?` prints 3.
+    let pipeline = testbin().args(["exit", "3", "upstream"]).unchecked() | sh.cmd("cat");
+    let output = pipeline.output().await.unwrap();
+    assert_eq!(output.statuses, [ExitStatus::Code(3), ExitStatus::Code(0)]);
+    assert_eq!(output.status, ExitStatus::Code(3));
+    assert_eq!(pipeline.status().await.unwrap(), ExitStatus::Code(3));
+    // ... while the call still does not fail.
+    pipeline.run().await.unwrap();
+    assert!(pipeline.success().await.unwrap());
+    let mut child = pipeline.spawn().await.unwrap();
+    assert_eq!(child.wait().await.unwrap(), ExitStatus::Code(3));
+    let lines: Vec<_> = pipeline.lines().collect().await;
+    assert!(lines.iter().all(Result::is_ok), "{lines:?}");
+
+    // The last stage that did not exit with 0, accepted by ok_codes or not.
+    let several = testbin().args(["exit", "2", ""]).unchecked()
+        | testbin().args(["exit", "4", ""]).ok_codes([0, 4])
+        | sh.cmd("cat");
+    let output = several.output().await.unwrap();
+    assert_eq!(output.status, ExitStatus::Code(4));
+    // A stage killed by SIGPIPE because the next one stopped reading still did not fail.
+    let yes = sh.cmd("yes").unchecked() | sh.cmd("head").arg("-1");
+    assert!(yes.status().await.unwrap().success());
+}

@@ -308,3 +308,31 @@ fn errors_are_send_sync_and_static() {
     assert_value::<leadpipe::Pipeline>();
     assert_value::<leadpipe::LocalMachine>();
 }
+
+#[tokio::test]
+async fn env_clear_drops_the_variables_set_before_it_as_std_does() {
+    let view = local().with_env("LEADPIPE_VIEW", "view");
+    let cleared = view
+        .cmd(TESTBIN)
+        .env("LEADPIPE_BEFORE", "before")
+        .env_remove("LEADPIPE_AFTER")
+        .env_clear()
+        .env("LEADPIPE_AFTER", "after");
+    for (name, expected) in [
+        ("LEADPIPE_VIEW", "<unset>"),
+        ("LEADPIPE_BEFORE", "<unset>"),
+        ("LEADPIPE_AFTER", "after"),
+        ("HOME", "<unset>"),
+    ] {
+        let value = cleared.clone().args(["env", name]).read().await.unwrap();
+        assert_eq!(value, expected, "{name}");
+    }
+    // std's Command agrees.
+    let std = std::process::Command::new(TESTBIN)
+        .env("LEADPIPE_BEFORE", "before")
+        .env_clear()
+        .args(["env", "LEADPIPE_BEFORE"])
+        .output()
+        .unwrap();
+    assert_eq!(std.stdout, b"<unset>");
+}

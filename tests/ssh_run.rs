@@ -16,7 +16,7 @@ use std::{
 
 use futures::StreamExt;
 use leadpipe::{Error, ExitStatus, Input, Line, Redirect, Signal, SshMachine};
-use support::{TESTBIN, sshd::Sshd, stderr_pattern, stdout_pattern};
+use support::{TESTBIN, fault_proxy::FaultProxy, sshd::Sshd, stderr_pattern, stdout_pattern};
 
 /// How errors name the machine.
 fn name(sshd: &Sshd, user: &str) -> String {
@@ -1152,5 +1152,104 @@ async fn lines_stream_remote_output_and_check_the_status_at_the_end() {
         assert_eq!(exit.stage().map(|(i, n, _)| (i, n)), Some((0, 2)));
         assert_eq!(exit.stderr(), b"why\n");
         assert!(failing.next().await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn remote_env_clear_and_an_unchecked_stage_status_match_std_and_pipefail() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.login(&sshd.user).await;
+    let cleared = remote
+        .with_env("LEADPIPE_VIEW", "view")
+        .cmd("/usr/bin/env")
+        .env("LEADPIPE_BEFORE", "before")
+        .env_clear()
+        .env("ONLY", "this");
+    assert_eq!(cleared.read().await.unwrap(), "ONLY=this");
+
+    let pipeline = remote.cmd("sh").args(["-c", "exit 3"]).unchecked() | remote.cmd("cat");
+    let output = pipeline.output().await.unwrap();
+    assert_eq!(output.statuses, [ExitStatus::Code(3), ExitStatus::Code(0)]);
+    assert_eq!(output.status, ExitStatus::Code(3));
+    assert_eq!(pipeline.status().await.unwrap(), ExitStatus::Code(3));
+    pipeline.run().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_end_calls_on_a_frozen_connection_within_half_a_second_of_the_limit() {
+    let Some(sshd) = Sshd::start() else { return };
+    let proxy = FaultProxy::start(([127, 0, 0, 1], sshd.port).into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let line = fs::read_to_string(&sshd.known_hosts).unwrap().replace(
+        &format!("[127.0.0.1]:{}", sshd.port),
+        &format!("[127.0.0.1]:{}", proxy.addr().port()),
+    );
+    fs::write(dir.path().join("known_hosts"), line).unwrap();
+    // Keepalive at its default: the timeouts must not depend on it.
+    let remote = sshd
+        .builder(&sshd.user)
+        .port(proxy.addr().port())
+        .known_hosts(dir.path().join("known_hosts"))
+        .connect()
+        .await
+        .unwrap();
+    let limit = Duration::from_millis(500);
+    // leadpipe waits at most 0.5 s for a kill to be confirmed; 0.3 s for scheduling.
+    let latest = limit + Duration::from_millis(800);
+    let sleep = || remote.cmd("sleep").arg("37").timeout(limit);
+    let since = std::time::Instant::now();
+    let read = tokio::spawn({
+        let c = sleep();
+        async move { c.read().await.map(|_| ()) }
+    });
+    let lines = tokio::spawn({
+        let mut lines = sleep().lines();
+        async move {
+            while let Some(line) = lines.next().await {
+                line?;
+            }
+            Ok(())
+        }
+    });
+    let mut child = sleep().spawn().await.unwrap();
+    let wait = tokio::spawn(async move { child.wait().await.map(|_| ()) });
+    // All three run on the server when it stops answering.
+    while sshd.pgrep("sleep 37").len() < 3 {
+        assert!(
+            since.elapsed() < limit,
+            "the remote sleeps did not start in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.freeze();
+    for (what, call) in [
+        ("read()", read),
+        ("lines()", lines),
+        ("Child::wait()", wait),
+    ] {
+        let result = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what} still ran 10 s after it started"))
+            .unwrap();
+        let took = since.elapsed();
+        assert!(
+            matches!(result, Err(Error::Timeout { .. })),
+            "{what}: {result:?}"
+        );
+        assert!(
+            took < latest,
+            "{what} returned after {took:?} (limit {limit:?})"
+        );
+    }
+    // Once the connection answers again, the kills reach the server.
+    proxy.thaw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !sshd.pgrep("sleep 37").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remote sleeps left: {:?}",
+            sshd.pgrep("sleep 37")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -594,3 +594,143 @@ async fn fault_proxy_freeze_fails_calls_after_the_keepalives() -> TestResult {
     );
     Ok(())
 }
+
+/// The limit of the timeout tests, and how much later than it a timed-out call may
+/// return: leadpipe waits at most 0.5 s for the killed job to be reaped (the kill needs a
+/// server that may have stopped answering), plus scheduling on a loaded test machine.
+const LIMIT: Duration = Duration::from_millis(500);
+const BOUND: Duration = Duration::from_millis(500);
+const SLACK: Duration = Duration::from_millis(300);
+
+/// Awaits `call` (cut off at 10 s), which must end in `Error::Timeout` within
+/// `LIMIT + BOUND` of `since` (with `SLACK`); returns how long after `since` it ended.
+async fn times_out<T: std::fmt::Debug>(
+    what: &str,
+    since: Instant,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Duration {
+    let result = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} (timeout {LIMIT:?}) still ran 10 s later"));
+    let took = since.elapsed();
+    assert!(
+        matches!(result, Err(Error::Timeout { .. })),
+        "{what}: {result:?}"
+    );
+    assert!(
+        took < LIMIT + BOUND + SLACK,
+        "{what} returned {took:?} after it started (limit {LIMIT:?})"
+    );
+    eprintln!("{what}: Error::Timeout after {took:?}");
+    took
+}
+
+/// The first item of a `lines()` stream that is an error, or the end of the stream.
+async fn first_error(mut lines: leadpipe::Lines) -> Result<(), Error> {
+    use futures::StreamExt;
+    while let Some(line) = lines.next().await {
+        line?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_times_out_within_its_limit_when_the_server_stops_answering() -> TestResult {
+    let server = TestServer::start().await?;
+    // Keepalive at its default (10 s x 3): the timeouts must not depend on it.
+    let remote = server.connect().await?;
+    let sleep = || remote.cmd("sleep").arg("30").timeout(LIMIT);
+
+    // Calls running when the server froze.
+    let since = Instant::now();
+    let read = tokio::spawn({
+        let c = sleep();
+        async move { c.read().await }
+    });
+    let output = tokio::spawn({
+        let c = sleep();
+        async move { c.output().await }
+    });
+    let lines = tokio::spawn(first_error(sleep().lines()));
+    let mut child = sleep().spawn().await?;
+    let wait = tokio::spawn(async move { child.wait().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.freeze();
+    times_out("read() running at the freeze", since, async {
+        read.await.unwrap()
+    })
+    .await;
+    times_out("output() running at the freeze", since, async {
+        output.await.unwrap()
+    })
+    .await;
+    times_out("lines() running at the freeze", since, async {
+        lines.await.unwrap()
+    })
+    .await;
+    times_out("Child::wait() running at the freeze", since, async {
+        wait.await.unwrap()
+    })
+    .await;
+
+    // Calls started on the frozen server: the start itself waits for the server.
+    let since = Instant::now();
+    times_out("read() started frozen", since, async {
+        sleep().read().await
+    })
+    .await;
+    let since = Instant::now();
+    times_out("output() started frozen", since, async {
+        sleep().output().await
+    })
+    .await;
+    let since = Instant::now();
+    times_out(
+        "lines() started frozen",
+        since,
+        first_error(sleep().lines()),
+    )
+    .await;
+    let since = Instant::now();
+    times_out("spawn() started frozen", since, async {
+        sleep().spawn().await
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_a_channel_times_out_within_its_limit() -> TestResult {
+    let server = TestServer::start().await?;
+    // One slot for commands (the other is kept for kills), held by a long command.
+    let remote = server.builder().max_channels(2).connect().await?;
+    let holder = remote.cmd("sleep").arg("30").spawn().await?;
+    let short = || remote.cmd("true").timeout(LIMIT);
+    let since = Instant::now();
+    times_out(
+        "lines() waiting for a channel",
+        since,
+        first_error(short().lines()),
+    )
+    .await;
+    let since = Instant::now();
+    times_out("read() waiting for a channel", since, async {
+        short().read().await
+    })
+    .await;
+    let since = Instant::now();
+    times_out("spawn() waiting for a channel", since, async {
+        short().spawn().await
+    })
+    .await;
+    // Once the slot is free again, calls run.
+    drop(holder);
+    let after = tokio::time::timeout(
+        Duration::from_secs(5),
+        remote.cmd("echo").arg("after").read(),
+    )
+    .await
+    .map_err(|_| "no channel 5 s after the holder was dropped")??;
+    assert_eq!(after, "after");
+    Ok(())
+}

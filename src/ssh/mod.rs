@@ -3,17 +3,16 @@
 //! One TCP connection and one SSH session per `SshMachine` (clones share it); every
 //! started pipeline gets a `session` channel of its own, so many run at once. The pieces:
 //! [`session`] connects, checks the host key ([`known_hosts`]) and authenticates;
-//! [`command_line`] writes a pipeline as one remote `sh` command line; [`process`] runs it on
-//! a channel and drains that channel; [`markers`] reads the status lines the command line
-//! adds; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
+//! [`remote_line`] writes a pipeline as one line of `/bin/sh`, sent with a fixed exec string
+//! that every login shell reads alike, and reads the reports that line writes back;
+//! [`process`] runs it on a channel and drains that channel; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
 //! files.
 
-mod command_line;
 mod config;
 mod forward;
 mod known_hosts;
-mod markers;
 mod process;
+mod remote_line;
 mod session;
 mod sftp;
 mod spill;
@@ -52,14 +51,31 @@ use crate::{
 /// on it runs as one remote `sh` command line (arguments quoted so each arrives byte for
 /// byte), so its data flows between the remote processes. Redirect paths are remote paths.
 ///
+/// Every command runs under the remote `/bin/sh`, **whatever the user's login shell** (bash,
+/// dash, zsh, tcsh, fish...): sshd hands leadpipe's fixed exec string to the login shell,
+/// which only starts `/bin/sh`; the pipeline itself arrives on the channel's stdin, so
+/// neither its words nor its environment values appear in the remote process list, and
+/// the exec string stays far below what sshd accepts. The login shell's rc files still run
+/// as sshd starts it (as with `ssh host cmd`).
+///
+/// What no remote program could receive is refused before anything is sent, with an error
+/// of kind [`InvalidInput`](std::io::ErrorKind::InvalidInput) naming the part: a NUL byte
+/// in the program, an argument, an environment name or value, the directory or a redirect
+/// path; an environment name that is empty or contains `=`; an argument or `NAME=value`
+/// over 131 071 bytes (Linux's limit per argument), or a stage over 1 MiB in all. Names
+/// that start with `-` are never read as options. The connection and other calls are not
+/// affected.
+///
 /// Clones share the connection; [`with_cwd`](SshMachine::with_cwd) and
 /// [`with_env`](SshMachine::with_env) return views, as on the local machine.
 ///
 /// Differences from the local machine, each a property of running through a remote shell:
 /// - the stages of a remote pipeline share one stderr stream, as they would in a terminal
 ///   on that host, so an error shows that stream whichever stage failed;
-/// - a remote stage's status is what the shell saw: death by signal N reads as the signal
-///   for N up to 31 (the shell's `$?` of 128 + N);
+/// - a remote stage's status is what the shell saw, as bash's `PIPESTATUS` shows it: death
+///   by signal N reads as the signal for N up to 31 (the shell's `$?` of 128 + N), so a
+///   stage that exits with 130 reads as killed by SIGINT (a single command's status comes
+///   from sshd and is exact);
 /// - stdin that is not set is empty on the remote side even for `run()` (as `ssh -n`): feed
 ///   input with `<<` or [`Command::stdin`];
 /// - `Child::id()` is `None`.

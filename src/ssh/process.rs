@@ -12,20 +12,22 @@
 //! wait and keep memory bounded by spilling to a temp file.
 
 use std::{
+    ffi::OsString,
+    io,
+    path::PathBuf,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use futures::future::BoxFuture;
-use russh::{ChannelMsg, Sig, client::Msg};
+use russh::{ChannelMsg, Pty, Sig, client::Msg};
 use tokio::{
     io::AsyncWriteExt,
     sync::{OwnedSemaphorePermit, oneshot, watch},
 };
 
 use super::{
-    command_line,
-    markers::{self, Event},
+    remote_line::{self, DirProblem, Filter, Marker, Reports, StartFailure},
     session::Connection,
     spill::{SpillWriter, spill_pipe},
 };
@@ -46,6 +48,13 @@ impl Sink {
     fn send(&self, bytes: Vec<u8>) {
         if let Sink::Pipe(pipe) = self {
             pipe.push(bytes);
+        }
+    }
+
+    /// The stream was cut short: its reader gets an error, not a clean end of file.
+    fn abort(self) {
+        if let Sink::Pipe(pipe) = self {
+            pipe.abort();
         }
     }
 
@@ -144,12 +153,12 @@ impl Control {
         if self.finished.get().is_some() {
             return;
         }
+        let Some(command) = remote_line::kill_line(pid, signal) else {
+            return;
+        };
         let Ok((channel, _permit)) = self.connection.open_session(true).await else {
             return;
         };
-        // `kill -N -PGID`, without `--`: dash's builtin reads `kill -13 -- -5` as an
-        // illegal number, bash and dash both take this form.
-        let command = format!("kill -{} -{pid} 2>/dev/null", signal.as_raw());
         let (mut read, write) = channel.split();
         if write.exec(false, command.into_bytes()).await.is_ok() {
             let _ = write.eof().await;
@@ -193,6 +202,15 @@ pub(crate) struct SshRunning {
     done: Option<oneshot::Receiver<Outcome>>,
     outcome: Option<Outcome>,
     control: Arc<Control>,
+    /// What errors about a stage that could not start need to name.
+    stages: Vec<StageNames>,
+}
+
+/// A stage's program, command line and directory, for start-failure errors.
+struct StageNames {
+    program: OsString,
+    line: String,
+    cwd: Option<PathBuf>,
 }
 
 /// How the channel ended, kept so that `wait` can answer again.
@@ -202,25 +220,45 @@ type Outcome = std::result::Result<Vec<ExitStatus>, Failure>;
 enum Failure {
     /// The connection died before the server closed the channel.
     Lost,
-    /// The remote shell could not find this program.
-    Missing(String),
+    /// The line reported that (a stage of) the pipeline could not start.
+    Start(StartFailure),
 }
 
 /// Starts `plan` on a channel of `connection`.
 pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<SshRunning> {
-    let marker = markers::new_marker();
-    let line = command_line::build(&plan, &marker);
+    let stages: Vec<StageNames> = plan
+        .stages
+        .iter()
+        .map(|stage| StageNames {
+            program: stage.command.spec().program.clone(),
+            line: stage.command.display_line(),
+            cwd: stage.command.spec().cwd.clone(),
+        })
+        .collect();
+    if let Err(reason) = remote_line::check(&plan) {
+        let line: Vec<&str> = stages.iter().map(|s| s.line.as_str()).collect();
+        return Err(Error::io(
+            format!("cannot start `{}` on {}", line.join(" | "), connection.name),
+            io::Error::new(io::ErrorKind::InvalidInput, reason),
+        ));
+    }
+    let marker = Marker::new();
+    let header = remote_line::header(&plan, &marker);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
     let pty = plan.stages.iter().any(|s| s.command.spec().pty);
     if pty {
+        // No echo and no line editing while the header goes through the terminal (the
+        // script restores both): otherwise the marker would be echoed into the output,
+        // and a script line past the terminal's 4 KiB line limit cut short.
+        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
         write
-            .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
             .await
             .map_err(|_| connection.lost())?;
     }
     write
-        .exec(true, line)
+        .exec(true, remote_line::BOOTSTRAP)
         .await
         .map_err(|_| connection.lost())?;
 
@@ -247,15 +285,6 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         }
         None => (Sink::Discard, None),
     };
-    let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
-        Some(Box::new(EofOnDrop {
-            writer: Box::pin(write.make_writer()),
-            eof: Some(Box::pin(write.make_writer())),
-        }) as BoxWrite)
-    } else {
-        write.eof().await.map_err(|_| connection.lost())?;
-        None
-    };
     let (pid_sender, pid) = watch::channel(None);
     let control = Arc::new(Control {
         connection: connection.clone(),
@@ -267,7 +296,8 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let pump = Pump {
         pty,
         stages: plan.stages.len(),
-        filter: markers::Filter::new(&marker),
+        filter: Filter::new(&marker),
+        reports: Reports::new(plan.stages.len()),
         stdout: stdout_sink,
         stderr: stderr_sink,
         pid: pid_sender,
@@ -284,6 +314,22 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         drop(live);
         let _ = done_sender.send(result);
     });
+    // The header goes first on stdin, the user's bytes after it. The pump is already
+    // draining the channel, so a header larger than the window cannot stall it.
+    let write = &control.channel;
+    write
+        .data(&header[..])
+        .await
+        .map_err(|_| connection.lost())?;
+    let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
+        Some(Box::new(EofOnDrop {
+            writer: Box::pin(write.make_writer()),
+            eof: Some(Box::pin(write.make_writer())),
+        }) as BoxWrite)
+    } else {
+        write.eof().await.map_err(|_| connection.lost())?;
+        None
+    };
     Ok(SshRunning {
         stdin,
         stdout,
@@ -291,14 +337,16 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         done: Some(done),
         outcome: None,
         control,
+        stages,
     })
 }
 
 struct Pump {
-    /// With a pty, stderr (and so the status lines) arrives in the stdout data.
+    /// With a pty, stderr (and so the reports) arrives in the stdout data.
     pty: bool,
     stages: usize,
-    filter: markers::Filter,
+    filter: Filter,
+    reports: Reports,
     stdout: Sink,
     stderr: Sink,
     pid: watch::Sender<Option<u32>>,
@@ -311,30 +359,16 @@ impl Pump {
     async fn run(mut self, mut read: russh::ChannelReadHalf) -> Outcome {
         let mut exit = None;
         let mut closed = false;
-        let mut events = Vec::new();
-        let mut statuses: Vec<Option<ExitStatus>> = vec![None; self.stages];
-        let mut missing = None;
+        let mut user = Vec::new();
         while let Some(message) = read.wait().await {
             match message {
                 ChannelMsg::Data { data } if !self.pty => self.stdout.send(data.to_vec()),
                 ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 } => {
-                    let user = self.filter.feed(&data, &mut events);
-                    for event in events.drain(..) {
-                        match event {
-                            Event::Pid(pid) => {
-                                let _ = self.pid.send(Some(pid));
-                            }
-                            Event::Missing(program) => {
-                                missing
-                                    .get_or_insert(String::from_utf8_lossy(&program).into_owned());
-                            }
-                            Event::Status { stage, code } => {
-                                if let Some(slot) = statuses.get_mut(stage) {
-                                    *slot = Some(shell_status(code));
-                                }
-                            }
-                        }
+                    self.filter.feed(&data, &mut user, &mut self.reports);
+                    if self.pid.borrow().is_none() && self.reports.pid().is_some() {
+                        let _ = self.pid.send(self.reports.pid());
                     }
+                    let user = std::mem::take(&mut user);
                     if self.pty {
                         self.stdout.send(user);
                     } else {
@@ -356,39 +390,80 @@ impl Pump {
             }
         }
         let _ = self.control.finished.set(());
-        let rest = self.filter.finish();
+        let mut rest = Vec::new();
+        self.filter.finish(&mut rest);
         if self.pty {
             self.stdout.send(rest);
         } else {
             self.stderr.send(rest);
         }
         if !closed && exit.is_none() {
+            // A truncated stream must never pass for a whole one.
+            self.stdout.abort();
+            self.stderr.abort();
             return Err(Failure::Lost);
         }
-        if let Some(program) = missing {
-            return Err(Failure::Missing(program));
+        if let Some(failure) = self.reports.failure() {
+            return Err(Failure::Start(failure.clone()));
         }
         let exit = exit.unwrap_or(ExitStatus::Signal(Signal::KILL));
         if self.stages == 1 {
             return Ok(vec![exit]);
         }
-        // A stage with no status line was killed before it could report: with the shell.
+        // A stage with no status report was killed before it could report: with the shell.
         let fallback = match exit {
             ExitStatus::Signal(signal) => ExitStatus::Signal(signal),
             _ => ExitStatus::Signal(Signal::KILL),
         };
-        Ok(statuses
-            .into_iter()
-            .map(|s| s.unwrap_or(fallback))
+        Ok((0..self.stages)
+            .map(|stage| {
+                self.reports
+                    .status(stage)
+                    .map_or(fallback, remote_line::shell_status)
+            })
             .collect())
     }
 }
 
-/// A stage's `$?`: the shell reports death by signal N as 128 + N.
-fn shell_status(code: i32) -> ExitStatus {
-    match code {
-        129..=159 => ExitStatus::Signal(Signal::from_raw(code - 128)),
-        _ => ExitStatus::Code(code),
+impl SshRunning {
+    /// The error for a stage that could not start.
+    fn start_error(&self, failure: &StartFailure) -> Error {
+        let machine = self.control.connection.name.clone();
+        let names = |stage: usize| &self.stages[stage.min(self.stages.len() - 1)];
+        match failure {
+            StartFailure::Missing { stage, path } => Error::CommandNotFound {
+                program: names(*stage).program.to_string_lossy().into_owned(),
+                machine,
+                searched: String::from_utf8_lossy(path).into_owned(),
+            },
+            StartFailure::NotExecutable { stage } => Error::NotExecutable {
+                program: names(*stage).program.to_string_lossy().into_owned(),
+                machine,
+            },
+            StartFailure::NoDirectory { stage, problem } => {
+                let stage = names(stage.unwrap_or(0));
+                let dir = stage
+                    .cwd
+                    .as_deref()
+                    .map(|dir| dir.display().to_string())
+                    .unwrap_or_default();
+                let (what, kind) = match problem {
+                    DirProblem::Missing => (format!("no directory {dir}"), io::ErrorKind::NotFound),
+                    DirProblem::NotADirectory => (
+                        format!("{dir} is not a directory"),
+                        io::ErrorKind::NotADirectory,
+                    ),
+                    DirProblem::Denied => (
+                        format!("cannot enter directory {dir}"),
+                        io::ErrorKind::PermissionDenied,
+                    ),
+                };
+                Error::io(
+                    format!("cannot start `{}` on {machine}: {what}", stage.line),
+                    io::Error::from(kind),
+                )
+            }
+        }
     }
 }
 
@@ -419,15 +494,10 @@ impl Running for SshRunning {
                 self.outcome = Some(done.await.unwrap_or(Err(Failure::Lost)));
                 self.done = None;
             }
-            let connection = &self.control.connection;
             match self.outcome.clone().unwrap_or(Err(Failure::Lost)) {
                 Ok(statuses) => Ok(statuses),
-                Err(Failure::Lost) => Err(connection.lost()),
-                Err(Failure::Missing(program)) => Err(Error::CommandNotFound {
-                    program,
-                    machine: connection.name.clone(),
-                    searched: "the remote shell's PATH".to_owned(),
-                }),
+                Err(Failure::Lost) => Err(self.control.connection.lost()),
+                Err(Failure::Start(failure)) => Err(self.start_error(&failure)),
             }
         })
     }

@@ -41,6 +41,9 @@ struct State {
     waker: Option<Waker>,
     /// A file error, reported to the reader.
     failed: Option<io::ErrorKind>,
+    /// The stream was cut short (the connection died): once the bytes that came are read,
+    /// the reader gets `ConnectionAborted`, never a clean end of file.
+    aborted: bool,
 }
 
 /// The pump's end.
@@ -96,6 +99,13 @@ fn append(state: &mut State, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+impl SpillWriter {
+    /// Ends the stream as cut short: the reader gets what arrived, then `ConnectionAborted`.
+    pub(crate) fn abort(self) {
+        lock(&self.0).aborted = true;
+    }
+}
+
 impl Drop for SpillWriter {
     fn drop(&mut self) {
         let mut state = lock(&self.0);
@@ -149,6 +159,12 @@ impl AsyncRead for SpillReader {
             }
             return Poll::Ready(Ok(()));
         }
+        if state.closed && state.aborted {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was lost before the stream ended",
+            )));
+        }
         if state.closed {
             return Poll::Ready(Ok(()));
         }
@@ -195,6 +211,18 @@ mod tests {
         let mut all = expected;
         all.extend_from_slice(b"tail");
         assert!(first == all, "the bytes differ");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_short_ends_in_an_error_after_its_bytes() {
+        let (writer, mut reader) = spill_pipe();
+        writer.push(b"partial".to_vec());
+        writer.abort();
+        let mut got = [0; 7];
+        reader.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"partial");
+        let error = reader.read(&mut [0; 8]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
     }
 
     #[tokio::test]

@@ -201,6 +201,44 @@ impl Sshd {
         users
     }
 
+    /// A user whose login shell is `shell` (`bash`, `dash`, `zsh`, `tcsh`, `fish`), created
+    /// once as `leadpipe-sh-SHELL` (and left in place), who logs in with the harness's keys
+    /// like every user. `None` when not root, or when the shell is not installed (outside
+    /// CI; in CI that fails the test, since `.ci/run` installs them).
+    pub fn shell_user(&self, shell: &str) -> Option<String> {
+        if !self.privileged {
+            return None;
+        }
+        let Some(path) = ["/bin", "/usr/bin"]
+            .iter()
+            .map(|dir| format!("{dir}/{shell}"))
+            .find(|path| Path::new(path).exists())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the login shell {shell} is not installed"
+            );
+            eprintln!("skipped: no {shell}");
+            return None;
+        };
+        let name = format!("leadpipe-sh-{shell}");
+        for _ in 0..100 {
+            if passwd_entry(&name).is_some() {
+                return Some(name);
+            }
+            let out = Command::new("/usr/sbin/useradd")
+                // `*`: no password, yet not locked (sshd refuses key logins to locked ones).
+                .args(["-m", "-p", "*", "-s", &path, &name])
+                .stdin(Stdio::null())
+                .output()
+                .expect("useradd");
+            if !matches!(out.status.code(), Some(0 | 9)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("cannot create the user {name}");
+    }
+
     /// [`Sshd::start_with`] without the skip-or-panic: why the server could not start
     /// (for a failed sshd: the end of its log), whatever `CI` says.
     pub fn try_start(extra_config: &[&str]) -> Result<Sshd, String> {
