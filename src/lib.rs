@@ -83,6 +83,14 @@
 //! [`blocking`] gives every call to a plain `fn main`: write `.wait()` where async code
 //! writes `.await`.
 //!
+//! # When the script ends
+//!
+//! Nothing it started outlives it, however it ends: dropped handles are cleaned up on
+//! leadpipe's own runtime (also from a blocking `main`, and while an async `main` returns or
+//! unwinds), and Ctrl-C, SIGTERM and SIGHUP stop every local and remote process and remove
+//! the temp dirs before the script dies of the signal. [`signals`] has the opt-out and
+//! what `std::process::exit` and SIGKILL leave.
+//!
 //! # Errors
 //!
 //! One [`enum@Error`] type. Its `Display` is meant for the person running the script:

@@ -200,6 +200,11 @@ fn async_main_calls_process_exit() {
 }
 
 #[test]
+fn blocking_main_that_drops_everything_and_returns() {
+    ends_cleanly("blocking-drop-return", 0);
+}
+
+#[test]
 fn blocking_main_returns_ok() {
     ends_cleanly("blocking-return-ok", 0);
 }

@@ -91,7 +91,8 @@ impl TempDir {
     /// Removes the directory and its contents now.
     ///
     /// # Errors
-    /// [`Error::File`] naming what could not be removed, [`Error::ConnectionLost`].
+    /// [`Error::File`](crate::Error::File) naming what could not be removed,
+    /// [`Error::ConnectionLost`](crate::Error::ConnectionLost).
     pub async fn close(mut self) -> Result<()> {
         self.armed = false;
         self.live = None;
