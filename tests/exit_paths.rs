@@ -11,7 +11,7 @@ mod support;
 use std::{
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -219,34 +219,42 @@ fn blocking_main_panics() {
     ends_cleanly("blocking-panic", 101);
 }
 
-/// Starts the script waiting, sends `signal`, checks it died of it within a second or so
-/// and that nothing is left.
-fn signal_stops_everything(mode: &str, signal: i32) {
-    let Some(sshd) = Sshd::start() else { return };
-    let (script, args) = Script::args(&sshd, mode);
+/// What a signalled script left: the script, its status, when the signal went, its dirs.
+type Signalled = (Script, ExitStatus, Instant, (PathBuf, PathBuf));
+
+/// Starts the script in `mode` (one that waits), sends it `signal` once it holds
+/// everything, and waits (5 s at most) for it to end.
+fn signalled(sshd: &Sshd, mode: &str, signal: i32) -> Signalled {
+    let (script, args) = Script::args(sshd, mode);
     let mut child = Command::new(SCRIPT)
         .args(&args)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let dirs = script.wait_ready(&sshd);
+    let dirs = script.wait_ready(sshd);
     assert!(!sshd.pgrep(&script.remote_pattern()).is_empty());
     assert!(!pgrep_anywhere(&script.local_pattern()).is_empty());
     let sent = Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return (script, status, sent, dirs);
         }
         if sent.elapsed() > Duration::from_secs(5) {
             let _ = child.kill();
             let _ = child.wait();
-            script.assert_nothing_left(&sshd, &dirs, sent);
+            script.assert_nothing_left(sshd, &dirs, sent);
             panic!("{mode}: the script did not end within 5 s of signal {signal}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+/// The script dies of `signal` within a second or so, and nothing is left.
+fn signal_stops_everything(mode: &str, signal: i32) {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, status, sent, dirs) = signalled(&sshd, mode, signal);
     let took = sent.elapsed();
     eprintln!("{mode}: ended {took:?} after signal {signal}: {status}");
     assert_eq!(status.signal(), Some(signal), "{mode}: {status}");
@@ -275,17 +283,7 @@ fn sigterm_to_a_blocking_script() {
 #[test]
 fn a_script_with_its_own_handler_opts_out_and_stops_all_itself() {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, args) = Script::args(&sshd, "own-handler");
-    let mut child = Command::new(SCRIPT)
-        .args(&args)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dirs = script.wait_ready(&sshd);
-    let sent = Instant::now();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let (script, status, sent, dirs) = signalled(&sshd, "own-handler", libc::SIGTERM);
     assert_eq!(status.code(), Some(7), "{status}");
     script.assert_nothing_left(&sshd, &dirs, sent);
 }
