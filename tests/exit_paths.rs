@@ -205,6 +205,11 @@ fn blocking_main_that_drops_everything_and_returns() {
 }
 
 #[test]
+fn blocking_main_calls_process_exit() {
+    ends_cleanly("blocking-exit", 3);
+}
+
+#[test]
 fn blocking_main_returns_ok() {
     ends_cleanly("blocking-return-ok", 0);
 }
@@ -286,6 +291,59 @@ fn a_script_with_its_own_handler_opts_out_and_stops_all_itself() {
     let (script, status, sent, dirs) = signalled(&sshd, "own-handler", libc::SIGTERM);
     assert_eq!(status.code(), Some(7), "{status}");
     script.assert_nothing_left(&sshd, &dirs, sent);
+}
+
+/// SIGKILL: nothing of the script runs, and its connection simply ends. What OpenSSH's sshd
+/// then does to the remote processes (documented in `leadpipe::signals`): it closes the
+/// session's pipes and sends no signal, so a reader gets end of file, a writer dies of
+/// SIGPIPE, a pty command gets SIGHUP; a process with no I/O runs on, and so do a
+/// command's background children. Locally, the pipeline's own process group runs on.
+#[test]
+fn what_a_sigkilled_script_leaves() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (script, args) = Script::args(&sshd, "wait-with-more");
+    let mut child = Command::new(SCRIPT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dirs = script.wait_ready(&sshd);
+    let on_server = |n: u32| sshd.pgrep(&format!("{n}{}", script.tag));
+    for n in [1, 4, 5, 6, 7] {
+        wait_running(&sshd, &format!("{n}{}", script.tag));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    // The reader got end of file: its shell went on to `exec sleep 3TAG` (so no command
+    // line holds `exec` any more), and the writer and the pty command die.
+    let reader = format!("sleep 3{}", script.tag);
+    let over = |pattern: &str| sshd.pgrep(pattern).is_empty();
+    let exec = format!("exec {reader}");
+    while !(over(&exec) && !over(&reader) && on_server(4).is_empty() && on_server(5).is_empty()) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "reader still waiting: {}, writer: {:?}, pty: {:?}",
+            !over(&exec),
+            on_server(4),
+            on_server(5)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The rest runs on, remote and local, and the temp dirs stay.
+    let survivors: Vec<u32> = [1, 6, 7].into_iter().flat_map(on_server).collect();
+    let local = pgrep_anywhere(&script.local_pattern());
+    let dirs_left = [&dirs.0, &dirs.1].map(|dir| dir.exists());
+    for pid in survivors.iter().chain(&local).chain(&sshd.pgrep(&reader)) {
+        // SAFETY: cleaning up what the killed script left.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    for dir in [&dirs.0, &dirs.1] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert_eq!(survivors.len(), 3, "sleep 1, 6 and 7 run on");
+    assert_eq!(local.len(), 1, "the local sleep runs on");
+    assert_eq!(dirs_left, [true, true]);
 }
 
 /// `tmux` with a server of our own (`-L`), so that parallel tests do not share one.

@@ -11,6 +11,9 @@
 //!   through `?` (of a failed `false`), panics, or calls `std::process::exit(3)`, with
 //!   every handle alive.
 //! - `wait`: waits for ever (for a signal).
+//! - `wait-with-more`: as `wait`, also holding remote processes that read stdin
+//!   (`cat >/dev/null; exec sleep 3TAG`), write (`yes 4TAG`), run on a pty (`sleep 5TAG`),
+//!   and one with a background child (`sleep 6TAG & exec sleep 7TAG`): for SIGKILL.
 //! - `own-handler`: handles SIGTERM itself (`leadpipe::signals::install(false)` first); on
 //!   SIGTERM it calls `leadpipe::signals::stop_all()` and `_exit`s with status 7.
 //!
@@ -89,6 +92,30 @@ async fn start(args: &Args) -> Result<Held> {
             .expect("first line");
         assert_eq!(first, "started\n");
     }
+    if args.mode.ends_with("wait-with-more") {
+        let t = &args.tag;
+        let more = [
+            remote
+                .cmd("sh")
+                .args(["-c", &format!("cat >/dev/null; exec sleep 3{t}")])
+                .spawn()
+                .await?,
+            remote.cmd("yes").arg(format!("4{t}")).spawn().await?,
+            remote
+                .cmd("sleep")
+                .arg(format!("5{t}"))
+                .pty(true)
+                .spawn()
+                .await?,
+            remote
+                .cmd("sh")
+                .args(["-c", &format!("sleep 6{t} & exec sleep 7{t}")])
+                .spawn()
+                .await?,
+        ];
+        // Held for good: the script is to be killed.
+        std::mem::forget(more);
+    }
     let remote_dir = remote.tempdir().await?;
     let local_dir = local().tempdir().await?;
     Ok(Held {
@@ -137,7 +164,7 @@ fn end(mode: &str, held: Held) -> Result<()> {
             let _kept = held;
             std::process::exit(3);
         }
-        "wait" => {
+        "wait" | "wait-with-more" => {
             let _kept = held;
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
@@ -191,7 +218,7 @@ fn main() -> Result<()> {
         let held = start(&args).await?;
         ready(&args, &held);
         match args.mode.as_str() {
-            "wait" => {
+            "wait" | "wait-with-more" => {
                 let _kept = held;
                 std::future::pending().await
             }
