@@ -132,7 +132,7 @@ pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
     error::{Error, ExitError, Result},
-    files::{FileError, FileKind, MachinePath, Metadata, TempDir, Transfer, copy},
+    files::{FileError, FileKind, IntoMachinePath, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
     pipeline::Pipeline,

@@ -138,7 +138,7 @@ impl LocalMachine {
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
         let path = self.scope.resolve(path.as_ref());
-        MachinePath::new(LOCAL_FILES.clone(), path)
+        MachinePath::in_view(LOCAL_FILES.clone(), self.scope.cwd.as_deref(), path)
     }
 
     /// A new private directory under `$TMPDIR`, removed with its contents when dropped.

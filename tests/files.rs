@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-use leadpipe::{Command, Error, FileKind, HostKeyPolicy, MachinePath, SshMachine, TempDir, local};
+use leadpipe::{
+    Command, Error, FileKind, HostKeyPolicy, MachinePath, SshMachine, TempDir, Transfer, local,
+};
 use sha2::{Digest, Sha256};
 use support::{fault_proxy::FaultProxy, sshd::Sshd};
 
@@ -111,6 +113,12 @@ async fn check_basics(side: &Side) {
         vec![dir / "a/b"],
         "list gives paths on the same machine"
     );
+    // As `mkdir -p x/sub/.` and `mkdir -p ./y/./z/.`.
+    (dir / "x/sub/.").mkdir().await.unwrap();
+    assert!((dir / "x/sub").is_dir().await.unwrap());
+    (dir / "x/sub/.").mkdir().await.unwrap();
+    (dir / "./y/./z/.").mkdir().await.unwrap();
+    assert!((dir / "y/z").is_dir().await.unwrap());
     let parent_is_file = file.join("sub").mkdir().await.unwrap_err();
     assert_eq!(
         file_error(&parent_is_file).kind(),
@@ -129,10 +137,13 @@ async fn check_basics(side: &Side) {
     assert!(canonical.as_path().is_absolute());
 
     // Rename in place, copy beside, remove.
-    let renamed = fresh.rename("renamed.txt").await.unwrap();
+    let renamed = fresh
+        .rename(fresh.with_file_name("renamed.txt"))
+        .await
+        .unwrap();
     assert_eq!(renamed, dir / "renamed.txt");
     assert!(!fresh.exists().await.unwrap());
-    let copied = renamed.copy_to("copied.txt").await.unwrap();
+    let copied = renamed.copy_to(dir / "copied.txt").await.unwrap();
     assert_eq!(copied, "made by append".len() as u64);
     assert_eq!(
         (dir / "copied.txt").read_to_string().await.unwrap(),
@@ -500,30 +511,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Writes 1 GiB of pseudo-random bytes to `path`; returns their SHA-256 in hex.
+fn write_one_gib(path: &Path) -> String {
+    use std::io::Write;
+    let mut expected = Sha256::new();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..1024 {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        expected.update(&block);
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    hex(&expected.finalize())
+}
+
 #[tokio::test]
 async fn one_gib_up_and_down_with_checksums() {
     let Some(sshd) = Sshd::start() else { return };
     let remote = sshd.machine().await;
     let here = tempfile::tempdir().unwrap();
     let source = here.path().join("big.bin");
-    let mut expected = Sha256::new();
-    {
-        use std::io::Write;
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&source).unwrap());
-        let mut block = vec![0u8; 1 << 20];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..1024 {
-            for chunk in block.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                chunk.copy_from_slice(&state.to_le_bytes());
-            }
-            expected.update(&block);
-            file.write_all(&block).unwrap();
-        }
-    }
-    let expected = hex(&expected.finalize());
+    let expected = write_one_gib(&source);
     let there = remote.tempdir().await.unwrap();
     let copied = remote.upload(&source, there.as_path()).await.unwrap();
     assert_eq!(copied, 1 << 30);
@@ -703,4 +718,259 @@ async fn progress_bar_follows_an_upload() {
         .unwrap();
     assert_eq!((bar.length(), bar.position()), (Some(bytes), bytes));
     assert!(bar.is_finished());
+}
+
+/// Where an interrupted transfer stops: about 200 MiB into 1 GiB.
+const CUT_AT: u64 = 200 << 20;
+
+/// Runs `transfer` until `at` bytes have gone, then returns it unfinished (its progress
+/// callback is taken).
+async fn run_until(transfer: Transfer, at: u64) -> Transfer {
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let notify = reached.clone();
+    let mut transfer = transfer.progress(move |done, _| {
+        if done >= at {
+            notify.notify_one();
+        }
+    });
+    tokio::select! {
+        biased;
+        _ = reached.notified() => transfer,
+        result = &mut transfer => panic!("the transfer ended before {at} bytes: {result:?}"),
+    }
+}
+
+/// The names in `dir` that look like the temporary files of writes to `name`.
+fn temp_files_of(names: &[String], name: &str) -> Vec<String> {
+    let prefix = format!(".{name}.leadpipe-");
+    names
+        .iter()
+        .filter(|other| other.starts_with(&prefix) && other.ends_with(".tmp"))
+        .cloned()
+        .collect()
+}
+
+async fn names_in(dir: &MachinePath) -> Vec<String> {
+    let mut names: Vec<String> = dir
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|path| path.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits up to 5 s for `dir` to hold exactly `expected` (a dropped transfer removes its
+/// temporary file in the background).
+async fn settles_to(dir: &MachinePath, expected: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = names_in(dir).await;
+        if names == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    names
+}
+
+async fn assert_untouched(file: &MachinePath, old: &[u8], mode: u32) {
+    let now = file.read().await.unwrap();
+    assert!(
+        now == old,
+        "{file:?} holds {} bytes instead of the old {}",
+        now.len(),
+        old.len()
+    );
+    assert_eq!(file.metadata().await.unwrap().mode(), mode, "{file:?}");
+}
+
+/// A transfer cut off (connection reset, future dropped) at 200 MiB of 1 GiB, up, down and
+/// locally, leaves the previous file byte for byte and mode for mode, and no temporary
+/// file, except the one a cut connection could not remove, which the next transfer into
+/// the directory removes once it is old.
+#[tokio::test]
+async fn interrupted_transfers_keep_the_old_file() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = tempfile::tempdir().unwrap();
+    let source = here.path().join("big.bin");
+    let expected = write_one_gib(&source);
+    // Bits a umask of 022 would strip: they come from the source exactly.
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let old = every_byte();
+    let local_dir = local().path(here.path());
+
+    // Locally: a copy dropped half way.
+    let copy_target = local_dir.join("copy.bin");
+    copy_target.write(&old).await.unwrap();
+    copy_target.chmod(0o640).await.unwrap();
+    let copy = leadpipe::copy(&local_dir.join("big.bin"), &copy_target);
+    drop(run_until(copy, CUT_AT).await);
+    assert_untouched(&copy_target, &old, 0o640).await;
+    let names = settles_to(&local_dir, &["big.bin".into(), "copy.bin".into()]).await;
+    assert_eq!(names, ["big.bin", "copy.bin"]);
+
+    // Up, cut: the previous remote file stays; the temporary file may stay (the
+    // connection is gone), and only that one.
+    let there = remote.tempdir().await.unwrap();
+    let target = there.path() / "big.bin";
+    target.write(&old).await.unwrap();
+    target.chmod(0o640).await.unwrap();
+    let proxy = FaultProxy::start(format!("{}:{}", sshd.host, sshd.port).parse().unwrap()).await;
+    let through = connect_to(&sshd, proxy.addr().port()).await;
+    let upload = run_until(through.upload(&source, target.as_path()), CUT_AT).await;
+    proxy.cut();
+    let result = tokio::time::timeout(Duration::from_secs(30), upload)
+        .await
+        .expect("the upload hung after the connection was cut");
+    assert!(
+        matches!(result, Err(Error::ConnectionLost { .. })),
+        "{result:?}"
+    );
+    assert_untouched(&target, &old, 0o640).await;
+    let names = names_in(there.path()).await;
+    let stale = temp_files_of(&names, "big.bin");
+    assert_eq!(
+        stale.len(),
+        1,
+        "the temporary file a cut upload leaves: {names:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // Up, dropped: the same, and its temporary file goes.
+    let upload = run_until(remote.upload(&source, target.as_path()), CUT_AT).await;
+    drop(upload);
+    assert_untouched(&target, &old, 0o640).await;
+    let mut left = vec!["big.bin".to_owned()];
+    left.extend(stale.iter().cloned());
+    left.sort();
+    assert_eq!(settles_to(there.path(), &left).await, left);
+
+    // The next transfer into the directory removes the cut one's temporary file once it
+    // is old (here: made old), and leaves a young one (a write under way) alone.
+    for name in &stale {
+        remote
+            .cmd("touch")
+            .args(["-m", "-d", "2000-01-01"])
+            .arg(there.path() / name)
+            .run()
+            .await
+            .unwrap();
+    }
+    let young = there.path() / ".other.leadpipe-1-2-3.tmp";
+    young.write("being written").await.unwrap();
+    let copied = remote.upload(&source, target.as_path()).await.unwrap();
+    assert_eq!(copied, 1 << 30);
+    let remote_sum = remote.cmd("sha256sum").arg(&target).read().await.unwrap();
+    assert_eq!(remote_sum.split(' ').next().unwrap(), expected);
+    assert_eq!(target.metadata().await.unwrap().mode(), 0o666);
+    assert_eq!(
+        names_in(there.path()).await,
+        [".other.leadpipe-1-2-3.tmp", "big.bin"]
+    );
+
+    // Down, cut: the previous local file stays, and no temporary file.
+    let back = local_dir.join("back.bin");
+    back.write(&old).await.unwrap();
+    back.chmod(0o640).await.unwrap();
+    let through = connect_to(&sshd, proxy.addr().port()).await;
+    let download = run_until(through.download(target.as_path(), back.as_path()), CUT_AT).await;
+    proxy.cut();
+    let result = tokio::time::timeout(Duration::from_secs(30), download)
+        .await
+        .expect("the download hung after the connection was cut");
+    assert!(
+        matches!(result, Err(Error::ConnectionLost { .. })),
+        "{result:?}"
+    );
+    assert_untouched(&back, &old, 0o640).await;
+    let all = ["back.bin".to_owned(), "big.bin".into(), "copy.bin".into()];
+    assert_eq!(names_in(&local_dir).await, all);
+
+    // Down, dropped: the same.
+    let download = run_until(remote.download(target.as_path(), back.as_path()), CUT_AT).await;
+    drop(download);
+    assert_untouched(&back, &old, 0o640).await;
+    assert_eq!(settles_to(&local_dir, &all).await, all);
+}
+
+/// Renames resolve a relative destination as the machine view does, refuse another
+/// machine, and name both paths when they fail.
+async fn check_renames(view: &MachinePath, dir: &MachinePath, elsewhere: &MachinePath) {
+    // `view` is `dir` as seen by a view whose directory is `dir`.
+    let logs = view.join("logs");
+    logs.mkdir().await.unwrap();
+    let log = logs.join("a.log");
+    log.write("entry\n").await.unwrap();
+    let moved = log.rename("b.log").await.unwrap();
+    assert_eq!(
+        moved,
+        dir / "b.log",
+        "as `mv logs/a.log b.log` in the view's directory"
+    );
+    assert_eq!((dir / "b.log").read_to_string().await.unwrap(), "entry\n");
+    assert!(!(dir / "logs/b.log").exists().await.unwrap());
+    // A MachinePath destination, a relative one with a directory.
+    let back = moved.rename(&log).await.unwrap();
+    assert_eq!(back, dir / "logs/a.log");
+    let copied = back.copy_to("logs/c.log").await.unwrap();
+    assert_eq!(copied, 6);
+    assert!((dir / "logs/c.log").is_file().await.unwrap());
+
+    // Both paths in the error.
+    let error = view.join("missing").rename("other").await.unwrap_err();
+    let machine = dir.machine();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot rename {machine}:{} to {machine}:{}: no such file or directory",
+            dir.join("missing"),
+            dir.join("other")
+        )
+    );
+    let details = file_error(&error);
+    assert_eq!(
+        (details.op(), details.kind()),
+        ("rename", std::io::ErrorKind::NotFound)
+    );
+    assert_eq!(details.destination(), Some(dir.join("other").as_path()));
+
+    // Another machine's path is refused, and nothing moves.
+    let error = back.rename(elsewhere).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot rename {machine}:{} to {}:{}: the destination is on another machine \
+             (copy, then remove)",
+            back,
+            elsewhere.machine(),
+            elsewhere
+        )
+    );
+    assert_eq!(file_error(&error).kind(), std::io::ErrorKind::InvalidInput);
+    assert!(back.is_file().await.unwrap());
+    assert!(!elsewhere.exists().await.unwrap());
+}
+
+#[tokio::test]
+async fn local_renames_follow_the_view() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let there = remote.tempdir().await.unwrap();
+    let dir = local().tempdir().await.unwrap();
+    let view = local().with_cwd(dir.as_path());
+    check_renames(&view.path(""), dir.path(), &(there.path() / "moved")).await;
+}
+
+#[tokio::test]
+async fn remote_renames_follow_the_view() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = local().tempdir().await.unwrap();
+    let dir = remote.tempdir().await.unwrap();
+    let view = remote.with_cwd(dir.as_path());
+    check_renames(&view.path(""), dir.path(), &(here.path() / "moved")).await;
 }

@@ -251,7 +251,16 @@ async fn remote_programs_cannot_forge_the_reports() {
         .await
         .unwrap_err();
     assert!(matches!(timed_out, Error::Timeout { .. }), "{timed_out}");
-    assert_eq!(sshd.pgrep("sleep 30").len(), 1, "only the victim is left");
+    // The timed-out line's own `sleep` goes (within 2 s); the victim stays.
+    let mut left = sshd.pgrep("sleep 30");
+    for _ in 0..20 {
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = sshd.pgrep("sleep 30");
+    }
+    assert_eq!(left.len(), 1, "only the victim is left: {left:?}");
     drop(victim);
 }
 
@@ -375,11 +384,7 @@ async fn a_stream_cut_by_a_dying_connection_is_an_error_not_an_end() {
     let error = stdout.read_to_end(&mut rest).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted, "{error}");
     let error = child.wait().await.unwrap_err();
-    let aborted = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::ConnectionAborted);
-    assert!(
-        matches!(error, Error::ConnectionLost { .. }) || aborted(&error),
-        "{error}"
-    );
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
 }
 
 #[tokio::test]

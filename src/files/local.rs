@@ -5,7 +5,10 @@ use std::{
     fs, io,
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, LazyLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures::{FutureExt, future::BoxFuture};
@@ -100,21 +103,42 @@ impl Files for LocalFiles {
         how: WriteMode,
         mode: Option<u32>,
     ) -> BoxFuture<'a, io::Result<BoxWrite>> {
-        let path = path.to_owned();
-        blocking(move || {
-            let mut options = fs::OpenOptions::new();
-            options.write(true);
-            match how {
-                WriteMode::Truncate => options.create(true).truncate(true),
-                WriteMode::Append => options.create(true).append(true),
-                WriteMode::CreateNew => options.create_new(true),
-            };
-            if let Some(mode) = mode {
-                options.mode(mode);
+        /// Raised when the open's future is gone (dropped, or done).
+        struct Abandoned(Arc<AtomicBool>);
+        impl Drop for Abandoned {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
             }
-            options.open(&path)
-        })
-        .map(|file| Ok(Box::new(tokio::fs::File::from_std(file?)) as BoxWrite))
+        }
+
+        let path = path.to_owned();
+        let abandoned = Abandoned(Arc::new(AtomicBool::new(false)));
+        let gone = abandoned.0.clone();
+        async move {
+            let file = blocking(move || {
+                let mut options = fs::OpenOptions::new();
+                options.write(true);
+                match how {
+                    WriteMode::Append => options.create(true).append(true),
+                    WriteMode::CreateNew => options.create_new(true),
+                };
+                if let Some(mode) = mode {
+                    options.mode(mode);
+                }
+                let file = options.open(&path)?;
+                // A new file whose caller dropped the open before it finished: nobody will
+                // write it, or remove it (its removal may have run before it existed).
+                if how == WriteMode::CreateNew && gone.load(Ordering::SeqCst) {
+                    drop(file);
+                    let _ = fs::remove_file(&path);
+                    return Err(io::Error::from(io::ErrorKind::Interrupted));
+                }
+                Ok(file)
+            })
+            .await?;
+            drop(abandoned);
+            Ok(Box::new(tokio::fs::File::from_std(file)) as BoxWrite)
+        }
         .boxed()
     }
 

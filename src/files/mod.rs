@@ -12,6 +12,7 @@
 mod glob;
 pub(crate) mod local;
 mod path;
+mod replace;
 mod tempdir;
 mod transfer;
 
@@ -27,7 +28,7 @@ use futures::future::BoxFuture;
 
 pub(crate) use self::tempdir::spawn_cleanup;
 pub use self::{
-    path::MachinePath,
+    path::{IntoMachinePath, MachinePath},
     tempdir::TempDir,
     transfer::{Transfer, copy},
 };
@@ -107,8 +108,6 @@ pub(crate) type FilesRef = Arc<dyn Files>;
 /// How [`Files::open_write`] opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteMode {
-    /// Create or truncate.
-    Truncate,
     /// Create or append.
     Append,
     /// Create; fail if it exists.
@@ -228,6 +227,8 @@ pub struct FileError {
     pub(crate) op: &'static str,
     pub(crate) machine: String,
     pub(crate) path: PathBuf,
+    /// The other path of a two-path operation (`rename`): its machine and path.
+    pub(crate) to: Option<Box<(String, PathBuf)>>,
     pub(crate) source: io::Error,
 }
 
@@ -245,6 +246,11 @@ impl FileError {
     /// The path the operation failed on.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The destination of an operation with two paths (`rename`), if this was one.
+    pub fn destination(&self) -> Option<&Path> {
+        self.to.as_ref().map(|to| to.1.as_path())
     }
 
     /// What kind of failure it was (`NotFound`, `PermissionDenied`, `AlreadyExists`, ...),
@@ -272,11 +278,15 @@ impl std::fmt::Display for FileError {
         };
         write!(
             f,
-            "cannot {} {}:{}: {what}",
+            "cannot {} {}:{}",
             self.op,
             self.machine,
             self.path.display()
-        )
+        )?;
+        if let Some(to) = &self.to {
+            write!(f, " to {}:{}", to.0, to.1.display())?;
+        }
+        write!(f, ": {what}")
     }
 }
 
@@ -306,6 +316,7 @@ pub(crate) fn file_error(
         op,
         machine: files.machine().to_owned(),
         path: path.to_owned(),
+        to: None,
         source: error,
     }))
 }

@@ -5,13 +5,19 @@ use std::{
     fmt, io,
     ops::Div,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use futures::{TryStreamExt, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{FileKind, Files, FilesRef, Metadata, WriteMode, file_error, glob, transfer};
+use super::{
+    FileError, FileKind, Files, FilesRef, Metadata, WriteMode, file_error, glob,
+    replace::Replacement, transfer,
+};
 use crate::{Error, Result};
 
 /// How many operations a tree walk (`remove_all`, listings for `glob`) keeps in flight:
@@ -52,20 +58,48 @@ pub(crate) const TREE_CONCURRENCY: usize = 16;
 pub struct MachinePath {
     files: FilesRef,
     path: PathBuf,
+    /// The directory of the machine view the path came from (`with_cwd`), against which a
+    /// relative destination of `rename` or `copy_to` is resolved; `None`: where the
+    /// machine starts.
+    cwd: Option<Arc<Path>>,
 }
 
 impl MachinePath {
+    /// A path of a view with no directory of its own (relative paths are relative to where
+    /// the machine starts).
     pub(crate) fn new(files: FilesRef, path: PathBuf) -> MachinePath {
-        MachinePath { files, path }
+        MachinePath {
+            files,
+            path,
+            cwd: None,
+        }
+    }
+
+    /// A path of a machine view whose directory is `cwd` (`path` already resolved
+    /// against it).
+    pub(crate) fn in_view(files: FilesRef, cwd: Option<&Path>, path: PathBuf) -> MachinePath {
+        MachinePath {
+            files,
+            path,
+            cwd: cwd.map(Arc::from),
+        }
     }
 
     pub(crate) fn files(&self) -> &dyn Files {
         &*self.files
     }
 
-    /// A path on the same machine.
+    pub(crate) fn files_ref(&self) -> &FilesRef {
+        &self.files
+    }
+
+    /// A path on the same machine, of the same view.
     pub(crate) fn sibling_path(&self, path: PathBuf) -> MachinePath {
-        MachinePath::new(self.files.clone(), path)
+        MachinePath {
+            files: self.files.clone(),
+            path,
+            cwd: self.cwd.clone(),
+        }
     }
 
     fn fail(&self, op: &'static str, error: io::Error) -> Error {
@@ -121,13 +155,13 @@ impl MachinePath {
         self.sibling_path(self.path.with_file_name(name))
     }
 
-    /// Resolves `to` as [`rename`](MachinePath::rename) and
-    /// [`copy_to`](MachinePath::copy_to) do: a relative path is taken in this path's
-    /// directory.
-    fn beside(&self, to: &Path) -> MachinePath {
-        match self.path.parent() {
-            Some(dir) if to.is_relative() => self.sibling_path(dir.join(to)),
-            _ => self.sibling_path(to.to_owned()),
+    /// `to` as the machine view this path came from resolves it: a relative path against
+    /// the view's directory ([`with_cwd`](crate::SshMachine::with_cwd)), else against where
+    /// the machine starts, as a shell in that directory would.
+    fn in_same_view(&self, to: &Path) -> MachinePath {
+        match &self.cwd {
+            Some(cwd) => self.sibling_path(cwd.join(to)),
+            None => self.sibling_path(to.to_owned()),
         }
     }
 
@@ -216,10 +250,12 @@ impl MachinePath {
     }
 
     /// Replaces the file's content with `content`, atomically: the bytes go to a temporary
-    /// file beside it, which is then renamed over the path. Readers see the old content or
-    /// the new, never a part; an interrupted write (an error, a lost connection, the future
-    /// dropped) leaves the old file as it was. An existing file's permission bits are kept;
-    /// a new file gets the machine's default (`0o666` less the umask).
+    /// file beside it (`.NAME.leadpipe-UNIQUE.tmp`), which is then renamed over the path.
+    /// Readers see the old content or the new, never a part; an interrupted write (an
+    /// error, a lost connection, the future dropped) leaves the old file as it was, and the
+    /// temporary file is removed (by a later transfer into the directory when the
+    /// connection was cut: see [`copy`](crate::copy)). An existing file's permission bits
+    /// are kept; a new file gets the machine's default (`0o666` less the umask).
     ///
     /// Over SFTP the rename is OpenSSH's `posix-rename@openssh.com`; a server without it
     /// gets a plain rename after removing the old file (a short window with no file).
@@ -229,42 +265,27 @@ impl MachinePath {
     /// [`Error::ConnectionLost`].
     pub async fn write(&self, content: impl AsRef<[u8]>) -> Result<()> {
         let content = content.as_ref();
-        let name = self.path.file_name().ok_or_else(|| {
-            self.fail(
-                "write",
-                io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
-            )
-        })?;
+        let replacement =
+            Replacement::new(self.files.clone(), &self.path).map_err(|e| self.fail("write", e))?;
         let mode = match self.files.metadata(&self.path, true).await {
             Ok(meta) => Some(meta.mode),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.fail("write", e)),
         };
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".leadpipe-{}", unique_suffix()));
-        let temp = self.path.with_file_name(temp_name);
-        // Removes the temporary file unless the rename took it: on an error here, and when
-        // this future is dropped half way.
-        let mut guard = TempFileGuard {
-            files: self.files.clone(),
-            path: Some(temp.clone()),
-        };
-        let write = async {
-            let mut file = self
-                .files
-                .open_write(&temp, WriteMode::CreateNew, None)
-                .await?;
+        let written = async {
+            let mut file = replacement.open(None).await?;
             file.write_all(content).await?;
-            file.shutdown().await?;
-            if let Some(mode) = mode {
-                self.files.chmod(&temp, mode).await?;
+            file.shutdown().await
+        }
+        .await;
+        let done = match written {
+            Ok(()) => replacement.commit(mode).await,
+            Err(error) => {
+                replacement.abandon().await;
+                Err(error)
             }
-            self.files.rename(&temp, &self.path).await
         };
-        write.await.map_err(|e| self.fail("write", e))?;
-        guard.path = None;
-        Ok(())
+        done.map_err(|e| self.fail("write", e))
     }
 
     /// Appends `content` to the file, creating it if needed.
@@ -328,7 +349,7 @@ impl MachinePath {
     }
 
     /// Creates the directory and any missing parents (`mkdir -p`); a directory that already
-    /// exists is fine.
+    /// exists is fine, and so are `.` components (`x/sub/.` creates `x/sub`).
     ///
     /// # Errors
     /// [`Error::File`] (a parent is a file, permission denied), [`Error::ConnectionLost`].
@@ -367,23 +388,60 @@ impl MachinePath {
     }
 
     /// Renames (moves) the path on its machine, replacing what `to` names (POSIX
-    /// `rename`). A relative `to` is taken in this path's directory, so
-    /// `log.rename("app.log.1")` renames in place. Returns the new path.
+    /// `rename`, atomic). Returns the new path.
+    ///
+    /// `to` is a path of the same machine: a [`MachinePath`] of it, or a plain path
+    /// resolved as the machine view this path came from resolves every path (a relative
+    /// one against its [`with_cwd`](crate::SshMachine::with_cwd) directory, else where the
+    /// machine starts), as `mv` in that directory would. Paths under a
+    /// [`TempDir`](crate::TempDir) belong to no view: theirs is where the machine starts.
+    /// To rename in place, give [`with_file_name`](MachinePath::with_file_name). A path on
+    /// another machine is refused: a rename cannot cross machines; [`copy`](crate::copy)
+    /// then [`remove_all`](MachinePath::remove_all) does that (not atomically).
     ///
     /// # Errors
-    /// [`Error::File`] (not found, `to` is on another file system, permission denied),
-    /// [`Error::ConnectionLost`].
-    pub async fn rename(&self, to: impl AsRef<Path>) -> Result<MachinePath> {
-        let to = self.beside(to.as_ref());
-        (self.files.rename(&self.path, &to.path).await).map_err(|e| self.fail("rename", e))?;
+    /// [`Error::File`] naming both paths (not found, `to` is on another file system or
+    /// another machine, permission denied), [`Error::ConnectionLost`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// let log = web1.path("/var/log/app/app.log");
+    /// log.rename(log.with_file_name("app.log.1")).await?;
+    /// let logs = web1.with_cwd("/var/log/app");
+    /// logs.path("app.log.1").rename("app.log.2").await?; // /var/log/app/app.log.2
+    /// # Ok(()) }
+    /// ```
+    pub async fn rename(&self, to: impl IntoMachinePath) -> Result<MachinePath> {
+        let to = to.into_machine_path(self);
+        let refused = |error: io::Error| {
+            if let Some(gone) = self.files.gone() {
+                return gone;
+            }
+            Error::File(Box::new(FileError {
+                op: "rename",
+                machine: self.machine().to_owned(),
+                path: self.path.clone(),
+                to: Some(Box::new((to.machine().to_owned(), to.path.clone()))),
+                source: error,
+            }))
+        };
+        if !self.same_machine(&to) {
+            return Err(refused(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the destination is on another machine (copy, then remove)",
+            )));
+        }
+        (self.files.rename(&self.path, &to.path).await).map_err(refused)?;
         Ok(to)
     }
 
-    /// Copies the file or tree on its machine; a relative `to` is taken in this path's
-    /// directory. The same as [`copy`](crate::copy)`(self, to)`: see there for what happens
-    /// when `to` is a directory, and for progress.
-    pub fn copy_to(&self, to: impl AsRef<Path>) -> transfer::Transfer {
-        transfer::copy(self, &self.beside(to.as_ref()))
+    /// Copies the file or tree to `to`: the same as [`copy`](crate::copy)`(self, to)`; see
+    /// there for what happens when `to` is a directory, and for progress. `to` is resolved
+    /// as [`rename`](MachinePath::rename) resolves it, except that it may be on another
+    /// machine.
+    pub fn copy_to(&self, to: impl IntoMachinePath) -> transfer::Transfer {
+        transfer::copy(self, &to.into_machine_path(self))
     }
 
     /// Sets the permission bits (`0o644`, `0o755`, ...).
@@ -425,8 +483,11 @@ impl MachinePath {
 
 /// `mkdir -p`: creates what is missing from the top down.
 pub(crate) async fn mkdir_all(files: &dyn Files, path: &Path, mode: u32) -> io::Result<()> {
+    // `x/sub/.` is `x/sub`: `components` drops every `.` but a leading one, which a
+    // directory to create must not end in (`mkdir("x/sub/.")` fails while `sub` is missing).
+    let path: PathBuf = path.components().collect();
     let mut missing = Vec::new();
-    let mut next = Some(path);
+    let mut next = Some(path.as_path());
     while let Some(dir) = next {
         if dir.as_os_str().is_empty() {
             break;
@@ -446,12 +507,16 @@ pub(crate) async fn mkdir_all(files: &dyn Files, path: &Path, mode: u32) -> io::
 }
 
 /// Creates one directory; one that exists already is fine (another process may have made
-/// it meanwhile): what counts is that it is a directory now.
-pub(crate) async fn mkdir_or_existing(files: &dyn Files, dir: &Path, mode: u32) -> io::Result<()> {
+/// it meanwhile): what counts is that it is a directory now. True when this call made it.
+pub(crate) async fn mkdir_or_existing(
+    files: &dyn Files,
+    dir: &Path,
+    mode: u32,
+) -> io::Result<bool> {
     match files.mkdir(dir, mode).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(error) => match files.metadata(dir, true).await {
-            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(meta) if meta.is_dir() => Ok(false),
             _ => Err(error),
         },
     }
@@ -484,23 +549,6 @@ pub(crate) fn unique_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}-{count}-{nanos:08x}", std::process::id())
-}
-
-/// Removes a temporary file in the background when dropped with a path still set.
-struct TempFileGuard {
-    files: FilesRef,
-    path: Option<PathBuf>,
-}
-
-impl Drop for TempFileGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let files = self.files.clone();
-            super::tempdir::spawn_cleanup(async move {
-                let _ = files.remove_file(&path).await;
-            });
-        }
-    }
 }
 
 impl<P: AsRef<Path>> Div<P> for &MachinePath {
@@ -574,3 +622,60 @@ pub(crate) async fn list_with_meta(
         Err(e) => Err(dir.fail("list", e)),
     }
 }
+
+/// A destination for [`MachinePath::rename`] and [`MachinePath::copy_to`]: a
+/// [`MachinePath`], or a plain path (`&str`, `String`, `&Path`, `PathBuf`, `&OsStr`,
+/// `OsString`) that the source's machine view resolves as it resolves every path.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+/// let app = web1.with_cwd("/srv/app");
+/// app.path("releases/42").rename("current").await?; // /srv/app/current
+/// # Ok(()) }
+/// ```
+pub trait IntoMachinePath: into_machine_path::Sealed {}
+
+mod into_machine_path {
+    use std::{
+        ffi::{OsStr, OsString},
+        path::{Path, PathBuf},
+    };
+
+    use super::MachinePath;
+
+    pub trait Sealed {
+        /// The path this names, for a call on `source`.
+        fn into_machine_path(self, source: &MachinePath) -> MachinePath;
+    }
+
+    impl Sealed for MachinePath {
+        fn into_machine_path(self, _: &MachinePath) -> MachinePath {
+            self
+        }
+    }
+
+    impl Sealed for &MachinePath {
+        fn into_machine_path(self, _: &MachinePath) -> MachinePath {
+            self.clone()
+        }
+    }
+
+    macro_rules! plain_paths {
+        ($($ty:ty),*) => {$(
+            impl Sealed for $ty {
+                fn into_machine_path(self, source: &MachinePath) -> MachinePath {
+                    source.in_same_view(AsRef::<Path>::as_ref(&self))
+                }
+            }
+            impl super::IntoMachinePath for $ty {}
+        )*};
+    }
+
+    plain_paths!(
+        &str, String, &String, &Path, PathBuf, &PathBuf, &OsStr, OsString
+    );
+}
+
+impl IntoMachinePath for MachinePath {}
+impl IntoMachinePath for &MachinePath {}

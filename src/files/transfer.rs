@@ -4,15 +4,24 @@
 //! destination, 255 KiB at a time, with no whole file in memory. Over SFTP a single file
 //! is already pipelined (many reads or writes in flight per file); a tree adds concurrency
 //! across files, which is what makes many small files fast: each file costs a few round
-//! trips (open, write, close, chmod), and [`FILE_CONCURRENCY`] files are in flight at once.
+//! trips (open, write, close, chmod, rename), and [`FILE_CONCURRENCY`] files are in flight
+//! at once.
+//!
+//! Every file is written as [`Replacement`] writes one: under a temporary name beside its
+//! target, renamed over it once whole, so an interrupted transfer destroys nothing.
 
 use std::{
+    ffi::OsString,
     fmt,
     future::Future,
     io,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -20,8 +29,10 @@ use futures::{StreamExt, TryStreamExt, future::BoxFuture, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    FileKind, Files, MachinePath, Metadata, WriteMode, file_error, local::blocking,
+    FileKind, MachinePath, Metadata, file_error,
+    local::blocking,
     path::mkdir_or_existing,
+    replace::{self, Replacement},
 };
 use crate::{Error, Result};
 
@@ -30,6 +41,9 @@ const FILE_CONCURRENCY: usize = 16;
 /// How much is read before it is written: OpenSSH's largest SFTP write (255 KiB), so a
 /// chunk goes out as one write request rather than as 255 KiB and 1 KiB.
 const CHUNK: usize = 255 * 1024;
+/// How much a copy on this machine moves (with `copy_file_range`) between two looks at
+/// whether it was cancelled, and between two progress reports.
+const LOCAL_CHUNK: u64 = 8 << 20;
 
 type ProgressFn = Box<dyn FnMut(u64, u64) + Send>;
 
@@ -42,6 +56,21 @@ type ProgressFn = Box<dyn FnMut(u64, u64) + Send>;
 /// tree are copied as symlinks with the same target, while a symlink given as `src` is
 /// followed. An existing file at the destination is replaced; an existing directory is
 /// merged into. Modification times are not kept.
+///
+/// Each file (and symlink) is replaced atomically: it is written to a temporary file
+/// beside its target, `.NAME.leadpipe-UNIQUE.tmp`, which gets its permission bits and is
+/// renamed over the target only once complete (over SFTP: after every write was
+/// acknowledged, with `posix-rename@openssh.com`). An interrupted transfer (an error, the
+/// connection cut, this future dropped) leaves every file it had not finished as it was,
+/// byte for byte, and removes its temporary file: before returning the error, or in the
+/// background when the future is dropped. Only a machine that is gone (its SSH connection
+/// cut) keeps the temporary file it was writing; a later transfer that writes into that
+/// directory removes such leftovers once they are ten minutes old by that machine's clock
+/// (a live writer keeps its own file fresher than that).
+///
+/// Being a new file, a replaced file is owned by the user the transfer runs as, it needs
+/// write permission on its directory, and a symlink or hard link at the destination is
+/// replaced, not written through (as [`MachinePath::write`] does).
 ///
 /// The returned [`Transfer`] is a future of the number of bytes copied; before awaiting it,
 /// [`progress`](Transfer::progress) can watch it.
@@ -90,8 +119,8 @@ enum State {
 
 impl Transfer {
     /// Calls `report(done, total)` with bytes copied so far and bytes to copy in all, after
-    /// every chunk (255 KiB at most) and once at the start. The total is known before the
-    /// first byte moves (a tree is listed first).
+    /// every chunk (255 KiB at most; 8 MiB for a copy within this machine) and once at the
+    /// start. The total is known before the first byte moves (a tree is listed first).
     pub fn progress(mut self, report: impl FnMut(u64, u64) + Send + 'static) -> Transfer {
         if let State::Ready { progress, .. } = &mut self.state {
             *progress = Some(Box::new(report));
@@ -224,10 +253,20 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
     progress.add(0);
 
     // Directories first, parents before children, writable by us until the files are in.
+    // Those that existed may hold what earlier interrupted transfers left.
+    let mut existed = Vec::new();
+    if !top.is_dir()
+        && let Some(parent) = dst.as_path().parent()
+    {
+        existed.push(parent.to_owned());
+    }
     for entry in entries.iter().filter(|entry| entry.meta.is_dir()) {
         let target = under(&dst, &entry.relative);
-        (mkdir_or_existing(dst.files(), target.as_path(), 0o700).await)
+        let made = (mkdir_or_existing(dst.files(), target.as_path(), 0o700).await)
             .map_err(|e| file_error(dst.files(), "create directory", target.as_path(), e))?;
+        if !made {
+            existed.push(target.as_path().to_owned());
+        }
     }
     let progress = Arc::new(progress);
     stream::iter(entries.iter().filter(|entry| !entry.meta.is_dir()).map(Ok))
@@ -251,6 +290,7 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
             }
         })
         .await?;
+    sweep_leftovers(&dst, &entries, existed).await;
     // Directory modes last, children before parents (a read-only parent is set after).
     for entry in entries.iter().rev().filter(|entry| entry.meta.is_dir()) {
         let target = under(&dst, &entry.relative);
@@ -258,6 +298,30 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
             .map_err(|e| file_error(dst.files(), "chmod", target.as_path(), e))?;
     }
     Ok(total)
+}
+
+/// Removes what interrupted transfers left in the directories of `existed` (all under
+/// `dst`, or its parent) that this transfer wrote a file or symlink into.
+async fn sweep_leftovers(dst: &MachinePath, entries: &[Entry], existed: Vec<PathBuf>) {
+    // Each such directory, with the name of one file written into it.
+    let mut dirs: std::collections::HashMap<PathBuf, Option<OsString>> =
+        existed.into_iter().map(|dir| (dir, None)).collect();
+    for entry in entries.iter().filter(|entry| !entry.meta.is_dir()) {
+        let target = under(dst, &entry.relative);
+        if let (Some(parent), Some(name)) = (target.as_path().parent(), target.file_name())
+            && let Some(written @ None) = dirs.get_mut(parent)
+        {
+            *written = Some(name.to_owned());
+        }
+    }
+    let dirs = dirs
+        .into_iter()
+        .filter_map(|(dir, written)| Some((dir, written?)));
+    stream::iter(dirs)
+        .for_each_concurrent(super::path::TREE_CONCURRENCY, |(dir, written)| async move {
+            replace::sweep(dst.files(), &dir, &written).await;
+        })
+        .await;
 }
 
 /// A directory (relative to the top of a tree) and its entries.
@@ -302,51 +366,132 @@ async fn list_tree(top: &MachinePath, entries: &mut Vec<Entry>) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `to` with a symlink like `from`.
 async fn copy_symlink(from: &MachinePath, to: &MachinePath) -> Result<()> {
     let target = from.read_link().await?;
-    // Replace what is there, as for files.
-    let _ = to.files().remove_file(to.as_path()).await;
-    to.symlink(target).await
+    let write_error = |e| file_error(to.files(), "create symlink", to.as_path(), e);
+    let replacement =
+        Replacement::new(to.files_ref().clone(), to.as_path()).map_err(write_error)?;
+    match to.files().symlink(&target, replacement.temp()).await {
+        Ok(()) => replacement.commit(None).await.map_err(write_error),
+        Err(error) => {
+            replacement.abandon().await;
+            Err(write_error(error))
+        }
+    }
 }
 
-/// Copies one regular file and sets its mode.
+/// Copies one regular file with its mode, replacing `to` only once complete.
 async fn copy_file(
     from: &MachinePath,
     to: &MachinePath,
     meta: Metadata,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<()> {
     if from.files().is_local() && to.files().is_local() {
-        let (source, target) = (from.as_path().to_owned(), to.as_path().to_owned());
-        let copied = (blocking(move || std::fs::copy(&source, &target)).await)
-            .map_err(|e| file_error(to.files(), "copy to", to.as_path(), e))?;
-        progress.add(copied);
-        return Ok(());
+        return copy_local_file(from, to, meta, progress).await;
     }
     let read_error = |e| file_error(from.files(), "read", from.as_path(), e);
     let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
     let mut reader =
         (from.files().open_read(from.as_path(), Some(meta.len)).await).map_err(read_error)?;
-    let mut writer = (to
-        .files()
-        .open_write(to.as_path(), WriteMode::Truncate, Some(meta.mode))
-        .await)
-        .map_err(write_error)?;
-    // A small file gets a buffer of its size (one more byte sees the end at once).
-    let size = usize::try_from(meta.len).unwrap_or(CHUNK);
-    let mut buffer = vec![0; CHUNK.min(size.saturating_add(1))];
-    loop {
-        let n = reader.read(&mut buffer).await.map_err(read_error)?;
-        if n == 0 {
-            break;
+    let replacement =
+        Replacement::new(to.files_ref().clone(), to.as_path()).map_err(write_error)?;
+    let copied = async {
+        let mut writer = (replacement.open(Some(meta.mode)).await).map_err(write_error)?;
+        // A small file gets a buffer of its size (one more byte sees the end at once).
+        let size = usize::try_from(meta.len).unwrap_or(CHUNK);
+        let mut buffer = vec![0; CHUNK.min(size.saturating_add(1))];
+        loop {
+            let n = reader.read(&mut buffer).await.map_err(read_error)?;
+            if n == 0 {
+                break;
+            }
+            writer.write_all(&buffer[..n]).await.map_err(write_error)?;
+            progress.add(n as u64);
         }
-        writer.write_all(&buffer[..n]).await.map_err(write_error)?;
-        progress.add(n as u64);
+        // Every write acknowledged, the file closed, before it may replace the target.
+        writer.shutdown().await.map_err(write_error)
     }
-    writer.shutdown().await.map_err(write_error)?;
-    set_mode(to.files(), to.as_path(), meta.mode).await
+    .await;
+    match copied {
+        Ok(()) => (replacement.commit(Some(meta.mode)).await).map_err(write_error),
+        Err(error) => {
+            replacement.abandon().await;
+            Err(error)
+        }
+    }
 }
 
-async fn set_mode(files: &dyn Files, path: &Path, mode: u32) -> Result<()> {
-    (files.chmod(path, mode).await).map_err(|e| file_error(files, "chmod", path, e))
+/// A local copy: `copy_file_range` on a blocking thread, a chunk at a time. A blocking
+/// thread cannot be cancelled, so dropping the transfer raises `cancelled`, which the
+/// thread checks between chunks: it then removes the temporary file and stops, and the
+/// rename (done here, after it) never happens.
+async fn copy_local_file(
+    from: &MachinePath,
+    to: &MachinePath,
+    meta: Metadata,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    /// Raises the flag when dropped: when the copy ends, and when its future is dropped.
+    struct Cancel(Arc<AtomicBool>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    let write_error = |e| file_error(to.files(), "copy to", to.as_path(), e);
+    let replacement =
+        Replacement::new(to.files_ref().clone(), to.as_path()).map_err(write_error)?;
+    let cancel = Cancel(Arc::new(AtomicBool::new(false)));
+    let (source, temp) = (from.as_path().to_owned(), replacement.temp().to_owned());
+    let (cancelled, progress) = (cancel.0.clone(), progress.clone());
+    let copied = blocking(move || {
+        let copied = copy_in_chunks(&source, &temp, meta.mode, &cancelled, &progress);
+        if copied.is_err() {
+            // Also when the future was dropped before this thread created the file.
+            let _ = std::fs::remove_file(&temp);
+        }
+        copied
+    })
+    .await;
+    drop(cancel);
+    match copied {
+        Ok(()) => (replacement.commit(Some(meta.mode)).await).map_err(write_error),
+        Err(error) => {
+            replacement.abandon().await;
+            Err(write_error(error))
+        }
+    }
+}
+
+fn copy_in_chunks(
+    source: &Path,
+    temp: &Path,
+    mode: u32,
+    cancelled: &AtomicBool,
+    progress: &Progress,
+) -> io::Result<()> {
+    use std::io::Read;
+    let source = std::fs::File::open(source)?;
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(temp)?;
+    loop {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the copy was cancelled",
+            ));
+        }
+        // `io::copy` between files uses `copy_file_range` (through `Take` too).
+        let n = io::copy(&mut (&source).take(LOCAL_CHUNK), &mut target)?;
+        if n == 0 {
+            return Ok(());
+        }
+        progress.add(n);
+    }
 }

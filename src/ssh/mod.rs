@@ -53,7 +53,9 @@ use crate::{
 ///
 /// Every command runs under the remote `/bin/sh`, **whatever the user's login shell** (bash,
 /// dash, zsh, tcsh, fish...): sshd hands leadpipe's fixed exec string to the login shell,
-/// which only starts `/bin/sh`; the pipeline itself arrives on the channel's stdin, so
+/// which only starts `/bin/sh` (once the first command has shown that the login shell is
+/// itself a POSIX shell — sh, dash, bash, ksh, mksh, ash — it reads the same POSIX line
+/// directly, saving a process per command); the pipeline itself arrives on the channel's stdin, so
 /// neither its words nor its environment values appear in the remote process list, and
 /// the exec string stays far below what sshd accepts. The login shell's rc files still run
 /// as sshd starts it (as with `ssh host cmd`).
@@ -275,7 +277,7 @@ impl SshMachine {
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
         let path = self.scope.resolve(path.as_ref());
-        MachinePath::new(self.files.clone(), path)
+        MachinePath::in_view(self.files.clone(), self.scope.cwd.as_deref(), path)
     }
 
     /// A new private (`0o700`) directory under the remote `/tmp`, removed with its contents

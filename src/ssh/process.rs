@@ -243,24 +243,11 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         ));
     }
     let marker = Marker::new();
-    let header = remote_line::header(&plan, &marker);
+    let (exec_string, ask_login) = connection.login_shell.exec_string();
+    let header = remote_line::header(&plan, &marker, ask_login);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
     let pty = plan.stages.iter().any(|s| s.command.spec().pty);
-    if pty {
-        // No echo and no line editing while the header goes through the terminal (the
-        // script restores both): otherwise the marker would be echoed into the output,
-        // and a script line past the terminal's 4 KiB line limit cut short.
-        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
-        write
-            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
-            .await
-            .map_err(|_| connection.lost())?;
-    }
-    write
-        .exec(true, remote_line::BOOTSTRAP)
-        .await
-        .map_err(|_| connection.lost())?;
 
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
@@ -309,14 +296,36 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let live = crate::lifecycle::register(crate::lifecycle::Kind::Process, move || {
         Box::pin(kill.clone().signal(Signal::KILL))
     });
+    // The pump drains the channel from its first message on, whatever happens to this
+    // future (a deadline may drop it at any await below); on leadpipe's runtime, so that
+    // it outlives the caller's.
     crate::lifecycle::spawn(async move {
         let result = pump.run(read).await;
         drop(live);
         let _ = done_sender.send(result);
     });
+    let mut unstarted = Unstarted {
+        control: Some(control.clone()),
+        exec_sent: false,
+    };
+    let write = &control.channel;
+    if pty {
+        // No echo and no line editing while the header goes through the terminal (the
+        // script restores both): otherwise the marker would be echoed into the output,
+        // and a script line past the terminal's 4 KiB line limit cut short.
+        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
+        write
+            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
+            .await
+            .map_err(|_| connection.lost())?;
+    }
+    write
+        .exec(true, exec_string)
+        .await
+        .map_err(|_| connection.lost())?;
+    unstarted.exec_sent = true;
     // The header goes first on stdin, the user's bytes after it. The pump is already
     // draining the channel, so a header larger than the window cannot stall it.
-    let write = &control.channel;
     write
         .data(&header[..])
         .await
@@ -330,6 +339,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         write.eof().await.map_err(|_| connection.lost())?;
         None
     };
+    unstarted.control = None;
     Ok(SshRunning {
         stdin,
         stdout,
@@ -339,6 +349,31 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control,
         stages,
     })
+}
+
+/// A start that did not finish (an error, or its future dropped by a deadline): the
+/// channel is ended from here, so neither it nor a remote shell waiting for its header is
+/// left behind. An end of file makes that shell's `read` fail and exit; a channel that never
+/// got its exec is closed.
+struct Unstarted {
+    control: Option<Arc<Control>>,
+    exec_sent: bool,
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        let exec_sent = self.exec_sent;
+        // On leadpipe's runtime, as every clean-up (see `lifecycle`).
+        crate::lifecycle::cleanup(async move {
+            let _ = control.channel.eof().await;
+            if !exec_sent {
+                let _ = control.channel.close().await;
+            }
+        });
+    }
 }
 
 struct Pump {
@@ -367,6 +402,9 @@ impl Pump {
                     self.filter.feed(&data, &mut user, &mut self.reports);
                     if self.pid.borrow().is_none() && self.reports.pid().is_some() {
                         let _ = self.pid.send(self.reports.pid());
+                    }
+                    if let Some(login) = self.reports.login() {
+                        self.control.connection.login_shell.learn(login);
                     }
                     let user = std::mem::take(&mut user);
                     if self.pty {

@@ -237,6 +237,9 @@ pub(crate) struct Connection {
     /// Woken when a spare is put back: a caller waiting for a slot takes it instead, since
     /// the spare may hold the last slot (with `max_channels` 2, the only one).
     spare_ready: tokio::sync::Notify,
+    /// Whether the login shell can read the remote line itself (learnt from the first
+    /// command's report).
+    pub(crate) login_shell: super::remote_line::LoginShell,
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
@@ -304,6 +307,7 @@ impl Connection {
             kill_slot: Arc::new(Semaphore::new(1)),
             spare: std::sync::Mutex::new(None),
             spare_ready: tokio::sync::Notify::new(),
+            login_shell: super::remote_line::LoginShell::default(),
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
         // open the spare now, inside connect, rather than in the first command.

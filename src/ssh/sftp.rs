@@ -309,7 +309,6 @@ impl Files for SftpFiles {
             let flags = OpenFlags::WRITE
                 | OpenFlags::CREATE
                 | match how {
-                    WriteMode::Truncate => OpenFlags::TRUNCATE,
                     WriteMode::Append => OpenFlags::APPEND,
                     WriteMode::CreateNew => OpenFlags::EXCLUDE,
                 };
