@@ -157,6 +157,12 @@ impl ChannelEnd {
     pub(crate) fn is_over(&self) -> bool {
         self.0.borrow().is_some()
     }
+
+    /// Resolves once the channel is over (at once if it is).
+    pub(crate) async fn over(&self) {
+        let mut ended = self.0.clone();
+        let _ = ended.wait_for(Option::is_some).await;
+    }
 }
 
 fn channel_over(ended: Ended) -> io::Error {
