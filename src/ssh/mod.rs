@@ -123,9 +123,13 @@ impl SshMachine {
         };
         let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
             destination: destination.to_owned(),
+            given: destination.to_owned(),
+            address: None,
             reason: "the port is not a number".to_owned(),
+            source: None,
         })?;
         let mut builder = SshMachine::builder(host);
+        builder.given = Some(destination.to_owned());
         if let Some(user) = user {
             builder = builder.user(user);
         }
@@ -140,6 +144,7 @@ impl SshMachine {
     pub fn builder(host: impl Into<String>) -> SshBuilder {
         SshBuilder {
             host: host.into(),
+            given: None,
             user: None,
             port: None,
             identity_files: Vec::new(),
@@ -411,6 +416,8 @@ impl fmt::Debug for SshMachine {
 #[derive(Clone)]
 pub struct SshBuilder {
     host: String,
+    /// The whole destination when it came through [`SshMachine::connect`], for errors.
+    given: Option<String>,
     user: Option<String>,
     port: Option<u16>,
     identity_files: Vec<PathBuf>,
@@ -550,6 +557,11 @@ impl SshBuilder {
         })
     }
 
+    /// The destination as the script wrote it, for errors.
+    fn given(&self) -> &str {
+        self.given.as_deref().unwrap_or(&self.host)
+    }
+
     /// The settings after the config file, and the config's `ProxyJump`.
     fn settings(&self) -> Result<(Settings, Option<String>)> {
         let local_user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
@@ -561,7 +573,10 @@ impl SshBuilder {
             Some(path) => {
                 config::resolve_file(path, &self.host, &context).map_err(|e| Error::Connect {
                     destination: self.host.clone(),
+                    given: self.given().to_owned(),
+                    address: None,
                     reason: format!("bad ssh config: {e}"),
+                    source: None,
                 })?
             }
             None => config::HostConfig::default(),
@@ -595,6 +610,7 @@ impl SshBuilder {
             self.identity_files.clone()
         };
         let settings = Settings {
+            given: self.given().to_owned(),
             host: file.hostname.clone().unwrap_or_else(|| self.host.clone()),
             port: self.port.or(file.port).unwrap_or(22),
             user: self
@@ -632,9 +648,13 @@ fn connect_hops(hops: &str, config_file: Option<PathBuf>) -> BoxFuture<'_, Resul
             };
             let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
                 destination: hop.to_owned(),
+                given: hop.to_owned(),
+                address: None,
                 reason: "bad ProxyJump entry".to_owned(),
+                source: None,
             })?;
             let mut builder = SshMachine::builder(host).ssh_config(config_file.clone());
+            builder.given = Some(hop.to_owned());
             if let Some(user) = user {
                 builder = builder.user(user);
             }
@@ -648,7 +668,10 @@ fn connect_hops(hops: &str, config_file: Option<PathBuf>) -> BoxFuture<'_, Resul
         }
         via.ok_or_else(|| Error::Connect {
             destination: hops.to_owned(),
+            given: hops.to_owned(),
+            address: None,
             reason: "empty ProxyJump".to_owned(),
+            source: None,
         })
     })
 }
