@@ -18,8 +18,9 @@
 //!
 //! The calls run on the runtime that leadpipe starts on first use and keeps for the rest
 //! of the process (its worker threads also drain the pipes of spawned children between
-//! calls, and carry the SSH connections and every clean-up). Calling `.wait()` from inside an async runtime would block that
-//! runtime's thread, or deadlock it; it returns [`Error::BlockingInRuntime`] instead.
+//! calls, and carry the SSH connections and every clean-up). Calling `.wait()` from inside
+//! an async runtime would block that runtime's thread, or deadlock it; it returns
+//! [`Error::BlockingInRuntime`] instead.
 
 use std::future::Future;
 
