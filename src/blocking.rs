@@ -16,36 +16,18 @@
 //! }
 //! ```
 //!
-//! The calls run on one runtime that leadpipe starts on first use and keeps for the rest
-//! of the process (one worker thread, which also drains the pipes of spawned children
-//! between calls). Calling `.wait()` from inside an async runtime would block that
-//! runtime's thread, or deadlock it; it returns [`Error::BlockingInRuntime`] instead.
+//! The calls run on the runtime that leadpipe starts on first use and keeps for the rest
+//! of the process (its worker threads also drain the pipes of spawned children between
+//! calls, and carry the SSH connections and every clean-up). Calling `.wait()` from inside
+//! an async runtime would block that runtime's thread, or deadlock it; it returns
+//! [`Error::BlockingInRuntime`] instead.
 
-use std::{future::Future, sync::OnceLock};
+use std::future::Future;
 
 use futures::{Stream, StreamExt};
-use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::runtime::Handle;
 
-use crate::{Error, Result};
-
-pub(crate) fn runtime() -> Result<&'static Runtime> {
-    static RUNTIME: OnceLock<std::io::Result<Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("leadpipe-blocking")
-                .enable_all()
-                .build()
-        })
-        .as_ref()
-        .map_err(|e| {
-            Error::io(
-                "starting leadpipe's runtime",
-                std::io::Error::new(e.kind(), e.to_string()),
-            )
-        })
-}
+use crate::{Error, Result, lifecycle::runtime};
 
 /// Runs `future` to completion on leadpipe's own runtime, blocking this thread.
 ///

@@ -89,6 +89,14 @@
 //! [`blocking`] gives every call to a plain `fn main`: write `.wait()` where async code
 //! writes `.await`.
 //!
+//! # When the script ends
+//!
+//! Nothing it started outlives it, however it ends: dropped handles are cleaned up on
+//! leadpipe's own runtime (also from a blocking `main`, and while an async `main` returns or
+//! unwinds), and Ctrl-C, SIGTERM and SIGHUP stop every local and remote process and remove
+//! the temp dirs before the script dies of the signal. [`signals`] has the opt-out and
+//! what `std::process::exit` and SIGKILL leave.
+//!
 //! # Errors
 //!
 //! One [`enum@Error`] type. Its `Display` is meant for the person running the script:
@@ -117,6 +125,7 @@ mod command;
 mod error;
 mod exec;
 mod files;
+mod lifecycle;
 mod lines;
 mod local;
 mod machine;
@@ -125,6 +134,7 @@ mod mixed;
 mod pipeline;
 mod quote;
 mod redirect;
+pub mod signals;
 mod socket;
 mod ssh;
 mod status;

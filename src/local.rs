@@ -28,6 +28,7 @@ use crate::{
     Command, Error, ExitStatus, MachinePath, Result, Signal, Socket, TempDir, Transfer,
     command::Scope,
     files::local::LOCAL_FILES,
+    lifecycle::{Kind, Registration},
     machine::{
         Backend, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
         StdoutPlan,
@@ -439,6 +440,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
         // A detached stage makes a session of its own (see `detach`).
         own_group: !reads_terminal && !plan.detached,
         detached: Vec::new(),
+        live: None,
         stdin: (0..count).map(|_| None).collect(),
         stdout: None,
         stderr: (0..count).map(|_| None).collect(),
@@ -558,6 +560,9 @@ fn start(plan: Plan) -> Result<LocalRunning> {
         // `process` is dropped here, closing our copies of the ends this child now holds:
         // otherwise the next stage would never see end of file.
     }
+    if !plan.detached {
+        running.live = Some(register(&running));
+    }
     Ok(running)
 }
 
@@ -631,6 +636,9 @@ struct LocalRunning {
     own_group: bool,
     /// For a detached plan: the pid of each stage's program (the grandchild), in order.
     detached: Vec<u32>,
+    /// Listed until every stage is reaped, so that a signal or `std::process::exit` kills
+    /// the pipeline too (see `lifecycle`); never a detached one, which is to outlive us.
+    live: Option<Registration>,
     stdin: Vec<Option<BoxWrite>>,
     stdout: Option<ReadEnd>,
     stderr: Vec<Option<ReadEnd>>,
@@ -678,6 +686,8 @@ impl Running for LocalRunning {
                 };
                 statuses.push(status);
             }
+            // Reaped: the group id may be reused from now on.
+            self.live = None;
             Ok(statuses)
         })
     }
@@ -716,6 +726,32 @@ impl Running for LocalRunning {
     fn detached_pid(&self) -> Option<u32> {
         self.detached.first().copied()
     }
+}
+
+/// Lists a started pipeline for `lifecycle::stop_all`: SIGKILL to its group (or to each
+/// stage in our own group). Unlisted once reaped, so the ids are still ours when used.
+fn register(running: &LocalRunning) -> Registration {
+    let group = running.group;
+    let pids: Vec<libc::pid_t> = running
+        .children
+        .iter()
+        .filter_map(|(child, _)| child.id().and_then(|id| libc::pid_t::try_from(id).ok()))
+        .collect();
+    crate::lifecycle::register(Kind::Process, move || {
+        match group {
+            // SAFETY: plain syscalls on ids of unreaped children (see above).
+            Some(group) => unsafe {
+                libc::killpg(group, libc::SIGKILL);
+            },
+            None => {
+                for &pid in &pids {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        Box::pin(async {})
+    })
 }
 
 impl Drop for LocalRunning {

@@ -3,7 +3,10 @@
 use std::{fmt, future::Future, io, ops::Deref};
 
 use super::{FilesRef, MachinePath, file_error, path::unique_suffix};
-use crate::Result;
+use crate::{
+    Result,
+    lifecycle::{Kind, Registration},
+};
 
 /// A new, private (`0o700`) directory on a machine, removed with everything in it when
 /// dropped; from [`LocalMachine::tempdir`](crate::LocalMachine::tempdir) or
@@ -13,9 +16,12 @@ use crate::Result;
 /// `cmd.arg(&*dir)` work. Locally it is a [`tempfile::TempDir`] (under `$TMPDIR`),
 /// removed on drop before `drop` returns. Remotely it is created over SFTP under `/tmp` as
 /// `mktemp -d` would (the remote `$TMPDIR` is not visible to SFTP); dropping it starts the
-/// removal in the background, on the SSH connection, which it keeps open until done. Call
+/// removal in the background, on the SSH connection, which it keeps open until done (a
+/// script that ends right after waits for it, at most two seconds). Call
 /// [`close`](TempDir::close) to remove it and know it went; [`keep`](TempDir::keep) to
-/// keep it.
+/// keep it. One still alive when the script gets SIGINT, SIGTERM or SIGHUP, or calls
+/// `std::process::exit`, is removed too, on either machine (see
+/// [`signals`](crate::signals)).
 ///
 /// # Example
 /// ```no_run
@@ -30,6 +36,8 @@ pub struct TempDir {
     path: MachinePath,
     local: Option<tempfile::TempDir>,
     armed: bool,
+    /// Listed while armed, so that a signal or `std::process::exit` removes it too.
+    live: Option<Registration>,
 }
 
 impl TempDir {
@@ -41,10 +49,12 @@ impl TempDir {
                 .tempdir()
                 .map_err(|e| file_error(&*files, "create", &std::env::temp_dir(), e))?;
             let path = MachinePath::new(files, local.path().to_owned());
+            let live = register_dir(&path);
             return Ok(TempDir {
                 path,
                 local: Some(local),
                 armed: true,
+                live: Some(live),
             });
         }
         let mut attempts = 0;
@@ -52,10 +62,13 @@ impl TempDir {
             let path = std::path::PathBuf::from(format!("/tmp/leadpipe-{}", unique_suffix()));
             match files.mkdir(&path, 0o700).await {
                 Ok(()) => {
+                    let path = MachinePath::new(files, path);
+                    let live = register_dir(&path);
                     return Ok(TempDir {
-                        path: MachinePath::new(files, path),
+                        path,
                         local: None,
                         armed: true,
+                        live: Some(live),
                     });
                 }
                 // A name taken (SFTP reports it as a generic failure): try another.
@@ -78,9 +91,11 @@ impl TempDir {
     /// Removes the directory and its contents now.
     ///
     /// # Errors
-    /// [`Error::File`] naming what could not be removed, [`Error::ConnectionLost`].
+    /// [`Error::File`](crate::Error::File) naming what could not be removed,
+    /// [`Error::ConnectionLost`](crate::Error::ConnectionLost).
     pub async fn close(mut self) -> Result<()> {
         self.armed = false;
+        self.live = None;
         match self.local.take() {
             Some(local) => local
                 .close()
@@ -92,11 +107,28 @@ impl TempDir {
     /// Keeps the directory: it is no longer removed. Returns its path.
     pub fn keep(mut self) -> MachinePath {
         self.armed = false;
+        self.live = None;
         if let Some(local) = self.local.take() {
             let _ = local.keep();
         }
         self.path.clone()
     }
+}
+
+/// Lists a new temp dir for `lifecycle::stop_all`: a local one is removed in the call, a
+/// remote one over its connection.
+fn register_dir(path: &MachinePath) -> Registration {
+    let path = path.clone();
+    crate::lifecycle::register(Kind::Dir, move || {
+        if path.files().is_local() {
+            let _ = std::fs::remove_dir_all(path.as_path());
+            return Box::pin(async {});
+        }
+        let path = path.clone();
+        Box::pin(async move {
+            let _ = path.remove_all().await;
+        })
+    })
 }
 
 impl Deref for TempDir {
@@ -139,17 +171,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs a cleanup that a `Drop` cannot await: on the current runtime, else on leadpipe's
-/// own (a blocking script's).
+/// Runs a cleanup that a `Drop` cannot await, on leadpipe's own runtime: it reaches the
+/// other side whatever becomes of the caller's runtime (see `lifecycle`).
 pub(crate) fn spawn_cleanup(cleanup: impl Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(cleanup);
-        }
-        Err(_) => {
-            if let Ok(runtime) = crate::blocking::runtime() {
-                runtime.spawn(cleanup);
-            }
-        }
-    }
+    crate::lifecycle::cleanup(cleanup);
 }

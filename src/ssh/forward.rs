@@ -71,7 +71,7 @@ impl ChannelSocket {
         let write_waker = Arc::new(Mutex::new(None::<Waker>));
         let wake_writer = write_waker.clone();
         let (dropped, mut on_drop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        crate::lifecycle::spawn(async move {
             let mut spill = Some(spill);
             let mut how = Ended::Lost;
             loop {
@@ -156,6 +156,12 @@ pub(crate) struct ChannelEnd(watch::Receiver<Option<Ended>>);
 impl ChannelEnd {
     pub(crate) fn is_over(&self) -> bool {
         self.0.borrow().is_some()
+    }
+
+    /// Resolves once the channel is over (at once if it is).
+    pub(crate) async fn over(&self) {
+        let mut ended = self.0.clone();
+        let _ = ended.wait_for(Option::is_some).await;
     }
 }
 
@@ -490,7 +496,7 @@ impl Forwards {
 
 /// A channel the server opened for a connection to one of our forwarded ports.
 pub(crate) fn serve_forwarded(channel: Channel<Msg>, target: SocketAddr) {
-    tokio::spawn(async move {
+    crate::lifecycle::spawn(async move {
         let remote = ChannelSocket::new(channel);
         if let Ok(local) = TcpStream::connect(target).await {
             let _ = local.set_nodelay(true);
@@ -538,14 +544,14 @@ impl Drop for ReverseTunnel {
         let port = u32::from(self.remote_port);
         self.connection.forwards().remove(port);
         let connection = self.connection.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = connection
-                    .handle()
-                    .cancel_tcpip_forward("127.0.0.1", port)
-                    .await;
-            });
-        }
+        // On leadpipe's runtime, which carries the connection: reached from blocking code
+        // and while the caller's runtime ends as well.
+        crate::lifecycle::cleanup(async move {
+            let _ = connection
+                .handle()
+                .cancel_tcpip_forward("127.0.0.1", port)
+                .await;
+        });
     }
 }
 

@@ -541,7 +541,12 @@ impl SshBuilder {
             (None, Some(hops)) => Some(connect_hops(&hops, self.config_file.clone()).await?),
             (None, None) => None,
         };
-        let connection = Arc::new(Connection::open(&settings, jump.map(|j| j.connection)).await?);
+        // On leadpipe's runtime: the connection's I/O and the russh session task belong to
+        // the runtime that creates them, and must outlive the caller's (see `lifecycle`).
+        let via = jump.map(|j| j.connection);
+        let connection =
+            crate::lifecycle::run(async move { Connection::open(&settings, via).await }).await?;
+        let connection = Arc::new(connection);
         Ok(SshMachine {
             backend: Arc::new(SshBackend {
                 connection: connection.clone(),

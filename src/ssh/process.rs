@@ -117,10 +117,10 @@ impl tokio::io::AsyncWrite for EofOnDrop {
 
 impl Drop for EofOnDrop {
     fn drop(&mut self) {
-        if let (Some(mut eof), Ok(runtime)) =
-            (self.eof.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(async move {
+        // On leadpipe's runtime: a blocking script, or one whose runtime is ending, sends
+        // the end of file too.
+        if let Some(mut eof) = self.eof.take() {
+            crate::lifecycle::cleanup(async move {
                 let _ = eof.shutdown().await;
             });
         }
@@ -295,10 +295,20 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control: control.clone(),
         _permit: permit,
     };
+    // Listed while the channel is open, so that a signal or the exit hook kills it; not a
+    // detached start, whose kill could reach what it starts.
+    let kill = control.clone();
+    let live = (!plan.detached).then(|| {
+        crate::lifecycle::register(crate::lifecycle::Kind::Process, move || {
+            Box::pin(kill.clone().signal(Signal::KILL))
+        })
+    });
     // The pump drains the channel from its first message on, whatever happens to this
-    // future (a deadline may drop it at any await below).
-    tokio::spawn(async move {
+    // future (a deadline may drop it at any await below); on leadpipe's runtime, so that
+    // it outlives the caller's.
+    crate::lifecycle::spawn(async move {
         let result = pump.run(read).await;
+        drop(live);
         let _ = done_sender.send(result);
     });
     let mut unstarted = Unstarted {
@@ -359,13 +369,12 @@ struct Unstarted {
 
 impl Drop for Unstarted {
     fn drop(&mut self) {
-        let (Some(control), Ok(runtime)) =
-            (self.control.take(), tokio::runtime::Handle::try_current())
-        else {
+        let Some(control) = self.control.take() else {
             return;
         };
         let exec_sent = self.exec_sent;
-        runtime.spawn(async move {
+        // On leadpipe's runtime, as every clean-up (see `lifecycle`).
+        crate::lifecycle::cleanup(async move {
             let _ = control.channel.eof().await;
             if !exec_sent {
                 let _ = control.channel.close().await;
@@ -545,7 +554,7 @@ impl Running for SshRunning {
 
     fn signal(&mut self, signal: Signal) -> Result<()> {
         if self.control.finished.get().is_none() {
-            tokio::spawn(self.control.clone().signal(signal));
+            crate::lifecycle::spawn(self.control.clone().signal(signal));
         }
         Ok(())
     }
@@ -562,11 +571,10 @@ impl Running for SshRunning {
 impl Drop for SshRunning {
     fn drop(&mut self) {
         // Dropped before the server closed the channel (timeout, dropped Child): kill the
-        // remote pipeline. The pump keeps draining until the close comes.
-        if self.control.finished.get().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(self.control.clone().signal(Signal::KILL));
+        // remote pipeline. The pump keeps draining until the close comes. On leadpipe's
+        // runtime: from a blocking script, or while the caller's runtime ends, too.
+        if self.control.finished.get().is_none() {
+            crate::lifecycle::cleanup(self.control.clone().signal(Signal::KILL));
         }
     }
 }

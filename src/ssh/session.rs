@@ -388,7 +388,7 @@ impl Connection {
         };
         self.spare_ready.notify_waiters();
         if let Some((extra, permit)) = extra {
-            tokio::spawn(async move {
+            crate::lifecycle::spawn(async move {
                 let _ = extra.close().await;
                 drop(permit);
             });
@@ -460,7 +460,7 @@ impl Connection {
         }
         let spare = self.take_spare();
         let refill = self.clone();
-        tokio::spawn(async move {
+        crate::lifecycle::spawn(async move {
             if let Ok(channel) = refill.open_fresh().await {
                 refill.put_spare(channel);
             }

@@ -39,7 +39,7 @@ use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use russh::ChannelMsg;
 use russh_sftp::{
     client::{Config, RawSftpSession, error::Error as SftpError},
-    protocol::{Data, FileAttributes, OpenFlags, Packet, Status, StatusCode},
+    protocol::{Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -74,7 +74,7 @@ pub(crate) struct SftpFiles {
 
 /// An SFTP session on one channel.
 struct Live {
-    raw: Arc<RawSftpSession>,
+    raw: Arc<Raw>,
     /// Over when the channel ends: the session is dead, open another.
     end: ChannelEnd,
     posix_rename: bool,
@@ -97,14 +97,17 @@ impl SftpFiles {
         {
             return Ok(live.clone());
         }
-        let live = Arc::new(self.start().await?);
+        // On leadpipe's runtime: the session's reader task must outlive the caller's runtime
+        // (a dropped remote TempDir is removed through it, see `lifecycle`).
+        let live =
+            Arc::new(crate::lifecycle::run(SftpFiles::start(self.connection.clone())).await?);
         *slot = Some(live.clone());
         Ok(live)
     }
 
-    async fn start(&self) -> io::Result<Live> {
-        let (mut channel, slot) = (self.connection.open_session(false).await)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+    async fn start(connection: Arc<Connection>) -> io::Result<Live> {
+        let (mut channel, slot) =
+            (connection.open_session(false).await).map_err(|e| io::Error::other(e.to_string()))?;
         let refused = || io::Error::other("the server refused the sftp subsystem");
         channel
             .request_subsystem(true, "sftp")
@@ -141,13 +144,67 @@ impl SftpFiles {
             raw.set_limits(limits.into());
         }
         Ok(Live {
-            raw: Arc::new(raw),
+            raw: Arc::new(Raw {
+                session: raw,
+                end: end.clone(),
+            }),
             end,
             posix_rename: has("posix-rename@openssh.com"),
             chunk: u32::try_from(chunk).unwrap_or(32 * 1024),
             _slot: slot,
         })
     }
+}
+
+/// The SFTP session, each request of which fails once its channel is over.
+///
+/// russh-sftp fails the requests in flight when its transport ends, but one sent in the
+/// moment between that and its writer task stopping is never answered and would wait for
+/// the request timeout (minutes). Every request therefore also ends with the channel.
+struct Raw {
+    session: RawSftpSession,
+    end: ChannelEnd,
+}
+
+/// The requests leadpipe makes, each as `RawSftpSession`'s, ended with the channel.
+macro_rules! guarded {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Raw {
+            $(async fn $name(&self, $($arg: $ty),*) -> Result<$out, SftpError> {
+                tokio::select! {
+                    biased;
+                    reply = self.session.$name($($arg),*) => reply,
+                    () = self.end.over() => Err(SftpError::Status(Status {
+                        id: 0,
+                        status_code: StatusCode::ConnectionLost,
+                        error_message: "the SFTP channel is closed".to_owned(),
+                        language_tag: String::new(),
+                    })),
+                }
+            })*
+        }
+    };
+}
+
+guarded! {
+    open(path: impl Into<String>, flags: OpenFlags, attrs: FileAttributes) -> Handle;
+    close(handle: impl Into<String>) -> Status;
+    read(handle: impl Into<String>, offset: u64, len: u32) -> Data;
+    write(handle: impl Into<String>, offset: u64, data: Vec<u8>) -> Status;
+    stat(path: impl Into<String>) -> Attrs;
+    lstat(path: impl Into<String>) -> Attrs;
+    fstat(handle: impl Into<String>) -> Attrs;
+    setstat(path: impl Into<String>, attrs: FileAttributes) -> Status;
+    opendir(path: impl Into<String>) -> Handle;
+    readdir(handle: impl Into<String>) -> Name;
+    remove(path: impl Into<String>) -> Status;
+    mkdir(path: impl Into<String>, attrs: FileAttributes) -> Status;
+    rmdir(path: impl Into<String>) -> Status;
+    realpath(path: impl Into<String>) -> Name;
+    rename(from: impl Into<String>, to: impl Into<String>) -> Status;
+    readlink(path: impl Into<String>) -> Name;
+    symlink(path: impl Into<String>, target: impl Into<String>) -> Status;
+    extended(request: impl Into<String>, data: Vec<u8>) -> Packet;
 }
 
 /// An SFTP failure as `io::Error`, keeping the kinds a script tests for.
@@ -438,7 +495,7 @@ fn first_name(files: Vec<russh_sftp::protocol::File>) -> io::Result<PathBuf> {
 }
 
 /// Closes a handle in the background: for readers and writers dropped before the end.
-fn close_later(raw: Arc<RawSftpSession>, handle: String) {
+fn close_later(raw: Arc<Raw>, handle: String) {
     spawn_cleanup(async move {
         let _ = raw.close(handle).await;
     });
@@ -448,7 +505,7 @@ type ReadReply = (u64, u32, Result<Data, SftpError>);
 
 /// A remote file being read: reads pipelined ahead of the consumer.
 struct SftpReader {
-    raw: Arc<RawSftpSession>,
+    raw: Arc<Raw>,
     handle: Option<String>,
     chunk: u32,
     /// Requests to keep in flight now: doubles after every full read, up to `IN_FLIGHT`.
@@ -505,7 +562,7 @@ impl SftpReader {
     }
 
     /// Why a read failed: a directory reads as a generic failure, so ask.
-    async fn explain(raw: Arc<RawSftpSession>, handle: String, error: SftpError) -> io::Error {
+    async fn explain(raw: Arc<Raw>, handle: String, error: SftpError) -> io::Error {
         match raw.fstat(handle).await {
             Ok(attrs) if metadata_of(&attrs.attrs).is_dir() => {
                 io::Error::from(io::ErrorKind::IsADirectory)
@@ -593,7 +650,7 @@ impl Drop for SftpReader {
 
 /// A remote file being written: writes pipelined, each acknowledgement checked.
 struct SftpWriter {
-    raw: Arc<RawSftpSession>,
+    raw: Arc<Raw>,
     handle: Option<String>,
     chunk: usize,
     offset: u64,
