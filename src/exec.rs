@@ -736,75 +736,79 @@ async fn collect(job: Job, mode: Mode) -> Result<(Started, Vec<ExitStatus>, Vec<
     Ok((started, statuses, bytes))
 }
 
-pub(crate) async fn run(job: Job) -> Result<()> {
-    let (started, statuses, stdout) = collect(job, Mode::Run).await?;
-    started.check(&statuses, &stdout)
-}
-
-pub(crate) async fn read_bytes(job: Job) -> Result<Vec<u8>> {
-    let (started, statuses, stdout) = collect(job, Mode::Read).await?;
-    started.check(&statuses, &stdout)?;
-    Ok(stdout)
-}
-
-pub(crate) async fn read(job: Job) -> Result<String> {
-    let (command, machine) = (job.display(), job.machine_name());
-    let mut bytes = read_bytes(job).await?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
+/// The calls: the one entry of the command model into running ([`Command`] and
+/// [`Pipeline`](crate::Pipeline) build a `Job` and call one of these).
+impl Job {
+    pub(crate) async fn run(self) -> Result<()> {
+        let (started, statuses, stdout) = collect(self, Mode::Run).await?;
+        started.check(&statuses, &stdout)
     }
-    String::from_utf8(bytes).map_err(|invalid| Error::InvalidUtf8 {
-        command,
-        machine,
-        valid_up_to: invalid.utf8_error().valid_up_to(),
-    })
-}
 
-pub(crate) async fn output(job: Job) -> Result<Output> {
-    let (mut started, statuses, stdout) = collect(job, Mode::Output).await?;
-    started.check(&statuses, &stdout)?;
-    Ok(Output {
-        status: started.job.status_of(&statuses),
-        stdout,
-        stderr: started.take_stderr_kept(),
-        statuses,
-    })
-}
+    pub(crate) async fn read_bytes(self) -> Result<Vec<u8>> {
+        let (started, statuses, stdout) = collect(self, Mode::Read).await?;
+        started.check(&statuses, &stdout)?;
+        Ok(stdout)
+    }
 
-pub(crate) async fn status(job: Job) -> Result<ExitStatus> {
-    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
-    Ok(started.job.status_of(&statuses))
-}
+    pub(crate) async fn read(self) -> Result<String> {
+        let (command, machine) = (self.display(), self.machine_name());
+        let mut bytes = self.read_bytes().await?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        String::from_utf8(bytes).map_err(|invalid| Error::InvalidUtf8 {
+            command,
+            machine,
+            valid_up_to: invalid.utf8_error().valid_up_to(),
+        })
+    }
 
-pub(crate) async fn success(job: Job) -> Result<bool> {
-    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
-    Ok(started.job.succeeded(&statuses))
-}
+    pub(crate) async fn output(self) -> Result<Output> {
+        let (mut started, statuses, stdout) = collect(self, Mode::Output).await?;
+        started.check(&statuses, &stdout)?;
+        Ok(Output {
+            status: started.job.status_of(&statuses),
+            stdout,
+            stderr: started.take_stderr_kept(),
+            statuses,
+        })
+    }
 
-pub(crate) async fn spawn(job: Job) -> Result<Child> {
-    Child::new(Started::start(job, Mode::Spawn).await?)
-}
+    pub(crate) async fn status(self) -> Result<ExitStatus> {
+        let (started, statuses, _) = collect(self, Mode::Quiet).await?;
+        Ok(started.job.status_of(&statuses))
+    }
 
-/// Starts the job to outlive this process and returns the pid that leads its session,
-/// once every stage has started (its program found and executed).
-pub(crate) async fn spawn_detached(job: Job) -> Result<u32> {
-    let mut started = Started::start(job, Mode::Detached).await?;
-    // What started the stages (locally an intermediate process per stage, remotely the
-    // shell of the channel) ends at once; waiting for it reaps it, or closes the channel.
-    let statuses = started.finish(async { Ok(()) }).await?;
-    started.check(&statuses, &[])?;
-    started.running.detached_pid().ok_or_else(|| {
-        Error::io(
-            format!(
-                "cannot detach `{}` on {}",
-                started.job.display(),
-                started.job.machine_name()
-            ),
-            io::Error::other("the machine did not report the pid of what it started"),
-        )
-    })
-}
+    pub(crate) async fn success(self) -> Result<bool> {
+        let (started, statuses, _) = collect(self, Mode::Quiet).await?;
+        Ok(started.job.succeeded(&statuses))
+    }
 
-pub(crate) fn lines(job: Job) -> Lines {
-    Lines::new(job)
+    pub(crate) async fn spawn(self) -> Result<Child> {
+        Child::new(Started::start(self, Mode::Spawn).await?)
+    }
+
+    /// Starts the job to outlive this process and returns the pid that leads its session,
+    /// once every stage has started (its program found and executed).
+    pub(crate) async fn spawn_detached(self) -> Result<u32> {
+        let mut started = Started::start(self, Mode::Detached).await?;
+        // What started the stages (locally an intermediate process per stage, remotely the
+        // shell of the channel) ends at once; waiting for it reaps it, or closes the channel.
+        let statuses = started.finish(async { Ok(()) }).await?;
+        started.check(&statuses, &[])?;
+        started.running.detached_pid().ok_or_else(|| {
+            Error::io(
+                format!(
+                    "cannot detach `{}` on {}",
+                    started.job.display(),
+                    started.job.machine_name()
+                ),
+                io::Error::other("the machine did not report the pid of what it started"),
+            )
+        })
+    }
+
+    pub(crate) fn lines(self) -> Lines {
+        Lines::new(self)
+    }
 }
