@@ -9,8 +9,7 @@ use std::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{
-    ExitStatus, Output, Redirect, Result, Signal,
-    command::Stderr,
+    ExitStatus, Output, Result, Signal,
     exec::Started,
     machine::{BoxRead, BoxWrite, ReadEnd},
 };
@@ -21,7 +20,8 @@ use crate::{
 /// command redirected them; take them to talk to the process. Stderr is drained by
 /// leadpipe in the background (so the process never blocks on it) and kept for the error
 /// and for [`wait_with_output`](Child::wait_with_output); set
-/// [`Redirect::Pipe`] on the last stage's stderr to get it as `stderr` instead.
+/// [`Redirect::Pipe`](crate::Redirect::Pipe) on the last stage's stderr to get it as
+/// `stderr` instead.
 ///
 /// Dropping a `Child` that has not been waited for kills everything it started: on the
 /// local machine the whole process group of the pipeline, grandchildren included.
@@ -45,7 +45,8 @@ pub struct Child {
     pub stdin: Option<ChildStdin>,
     /// The pipe from the last stage's stdout (unless it was redirected).
     pub stdout: Option<ChildStdout>,
-    /// The pipe from the last stage's stderr, when it was set to [`Redirect::Pipe`].
+    /// The pipe from the last stage's stderr, when it was set to
+    /// [`Redirect::Pipe`](crate::Redirect::Pipe).
     pub stderr: Option<ChildStderr>,
     started: Started,
 }
@@ -53,15 +54,11 @@ pub struct Child {
 impl Child {
     pub(crate) fn new(mut started: Started) -> Result<Child> {
         let pipe_error = |e| crate::Error::io("setting up a pipe", e);
-        let stages = started.job().stages();
-        let last = stages.len() - 1;
-        let piped_stdin = stages[0].spec().stdin.is_none();
-        let wants_stderr = stages[last].spec().stderr == Some(Stderr::To(Redirect::Pipe));
-        let stdin = if piped_stdin {
-            started.take_stdin(0).map(ChildStdin)
-        } else {
-            None
-        };
+        let last = started.job().stage_count() - 1;
+        let wants_stderr = started.job().pipes_last_stderr();
+        // A first stage planned with a pipe for the caller (stdin left unset); a here-string's
+        // pipe was taken by its writer.
+        let stdin = started.take_stdin(0).map(ChildStdin);
         let stdout = started
             .take_stdout()
             .map(ReadEnd::into_async)

@@ -10,10 +10,7 @@ use std::{
 };
 
 use crate::{
-    Child, Input, Lines, Output, Pipeline, Redirect, Result,
-    exec::{self, Job},
-    machine::MachineRef,
-    quote,
+    Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job, machine::MachineRef, quote,
     status::ExitStatus,
 };
 
@@ -290,7 +287,7 @@ impl Command {
     /// shown, not captured), [`Error::Timeout`](crate::Error::Timeout),
     /// [`Error::Io`](crate::Error::Io) when a redirect target cannot be opened.
     pub async fn run(&self) -> Result<()> {
-        exec::run(self.job()).await
+        self.job().run().await
     }
 
     /// Runs the command and returns its standard output as text, with one trailing newline
@@ -300,7 +297,7 @@ impl Command {
     /// As [`run`](Command::run), and [`Error::InvalidUtf8`](crate::Error::InvalidUtf8)
     /// when the output is not UTF-8 (use [`read_bytes`](Command::read_bytes) for that).
     pub async fn read(&self) -> Result<String> {
-        exec::read(self.job()).await
+        self.job().read().await
     }
 
     /// Runs the command and returns its standard output, byte for byte.
@@ -308,7 +305,7 @@ impl Command {
     /// # Errors
     /// As [`run`](Command::run).
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
-        exec::read_bytes(self.job()).await
+        self.job().read_bytes().await
     }
 
     /// Runs the command and returns its status, stdout and stderr in full.
@@ -317,7 +314,7 @@ impl Command {
     /// As [`run`](Command::run); with [`unchecked`](Command::unchecked) a failing status
     /// is returned in the [`Output`] instead.
     pub async fn output(&self) -> Result<Output> {
-        exec::output(self.job()).await
+        self.job().output().await
     }
 
     /// Runs the command quietly (stdin, stdout and stderr on `/dev/null` unless set) and
@@ -326,7 +323,7 @@ impl Command {
     /// # Errors
     /// Only when it cannot run: not found, a redirect that cannot be opened, a timeout.
     pub async fn status(&self) -> Result<ExitStatus> {
-        exec::status(self.job()).await
+        self.job().status().await
     }
 
     /// Runs the command quietly and tells whether it succeeded (its status is in
@@ -335,7 +332,7 @@ impl Command {
     /// # Errors
     /// As [`status`](Command::status).
     pub async fn success(&self) -> Result<bool> {
-        exec::success(self.job()).await
+        self.job().success().await
     }
 
     /// Starts the command and returns at once with a [`Child`] to talk to it: its stdin
@@ -345,7 +342,7 @@ impl Command {
     /// # Errors
     /// When it cannot start: not found, a redirect that cannot be opened.
     pub async fn spawn(&self) -> Result<Child> {
-        exec::spawn(self.job()).await
+        self.job().spawn().await
     }
 
     /// Starts the command to outlive this script (a service, a restart that must not be
@@ -389,14 +386,14 @@ impl Command {
     /// # Ok(()) }
     /// ```
     pub async fn spawn_detached(&self) -> Result<u32> {
-        exec::spawn_detached(self.job()).await
+        self.job().spawn_detached().await
     }
 
     /// The command's stdout and stderr lines, as they come. The command starts when the
     /// stream is first polled and is killed if the stream is dropped before its end; the
     /// exit status is checked at the end (a failure is the stream's last item).
     pub fn lines(&self) -> Lines {
-        exec::lines(self.job())
+        self.job().lines()
     }
 }
 

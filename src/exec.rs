@@ -27,10 +27,25 @@ use crate::{
     command::Stderr,
     error::{ExitError, TAIL_BYTES},
     machine::{
-        BoxRead, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
-        StdoutPlan,
+        BoxRead, BoxWrite, MachineRef, Plan, Process, ReadEnd, Running, StagePlan, StderrPlan,
+        StdinPlan, StdoutPlan,
     },
 };
+
+/// What `command` runs, as a [`Plan`] carries it to the machine.
+pub(crate) fn process_of(command: &Command) -> Process {
+    let spec = command.spec();
+    Process {
+        machine: spec.machine.clone(),
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        env_clear: spec.env_clear,
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        pty: spec.pty,
+        line: command.display_line(),
+    }
+}
 
 /// The stages of a command or pipeline and the pipeline's own timeout.
 #[derive(Clone)]
@@ -63,8 +78,17 @@ impl Job {
         Job { stages, timeout }
     }
 
-    pub(crate) fn stages(&self) -> &[Command] {
-        &self.stages
+    /// How many stages the job has.
+    pub(crate) fn stage_count(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether the last stage's stderr was set to [`Redirect::Pipe`]: a spawned job hands
+    /// it to the caller instead of keeping it for errors.
+    pub(crate) fn pipes_last_stderr(&self) -> bool {
+        self.stages
+            .last()
+            .is_some_and(|last| last.spec().stderr == Some(Stderr::To(Redirect::Pipe)))
     }
 
     /// The command line of the whole job.
@@ -117,8 +141,11 @@ impl Job {
                     Some(Input::Inherit) => StdinPlan::Inherit,
                     Some(Input::Null) => StdinPlan::Null,
                     Some(Input::File(path)) => StdinPlan::File(path.clone()),
-                    Some(Input::Bytes(_)) => StdinPlan::Pipe,
+                    Some(Input::Bytes(bytes)) => StdinPlan::Bytes(bytes.clone()),
                     None if i > 0 => StdinPlan::Previous,
+                    // With a pty, an unset stdin stays on the terminal (that is what the pty
+                    // is for), unless the caller asked for a pipe.
+                    None if spec.pty && mode != Mode::Spawn => StdinPlan::Terminal,
                     None => match mode {
                         Mode::Run => StdinPlan::Inherit,
                         Mode::Spawn => StdinPlan::Pipe,
@@ -155,7 +182,7 @@ impl Job {
                     },
                 };
                 StagePlan {
-                    command: command.clone(),
+                    process: process_of(command),
                     stdin,
                     stdout,
                     stderr,
@@ -192,8 +219,11 @@ impl Job {
                      outlive: redirect it to a file, or leave it unset for /dev/null"
                 )
             };
-            let line = || stage.command.display_line();
-            if matches!(stage.stdin, StdinPlan::Inherit | StdinPlan::Pipe) {
+            let line = || stage.process.line.clone();
+            if matches!(
+                stage.stdin,
+                StdinPlan::Inherit | StdinPlan::Pipe | StdinPlan::Bytes(_)
+            ) {
                 return refuse(line(), &to_us("stdin"));
             }
             if matches!(stage.stdout, StdoutPlan::Inherit | StdoutPlan::Pipe) {
@@ -202,7 +232,7 @@ impl Job {
             if matches!(stage.stderr, StderrPlan::Inherit | StderrPlan::Pipe) {
                 return refuse(line(), &to_us("stderr"));
             }
-            if stage.command.spec().pty {
+            if stage.process.pty {
                 return refuse(
                     line(),
                     "pty(true): a terminal ends with the connection that made it",
@@ -351,7 +381,7 @@ pub(crate) struct Started {
     stderr: Vec<StageStderr>,
     /// Per stage: whether its stderr was planned to come here (for the error's text).
     stderr_captured: Vec<bool>,
-    /// Every stage wrote one stream, found at one stage (see `Running::shared_stderr`).
+    /// Every stage wrote one stream, found at one stage (see `Backend::shares_stderr`).
     shared_stderr: bool,
     feeds: Vec<AbortHandle>,
     /// Stops blocking reads of this job's pipes when the call ends early.
@@ -378,16 +408,24 @@ impl Started {
             .iter()
             .map(|s| s.stderr == StderrPlan::Pipe)
             .collect();
+        let here_strings: Vec<(usize, Arc<[u8]>)> = plan
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, stage)| match &stage.stdin {
+                StdinPlan::Bytes(bytes) => Some((i, bytes.clone())),
+                _ => None,
+            })
+            .collect();
+        let shared_stderr = job.machine().is_some_and(|m| m.shares_stderr());
         let Some(running) = until(deadline, job.start(plan)).await else {
             return Err(job.timed_out());
         };
         let mut running = running?;
         let mut feeds = Vec::new();
-        for (i, command) in job.stages.iter().enumerate() {
-            if let Some(Input::Bytes(bytes)) = &command.spec().stdin
-                && let Some(pipe) = running.take_stdin(i)
-            {
-                feeds.push(tokio::spawn(feed(pipe, bytes.clone())).abort_handle());
+        for (i, bytes) in here_strings {
+            if let Some(pipe) = running.take_stdin(i) {
+                feeds.push(tokio::spawn(feed(pipe, bytes)).abort_handle());
             }
         }
         let stderr = (0..job.stages.len())
@@ -397,7 +435,7 @@ impl Started {
             })
             .collect();
         Ok(Started {
-            shared_stderr: running.shared_stderr(),
+            shared_stderr,
             job,
             running,
             deadline,
@@ -698,75 +736,79 @@ async fn collect(job: Job, mode: Mode) -> Result<(Started, Vec<ExitStatus>, Vec<
     Ok((started, statuses, bytes))
 }
 
-pub(crate) async fn run(job: Job) -> Result<()> {
-    let (started, statuses, stdout) = collect(job, Mode::Run).await?;
-    started.check(&statuses, &stdout)
-}
-
-pub(crate) async fn read_bytes(job: Job) -> Result<Vec<u8>> {
-    let (started, statuses, stdout) = collect(job, Mode::Read).await?;
-    started.check(&statuses, &stdout)?;
-    Ok(stdout)
-}
-
-pub(crate) async fn read(job: Job) -> Result<String> {
-    let (command, machine) = (job.display(), job.machine_name());
-    let mut bytes = read_bytes(job).await?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
+/// The calls: the one entry of the command model into running ([`Command`] and
+/// [`Pipeline`](crate::Pipeline) build a `Job` and call one of these).
+impl Job {
+    pub(crate) async fn run(self) -> Result<()> {
+        let (started, statuses, stdout) = collect(self, Mode::Run).await?;
+        started.check(&statuses, &stdout)
     }
-    String::from_utf8(bytes).map_err(|invalid| Error::InvalidUtf8 {
-        command,
-        machine,
-        valid_up_to: invalid.utf8_error().valid_up_to(),
-    })
-}
 
-pub(crate) async fn output(job: Job) -> Result<Output> {
-    let (mut started, statuses, stdout) = collect(job, Mode::Output).await?;
-    started.check(&statuses, &stdout)?;
-    Ok(Output {
-        status: started.job.status_of(&statuses),
-        stdout,
-        stderr: started.take_stderr_kept(),
-        statuses,
-    })
-}
+    pub(crate) async fn read_bytes(self) -> Result<Vec<u8>> {
+        let (started, statuses, stdout) = collect(self, Mode::Read).await?;
+        started.check(&statuses, &stdout)?;
+        Ok(stdout)
+    }
 
-pub(crate) async fn status(job: Job) -> Result<ExitStatus> {
-    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
-    Ok(started.job.status_of(&statuses))
-}
+    pub(crate) async fn read(self) -> Result<String> {
+        let (command, machine) = (self.display(), self.machine_name());
+        let mut bytes = self.read_bytes().await?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        String::from_utf8(bytes).map_err(|invalid| Error::InvalidUtf8 {
+            command,
+            machine,
+            valid_up_to: invalid.utf8_error().valid_up_to(),
+        })
+    }
 
-pub(crate) async fn success(job: Job) -> Result<bool> {
-    let (started, statuses, _) = collect(job, Mode::Quiet).await?;
-    Ok(started.job.succeeded(&statuses))
-}
+    pub(crate) async fn output(self) -> Result<Output> {
+        let (mut started, statuses, stdout) = collect(self, Mode::Output).await?;
+        started.check(&statuses, &stdout)?;
+        Ok(Output {
+            status: started.job.status_of(&statuses),
+            stdout,
+            stderr: started.take_stderr_kept(),
+            statuses,
+        })
+    }
 
-pub(crate) async fn spawn(job: Job) -> Result<Child> {
-    Child::new(Started::start(job, Mode::Spawn).await?)
-}
+    pub(crate) async fn status(self) -> Result<ExitStatus> {
+        let (started, statuses, _) = collect(self, Mode::Quiet).await?;
+        Ok(started.job.status_of(&statuses))
+    }
 
-/// Starts the job to outlive this process and returns the pid that leads its session,
-/// once every stage has started (its program found and executed).
-pub(crate) async fn spawn_detached(job: Job) -> Result<u32> {
-    let mut started = Started::start(job, Mode::Detached).await?;
-    // What started the stages (locally an intermediate process per stage, remotely the
-    // shell of the channel) ends at once; waiting for it reaps it, or closes the channel.
-    let statuses = started.finish(async { Ok(()) }).await?;
-    started.check(&statuses, &[])?;
-    started.running.detached_pid().ok_or_else(|| {
-        Error::io(
-            format!(
-                "cannot detach `{}` on {}",
-                started.job.display(),
-                started.job.machine_name()
-            ),
-            io::Error::other("the machine did not report the pid of what it started"),
-        )
-    })
-}
+    pub(crate) async fn success(self) -> Result<bool> {
+        let (started, statuses, _) = collect(self, Mode::Quiet).await?;
+        Ok(started.job.succeeded(&statuses))
+    }
 
-pub(crate) fn lines(job: Job) -> Lines {
-    Lines::new(job)
+    pub(crate) async fn spawn(self) -> Result<Child> {
+        Child::new(Started::start(self, Mode::Spawn).await?)
+    }
+
+    /// Starts the job to outlive this process and returns the pid that leads its session,
+    /// once every stage has started (its program found and executed).
+    pub(crate) async fn spawn_detached(self) -> Result<u32> {
+        let mut started = Started::start(self, Mode::Detached).await?;
+        // What started the stages (locally an intermediate process per stage, remotely the
+        // shell of the channel) ends at once; waiting for it reaps it, or closes the channel.
+        let statuses = started.finish(async { Ok(()) }).await?;
+        started.check(&statuses, &[])?;
+        started.running.detached_pid().ok_or_else(|| {
+            Error::io(
+                format!(
+                    "cannot detach `{}` on {}",
+                    started.job.display(),
+                    started.job.machine_name()
+                ),
+                io::Error::other("the machine did not report the pid of what it started"),
+            )
+        })
+    }
+
+    pub(crate) fn lines(self) -> Lines {
+        Lines::new(self)
+    }
 }

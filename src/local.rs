@@ -30,8 +30,8 @@ use crate::{
     files::local::LOCAL_FILES,
     lifecycle::{Kind, Registration},
     machine::{
-        Backend, BoxWrite, MachineRef, Plan, ReadEnd, Running, StagePlan, StderrPlan, StdinPlan,
-        StdoutPlan,
+        Backend, BoxWrite, MachineRef, Plan, Process, ReadEnd, Running, StagePlan, StderrPlan,
+        StdinPlan, StdoutPlan,
     },
 };
 
@@ -287,8 +287,7 @@ fn found_without_execute(program: &OsStr, searched: &OsStr, base: &Path) -> bool
 }
 
 /// The program a stage runs, as the command's env would have it looked up.
-fn resolve(command: &Command) -> Result<PathBuf> {
-    let spec = command.spec();
+fn resolve(spec: &Process) -> Result<PathBuf> {
     // The command's own PATH wins; if it clears or removes PATH, this process's is used.
     let path = spec
         .env
@@ -368,7 +367,7 @@ fn open_out(path: &Path, append: bool) -> io::Result<OwnedFd> {
 
 /// A redirect path as the child would see it: relative to the child's directory.
 fn at_cwd(stage: &StagePlan, path: &Path) -> PathBuf {
-    match &stage.command.spec().cwd {
+    match &stage.process.cwd {
         Some(dir) => dir.join(path),
         None => path.to_path_buf(),
     }
@@ -379,7 +378,7 @@ fn redirect_error(stage: &StagePlan, what: &str, path: &Path, error: io::Error) 
         format!(
             "cannot open {} for {what} of `{}` on local",
             path.display(),
-            stage.command.display_line()
+            stage.process.line
         ),
         error,
     )
@@ -407,9 +406,9 @@ fn stdout_of(stage: &StagePlan, stdout: &mut Option<ReadEnd>) -> Result<Out> {
 
 fn start(plan: Plan) -> Result<LocalRunning> {
     let count = plan.stages.len();
-    if let Some(stage) = plan.stages.iter().find(|s| s.command.spec().pty) {
+    if let Some(stage) = plan.stages.iter().find(|s| s.process.pty) {
         return Err(Error::io(
-            format!("cannot start `{}` on local", stage.command.display_line()),
+            format!("cannot start `{}` on local", stage.process.line),
             io::Error::new(
                 io::ErrorKind::Unsupported,
                 "pty(true) is supported on SSH machines only",
@@ -421,7 +420,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
     let programs = plan
         .stages
         .iter()
-        .map(|stage| resolve(&stage.command))
+        .map(|stage| resolve(&stage.process))
         .collect::<Result<Vec<_>>>()?;
 
     // Job control: a process reading the terminal must be in the terminal's foreground
@@ -451,10 +450,11 @@ fn start(plan: Plan) -> Result<LocalRunning> {
     let mut previous: Option<OwnedFd> = None;
 
     for (i, (stage, program)) in plan.stages.iter().zip(&programs).enumerate() {
-        let spec = stage.command.spec();
+        let spec = &stage.process;
         let pipe_error = |e| Error::io("creating a pipe", e);
         let stdin: Stdio = match &stage.stdin {
-            StdinPlan::Inherit => Stdio::inherit(),
+            // A terminal comes with a pty, which was refused above.
+            StdinPlan::Inherit | StdinPlan::Terminal => Stdio::inherit(),
             StdinPlan::Null => Stdio::null(),
             StdinPlan::File(path) => {
                 let path = at_cwd(stage, path);
@@ -462,7 +462,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
                     .map_err(|e| redirect_error(stage, "stdin", &path, e))?
                     .into()
             }
-            StdinPlan::Pipe => {
+            StdinPlan::Pipe | StdinPlan::Bytes(_) => {
                 let (reader, writer) = pipe_pair().map_err(pipe_error)?;
                 let writer = pipe::Sender::from_owned_fd(writer.into()).map_err(pipe_error)?;
                 running.stdin[i] = Some(Box::new(writer));
@@ -544,7 +544,7 @@ fn start(plan: Plan) -> Result<LocalRunning> {
                 Error::io(
                     format!(
                         "cannot detach `{}` on local: no pid came back",
-                        stage.command.display_line()
+                        stage.process.line
                     ),
                     e,
                 )
@@ -614,8 +614,8 @@ fn read_detached_pid(mut reader: io::PipeReader) -> io::Result<u32> {
 }
 
 fn spawn_error(stage: &StagePlan, error: io::Error) -> Error {
-    let line = stage.command.display_line();
-    match &stage.command.spec().cwd {
+    let line = &stage.process.line;
+    match &stage.process.cwd {
         Some(dir) if error.kind() == io::ErrorKind::NotFound && !dir.is_dir() => Error::io(
             format!(
                 "cannot start `{line}` on local: no directory {}",

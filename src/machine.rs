@@ -1,15 +1,18 @@
 //! The one internal interface every machine plugs in behind.
 //!
-//! The command model ([`Command`], [`Pipeline`](crate::Pipeline), [`Input`](crate::Input),
-//! [`Redirect`](crate::Redirect)) knows nothing of how or where processes start. Running a
-//! pipeline turns it into a [`Plan`]: every stage with each of its streams resolved to a
-//! concrete target ([`exec`](crate::exec) decides the defaults of each call). A [`Backend`]
-//! starts a plan and hands back a [`Running`]: the pipes that lead to this process and a
-//! way to wait for and signal what was started. Everything above that (capturing output,
-//! here-strings, timeouts, exit checking, error text) is written once, in `exec` and
-//! `child`, for every machine.
+//! The command model ([`Command`](crate::Command), [`Pipeline`](crate::Pipeline),
+//! [`Input`](crate::Input), [`Redirect`](crate::Redirect)) knows nothing of how or where
+//! processes start. Running a pipeline turns it into a [`Plan`]: every stage's process
+//! ([`Process`]) with each of its streams resolved to a concrete target
+//! ([`exec`](crate::exec) decides the defaults of each call, and is the only reader of the
+//! command model). The plan is closed: a [`Backend`] starts it from what it holds alone,
+//! and hands back a [`Running`]: the pipes that lead to this process and a way to wait for
+//! and signal what was started. Everything above that (capturing output, here-strings,
+//! timeouts, exit checking, error text) is written once, in `exec` and `child`, for every
+//! machine.
 
 use std::{
+    ffi::OsString,
     io,
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
@@ -25,7 +28,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{Command, ExitStatus, Result, Signal};
+use crate::{ExitStatus, Result, Signal};
 
 /// A stream from a started process to this one, as async code reads it.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -128,6 +131,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ///
     /// On error nothing of the plan is left running.
     fn start(&self, plan: Plan) -> BoxFuture<'_, Result<Box<dyn Running>>>;
+
+    /// Whether every stage of a plan started here writes one shared stderr stream (a
+    /// remote shell's), handed out for the first stage planned with [`StderrPlan::Pipe`]:
+    /// then an error shows that stream, whichever stage failed.
+    fn shares_stderr(&self) -> bool {
+        false
+    }
 }
 
 /// A shared handle to a machine's backend, carried by every command it makes.
@@ -144,11 +154,32 @@ pub(crate) struct Plan {
 
 /// One process of a [`Plan`].
 pub(crate) struct StagePlan {
-    /// Program, arguments, env and cwd (its stream settings are already resolved below).
-    pub(crate) command: Command,
+    /// What it runs, where and how (its streams are resolved below).
+    pub(crate) process: Process,
     pub(crate) stdin: StdinPlan,
     pub(crate) stdout: StdoutPlan,
     pub(crate) stderr: StderrPlan,
+}
+
+/// What one stage runs: everything of its command a machine needs to start it.
+#[derive(Clone)]
+pub(crate) struct Process {
+    /// The machine it runs on (a pipeline across machines is cut where this changes).
+    pub(crate) machine: MachineRef,
+    /// As the command names it: a path, or a name looked up in `PATH`.
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    /// Start from an empty environment, before `env` is applied.
+    pub(crate) env_clear: bool,
+    /// Applied in order; `None` removes the variable.
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    /// Relative to the machine's own directory when relative; `None`: that directory.
+    pub(crate) cwd: Option<PathBuf>,
+    /// Run on a pseudo-terminal (SSH machines only; the local backend refuses it).
+    pub(crate) pty: bool,
+    /// The command line with its redirects, quoted as a shell reads it: how errors name
+    /// the stage.
+    pub(crate) line: String,
 }
 
 /// Where a stage reads its standard input.
@@ -157,8 +188,14 @@ pub(crate) enum StdinPlan {
     Inherit,
     Null,
     File(PathBuf),
-    /// A pipe from this process ([`Running::take_stdin`]).
+    /// A pipe from this process ([`Running::take_stdin`]): the caller's (`spawn`), or the
+    /// copy of another machine's output (a pipeline across machines).
     Pipe,
+    /// A pipe from this process ([`Running::take_stdin`]) that `exec` fills with these
+    /// bytes and closes (a here-string).
+    Bytes(Arc<[u8]>),
+    /// The terminal of the stage's pty (pty set, stdin left unset).
+    Terminal,
     /// The previous stage's stdout; end of file at once when that went elsewhere.
     Previous,
 }
@@ -196,17 +233,13 @@ pub(crate) enum StderrPlan {
 /// Dropping it before [`Running::wait`] has returned kills everything it started: that is
 /// how timeouts, `Child::kill` and dropped children stop processes on every machine.
 pub(crate) trait Running: Send {
-    /// The pipe into stage `stage`'s stdin, for a stage planned with [`StdinPlan::Pipe`].
+    /// The pipe into stage `stage`'s stdin, for a stage planned with [`StdinPlan::Pipe`]
+    /// or [`StdinPlan::Bytes`].
     fn take_stdin(&mut self, stage: usize) -> Option<BoxWrite>;
     /// The pipe from the last stage's stdout, when planned with [`StdoutPlan::Pipe`].
     fn take_stdout(&mut self) -> Option<ReadEnd>;
     /// The pipe from stage `stage`'s stderr, when planned with [`StderrPlan::Pipe`].
     fn take_stderr(&mut self, stage: usize) -> Option<ReadEnd>;
-    /// Whether all stages write one shared stderr stream (a remote shell's), handed out
-    /// for one stage: then an error shows that stream, whichever stage failed.
-    fn shared_stderr(&self) -> bool {
-        false
-    }
     /// Waits until every stage has ended; their statuses in stage order. Cancel-safe, and
     /// returns the same statuses when called again.
     fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>>;

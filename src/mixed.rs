@@ -32,7 +32,7 @@ use crate::{
 fn segments(plan: Plan) -> Vec<(MachineRef, Plan, bool)> {
     let mut segments: Vec<(MachineRef, Plan)> = Vec::new();
     for stage in plan.stages {
-        let machine = stage.command.spec().machine.clone();
+        let machine = stage.process.machine.clone();
         match segments.last_mut() {
             Some((last, segment)) if Arc::ptr_eq(last, &machine) => segment.stages.push(stage),
             _ => segments.push((

@@ -3,9 +3,7 @@
 use std::{ffi::OsStr, fmt, path::Path, time::Duration};
 
 use crate::{
-    Child, Command, Input, Lines, Output, Redirect, Result,
-    exec::{self, Job},
-    status::ExitStatus,
+    Child, Command, Input, Lines, Output, Redirect, Result, exec::Job, status::ExitStatus,
 };
 
 /// Commands connected stdout to stdin, made with `|`: `a | b | c`.
@@ -141,7 +139,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::run`]; the error names the stage that failed.
     pub async fn run(&self) -> Result<()> {
-        exec::run(self.job()).await
+        self.job().run().await
     }
 
     /// Runs the pipeline and returns the last stage's stdout as text, as [`Command::read`].
@@ -149,7 +147,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::read`].
     pub async fn read(&self) -> Result<String> {
-        exec::read(self.job()).await
+        self.job().read().await
     }
 
     /// Runs the pipeline and returns the last stage's stdout, byte for byte.
@@ -157,7 +155,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::read_bytes`].
     pub async fn read_bytes(&self) -> Result<Vec<u8>> {
-        exec::read_bytes(self.job()).await
+        self.job().read_bytes().await
     }
 
     /// Runs the pipeline and returns every stage's status, the last stdout and all stderr.
@@ -165,7 +163,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::output`].
     pub async fn output(&self) -> Result<Output> {
-        exec::output(self.job()).await
+        self.job().output().await
     }
 
     /// Runs the pipeline quietly and returns its status, as bash's `pipefail` gives it:
@@ -175,7 +173,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::status`].
     pub async fn status(&self) -> Result<ExitStatus> {
-        exec::status(self.job()).await
+        self.job().status().await
     }
 
     /// Runs the pipeline quietly and tells whether every stage succeeded.
@@ -183,7 +181,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::success`].
     pub async fn success(&self) -> Result<bool> {
-        exec::success(self.job()).await
+        self.job().success().await
     }
 
     /// Starts the pipeline; the [`Child`] holds the first stage's stdin and the last
@@ -192,7 +190,7 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::spawn`].
     pub async fn spawn(&self) -> Result<Child> {
-        exec::spawn(self.job()).await
+        self.job().spawn().await
     }
 
     /// Starts the pipeline to outlive this script, as [`Command::spawn_detached`], and
@@ -210,12 +208,12 @@ impl Pipeline {
     /// As [`Command::spawn_detached`]; also [`Error::Io`](crate::Error::Io) with
     /// `InvalidInput` for a pipeline whose stages run on several machines.
     pub async fn spawn_detached(&self) -> Result<u32> {
-        exec::spawn_detached(self.job()).await
+        self.job().spawn_detached().await
     }
 
     /// The last stage's stdout lines and every stage's stderr lines, as they come.
     pub fn lines(&self) -> Lines {
-        exec::lines(self.job())
+        self.job().lines()
     }
 }
 

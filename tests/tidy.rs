@@ -105,3 +105,60 @@ fn no_leftovers_in_the_library() {
         }
     }
 }
+
+/// The plan is closed, and the command model knows nothing of how or where processes start.
+///
+/// - No backend (`src/local.rs`, `src/ssh/*.rs`, `src/mixed.rs`) reads a command: it
+///   starts the `Plan` (`src/machine.rs`) from what the plan holds, which `exec` alone
+///   builds from the commands. So no backend file calls `.spec()` or names `CommandSpec`.
+/// - The command model (`src/command.rs`, `src/pipeline.rs`, `src/redirect.rs`) names no
+///   `ssh`/`russh` item (no `ssh::` path, no `russh`). Its one entry into `exec` is `exec::Job`: a job is built with
+///   `Job::new(stages, timeout)` and run with one of its calls (`run`, `read`, `output`,
+///   `spawn`, `lines`, ...); every `exec::` in these files is followed by `Job`, so none
+///   of exec's internals (`Mode`, `Started`, planning) is reached. Of `machine` it holds
+///   only the `MachineRef` (every `machine::` is followed by `MachineRef`).
+#[test]
+fn backends_read_only_the_plan_and_the_command_model_only_calls_into_exec() {
+    let src = root().join("src");
+    let mut backends = vec![src.join("local.rs"), src.join("mixed.rs")];
+    for entry in fs::read_dir(src.join("ssh")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            backends.push(path);
+        }
+    }
+    for file in &backends {
+        let text = fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for banned in [".spec()", "CommandSpec"] {
+                assert!(
+                    !line.contains(banned),
+                    "{banned} in a backend, at {}:{}: read the plan instead",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    for name in ["command.rs", "pipeline.rs", "redirect.rs"] {
+        let file = src.join(name);
+        let text = fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{}:{}", file.display(), n + 1);
+            for banned in ["ssh::", "russh"] {
+                assert!(
+                    !line.contains(banned),
+                    "{banned} in the command model, at {at}"
+                );
+            }
+            for (module, allowed) in [("exec::", "Job"), ("machine::", "MachineRef")] {
+                for (i, _) in line.match_indices(module) {
+                    assert!(
+                        line[i + module.len()..].starts_with(allowed),
+                        "the command model reaches into `{module}` beyond `{allowed}`, at {at}"
+                    );
+                }
+            }
+        }
+    }
+}

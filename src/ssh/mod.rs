@@ -717,4 +717,9 @@ impl Backend for SshBackend {
             Ok(Box::new(running) as Box<dyn Running>)
         })
     }
+
+    /// One remote shell runs the whole pipeline, and the channel has one stderr stream.
+    fn shares_stderr(&self) -> bool {
+        true
+    }
 }

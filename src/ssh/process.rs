@@ -232,9 +232,9 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         .stages
         .iter()
         .map(|stage| StageNames {
-            program: stage.command.spec().program.clone(),
-            line: stage.command.display_line(),
-            cwd: stage.command.spec().cwd.clone(),
+            program: stage.process.program.clone(),
+            line: stage.process.line.clone(),
+            cwd: stage.process.cwd.clone(),
         })
         .collect();
     if let Err(reason) = remote_line::check(&plan) {
@@ -249,7 +249,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let header = remote_line::header(&plan, &marker, ask_login);
     let (channel, permit) = connection.open_session(false).await?;
     let (read, write) = channel.split();
-    let pty = plan.stages.iter().any(|s| s.command.spec().pty);
+    let pty = plan.stages.iter().any(|s| s.process.pty);
 
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
@@ -337,7 +337,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         .data(&header[..])
         .await
         .map_err(|_| connection.lost())?;
-    let stdin = if plan.stages[0].stdin == StdinPlan::Pipe {
+    let stdin = if matches!(plan.stages[0].stdin, StdinPlan::Pipe | StdinPlan::Bytes(_)) {
         Some(Box::new(EofOnDrop {
             writer: Box::pin(write.make_writer()),
             eof: Some(Box::pin(write.make_writer())),
@@ -531,10 +531,6 @@ impl Running for SshRunning {
             Some((owner, _)) if *owner == stage => self.stderr.take().map(|(_, end)| end),
             _ => None,
         }
-    }
-
-    fn shared_stderr(&self) -> bool {
-        true
     }
 
     fn wait(&mut self) -> BoxFuture<'_, Result<Vec<ExitStatus>>> {

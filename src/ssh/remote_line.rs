@@ -231,7 +231,7 @@ fn push_dir(line: &mut Vec<u8>, dir: &Path) {
 /// The pipeline as one line of `sh` (no newline byte in it).
 fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     push_first_reports(s, ask_login);
-    if plan.stages.iter().any(|stage| stage.command.spec().pty) {
+    if plan.stages.iter().any(|stage| stage.process.pty) {
         // The pty was opened without echo and line editing, so that the header is neither
         // echoed into the output nor cut at the terminal's line limit; give the programs
         // the terminal they expect.
@@ -247,7 +247,7 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     }
     let own_cwd = shared_cwd.is_none();
     for (i, stage) in plan.stages.iter().enumerate() {
-        if !(own_cwd && stage.command.spec().cwd.is_some()) {
+        if !(own_cwd && stage.process.cwd.is_some()) {
             push_check(s, i, stage);
         }
     }
@@ -268,7 +268,7 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
             s.extend_from_slice(b" | ");
         }
         s.extend_from_slice(b"{ ( ");
-        if let (true, Some(dir)) = (own_cwd, &stage.command.spec().cwd) {
+        if let (true, Some(dir)) = (own_cwd, &stage.process.cwd) {
             s.extend_from_slice(format!("lp_c {i} ").as_bytes());
             push_dir(s, dir);
             s.extend_from_slice(b"; ");
@@ -299,10 +299,10 @@ fn push_first_reports(s: &mut Vec<u8>, ask_login: bool) {
 
 /// The working directory of every stage, when they all have the same one.
 fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
-    let first_cwd = plan.stages[0].command.spec().cwd.clone();
+    let first_cwd = plan.stages[0].process.cwd.clone();
     plan.stages
         .iter()
-        .all(|stage| stage.command.spec().cwd == first_cwd)
+        .all(|stage| stage.process.cwd == first_cwd)
         .then_some(first_cwd)
         .flatten()
 }
@@ -329,7 +329,7 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
         push_dir(s, dir);
         s.extend_from_slice(b"; ");
     }
-    let own_cwd = |stage: &StagePlan| match (&shared_cwd, &stage.command.spec().cwd) {
+    let own_cwd = |stage: &StagePlan| match (&shared_cwd, &stage.process.cwd) {
         (None, Some(dir)) => Some(dir.clone()),
         _ => None,
     };
@@ -387,7 +387,7 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
 
 /// `lp_x I PROGRAM [PATH]`: the stage's own `PATH`, when it sets one, is the one searched.
 fn push_check(s: &mut Vec<u8>, index: usize, stage: &StagePlan) {
-    let spec = stage.command.spec();
+    let spec = &stage.process;
     s.extend_from_slice(format!("lp_x {index} ").as_bytes());
     push_word(s, spec.program.as_bytes());
     let path = spec
@@ -438,7 +438,7 @@ fn exportable(name: &[u8]) -> bool {
 
 /// `[export NAME=value; ...] exec [env ...] PROGRAM ARGS 3>&- REDIRECTS`.
 fn push_exec(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
-    let spec = stage.command.spec();
+    let spec = &stage.process;
     let through_env = spec.env_clear
         || spec
             .env
@@ -504,13 +504,10 @@ fn push_redirects(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
         s.push(b' ');
         push_word(s, path.as_os_str().as_bytes());
     };
-    // With a pty, an unset stdin stays on the terminal (that is what the pty is for).
-    let on_terminal = stage.command.spec().pty && stage.command.spec().stdin.is_none();
     match &stage.stdin {
-        StdinPlan::Null | StdinPlan::Inherit if on_terminal => {}
         StdinPlan::Null | StdinPlan::Inherit => redirect(b"<", Path::new("/dev/null")),
         StdinPlan::File(path) => redirect(b"<", path),
-        StdinPlan::Pipe | StdinPlan::Previous => {}
+        StdinPlan::Pipe | StdinPlan::Bytes(_) | StdinPlan::Previous | StdinPlan::Terminal => {}
     }
     match &stage.stdout {
         StdoutPlan::Null => redirect(b">", Path::new("/dev/null")),
@@ -536,7 +533,7 @@ fn push_redirects(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
 /// past the kernel's limits. The reason names the part and the limit.
 pub(crate) fn check(plan: &Plan) -> Result<(), String> {
     for (i, stage) in plan.stages.iter().enumerate() {
-        let spec = stage.command.spec();
+        let spec = &stage.process;
         let whose = if plan.stages.len() > 1 {
             format!(" of stage {}", i + 1)
         } else {
@@ -959,7 +956,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(|(i, command)| StagePlan {
-                    command,
+                    process: crate::exec::process_of(&command),
                     stdin: if i == 0 {
                         StdinPlan::Null
                     } else {
