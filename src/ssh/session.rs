@@ -67,8 +67,12 @@ pub(crate) struct Settings {
     /// Asked for the passphrase of an encrypted key when none was given.
     pub(crate) passphrase_for: Option<PassphraseCallback>,
     pub(crate) known_hosts: Vec<PathBuf>,
+    /// `HostKeyAlias`: the name (without port) host keys are looked up under.
+    pub(crate) host_key_alias: Option<String>,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
+    /// TCP connections tried, a second apart, before giving up (`ConnectionAttempts`).
+    pub(crate) connection_attempts: u32,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
     pub(crate) max_channels: usize,
@@ -267,10 +271,20 @@ impl Connection {
         let handle = match &via {
             None => {
                 let address = (settings.host.as_str(), settings.port);
-                let stream = tokio::time::timeout(limit, tokio::net::TcpStream::connect(address))
-                    .await
-                    .map_err(|_| connect_error(format!("no answer within {limit:?}")))?
-                    .map_err(|e| connect_error(e.to_string()))?;
+                let mut attempt = 1;
+                let stream = loop {
+                    let tried =
+                        tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await;
+                    match tried {
+                        Ok(Ok(stream)) => break stream,
+                        _ if attempt < settings.connection_attempts => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(_) => return Err(connect_error(format!("no answer within {limit:?}"))),
+                        Ok(Err(e)) => return Err(connect_error(e.to_string())),
+                    }
+                };
                 // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
                 stream
                     .set_nodelay(true)
@@ -362,9 +376,14 @@ impl Connection {
             ..Default::default()
         };
         let refusal = Arc::new(Mutex::new(None));
+        // OpenSSH looks an alias up bare, whatever the port.
+        let (key_host, key_port) = match &settings.host_key_alias {
+            Some(alias) => (alias.clone(), 22),
+            None => (settings.host.clone(), settings.port),
+        };
         let client = Client {
-            host: settings.host.clone(),
-            port: settings.port,
+            host: key_host,
+            port: key_port,
             known_hosts: settings.known_hosts.clone(),
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
