@@ -580,7 +580,6 @@ impl<'a> Resolver<'a> {
                         }
                     }
                 }
-                _ if self.ignored.contains(&keyword) => {}
                 _ => self.apply(&keyword, &args, applies, located).map_err(at)?,
             }
         }
@@ -987,7 +986,8 @@ impl<'a> Resolver<'a> {
                             self.unhonoured.push(located("").unhonoured(name, reason));
                         }
                     }
-                } else if !IGNORED.contains(&keyword) {
+                } else if !IGNORED.contains(&keyword) && !self.ignored.iter().any(|k| k == keyword)
+                {
                     let allowed = self.ignore_unknown.as_ref().is_some_and(|patterns| {
                         patterns
                             .iter()
