@@ -289,7 +289,7 @@ pub(crate) fn resolve(
     ctx: &ExpandContext,
 ) -> Result<HostConfig, ConfigError> {
     let mut resolver = Resolver::new(host, ctx, &[]);
-    let mut pass = |resolver: &mut Resolver<'_>| resolver.read(text, None, true, Reach::Applies, 0);
+    let pass = |resolver: &mut Resolver<'_>| resolver.read(text, None, true, Reach::Applies, 0);
     pass(&mut resolver)?;
     if resolver.wants_final_pass() {
         resolver.begin_final_pass();
@@ -981,10 +981,11 @@ impl<'a> Resolver<'a> {
             }
             _ => {
                 if let Some((name, refuse)) = refused_keyword(keyword) {
-                    if applies && self.seen.insert(name) {
-                        if let Some(reason) = refuse(args) {
-                            self.unhonoured.push(located("").unhonoured(name, reason));
-                        }
+                    if applies
+                        && self.seen.insert(name)
+                        && let Some(reason) = refuse(args)
+                    {
+                        self.unhonoured.push(located("").unhonoured(name, reason));
                     }
                 } else if !IGNORED.contains(&keyword) && !self.ignored.iter().any(|k| k == keyword)
                 {

@@ -382,10 +382,55 @@ impl fmt::Debug for SshMachine {
 /// How to connect: user, port, keys, host-key policy, timeouts. From
 /// [`SshMachine::builder`].
 ///
-/// Values come from, in order of precedence: the builder's methods, then `~/.ssh/config`
-/// for the host (HostName, User, Port, IdentityFile, IdentitiesOnly, UserKnownHostsFile,
-/// StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval/CountMax, ProxyJump), then
-/// the defaults below.
+/// Values come from, in order of precedence: the builder's methods, then ssh_config for
+/// the host (`~/.ssh/config` then `/etc/ssh/ssh_config`, or the one file given to
+/// [`ssh_config`](SshBuilder::ssh_config), as `ssh -F`), then the defaults below.
+/// [`resolve`](SshBuilder::resolve) shows the outcome, as `ssh -G` does.
+///
+/// # ssh_config
+///
+/// The files are read as OpenSSH 9 reads them: `Host` patterns with `!`, `Match` (`all`,
+/// `host`, `originalhost`, `user`, `localuser`, `exec`, `canonical`, `final`, each
+/// negatable; `exec` runs through `$SHELL -c`, else `/bin/sh -c`, when the config is
+/// read), `Include` with globs (inside `Match` too), the first value winning, and the `%`
+/// tokens `%C %d %h %i %k %L %l %n %p %r %u %%` plus `${VAR}` in file names. Three kinds of
+/// keyword:
+///
+/// - **Honoured**: `HostName`, `User`, `Port`, `IdentityFile`, `IdentitiesOnly`,
+///   `IdentityAgent` (`none` or `SSH_AUTH_SOCK`), `UserKnownHostsFile`,
+///   `GlobalKnownHostsFile` (read after the user's files, never written),
+///   `StrictHostKeyChecking` (`ask` reads as `yes`: nobody is there to ask),
+///   `HostKeyAlias`, `ConnectTimeout`, `ConnectionAttempts`, `ServerAliveInterval`,
+///   `ServerAliveCountMax`, `ProxyJump` (also `none`), `SetEnv` (set in every command's
+///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
+///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address).
+/// - **Refused**, because leadpipe does not do what the line asks and connecting anyway
+///   would change the destination, the transport, the identity or host-key trust: the
+///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
+///   program passes the keyword to [`ignore_config_keyword`](SshBuilder::ignore_config_keyword)
+///   or sets the thing itself. `ProxyCommand` other than `none` (or call
+///   [`jump`](SshBuilder::jump)); `CertificateFile` (or give
+///   [`identity_file`](SshBuilder::identity_file)); `CheckHostIP yes` (OpenSSH refuses a
+///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
+///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
+///   `CanonicalizePermittedCNAMEs`; `HostKeyAlgorithms`, `KexAlgorithms`, `Ciphers`,
+///   `MACs` unless they only add (`+...`); `AddressFamily` other than `any`;
+///   `BindAddress`; `BindInterface`; `PKCS11Provider`; `KnownHostsCommand`;
+///   `RevokedHostKeys`. A keyword OpenSSH does not know either is also an error, as in
+///   `ssh`, unless `IgnoreUnknown` or `ignore_config_keyword` names it.
+/// - **Ignored**, as they change nothing about where or how leadpipe connects:
+///   `ForwardAgent` and `SendEnv` (read, shown by `resolve`, not acted on: leadpipe
+///   neither forwards the agent nor sends local variables); `AddKeysToAgent` (leadpipe
+///   never adds keys to an agent); output and terminals (`BatchMode`, `LogLevel`,
+///   `RequestTTY`, `EscapeChar`, `RemoteCommand`, `LocalCommand`, ...); forwards
+///   (`LocalForward`, `RemoteForward`, `DynamicForward`, `ForwardX11`, `Tunnel`, ...:
+///   a program opens its own); `ControlMaster`/`ControlPath`/`ControlPersist` (leadpipe
+///   keeps a connection per machine); authentication methods (`PreferredAuthentications`,
+///   `PasswordAuthentication`, `PubkeyAuthentication`, `GSSAPI*`, ...: the account and
+///   keys are those above); host-key options that only make OpenSSH more willing
+///   (`VerifyHostKeyDNS`, `UpdateHostKeys`, `HashKnownHosts`,
+///   `NoHostAuthenticationForLocalhost`); tuning (`Compression`, `TCPKeepAlive`, `IPQoS`,
+///   `RekeyLimit`, ...); and the keywords OpenSSH itself ignores as deprecated.
 ///
 /// Authentication tries, in order: the identity files given (by the builder, else the
 /// config's `IdentityFile`), the [`password`](SshBuilder::password) given, the ssh-agent's
