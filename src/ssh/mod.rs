@@ -621,9 +621,9 @@ impl SshBuilder {
                     destination: self.host.clone(),
                     reason: format!("reading ssh config failed: {e}"),
                 })??;
-        let jump = match (self.jump, proxy_jump) {
+        let jump = match (self.jump.clone(), proxy_jump) {
             (Some(bastion), _) => Some(bastion),
-            (None, Some(hops)) => Some(connect_hops(&hops, self.config_file.clone()).await?),
+            (None, Some(hops)) => Some(connect_hops(&hops, &self).await?),
             (None, None) => None,
         };
         let connection = Arc::new(Connection::open(&settings, jump.map(|j| j.connection)).await?);
@@ -850,7 +850,8 @@ pub struct SshSettings {
 }
 
 /// Connects through every hop of a `ProxyJump` list (`a,b`: first a, then b through a).
-fn connect_hops(hops: &str, config_file: Option<PathBuf>) -> BoxFuture<'_, Result<SshMachine>> {
+/// Each hop reads the same ssh_config files as `target`, and ignores the same keywords.
+fn connect_hops<'a>(hops: &'a str, target: &'a SshBuilder) -> BoxFuture<'a, Result<SshMachine>> {
     Box::pin(async move {
         let mut via: Option<SshMachine> = None;
         for hop in hops.split(',').map(str::trim).filter(|h| !h.is_empty()) {
@@ -862,7 +863,10 @@ fn connect_hops(hops: &str, config_file: Option<PathBuf>) -> BoxFuture<'_, Resul
                 destination: hop.to_owned(),
                 reason: "bad ProxyJump entry".to_owned(),
             })?;
-            let mut builder = SshMachine::builder(host).ssh_config(config_file.clone());
+            let mut builder = SshMachine::builder(host);
+            builder.config_file = target.config_file.clone();
+            builder.system_config = target.system_config;
+            builder.ignored_keywords = target.ignored_keywords.clone();
             if let Some(user) = user {
                 builder = builder.user(user);
             }
