@@ -1,6 +1,7 @@
 //! ssh_config end to end against a real OpenSSH sshd (tests/support/sshd.rs): `Match`
-//! variants log in where `ssh` logs in, `HostKeyAlias` and `SetEnv` are honoured, and a
-//! `ProxyCommand` leadpipe cannot run stops the connection before anything is dialled.
+//! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `ConnectionAttempts`
+//! and `ProxyCommand` (through `socat` and `ssh -W`, the child reaped on drop) are
+//! honoured.
 
 mod support;
 
@@ -142,24 +143,100 @@ async fn set_env_reaches_every_command() {
     assert_eq!(value, "a b");
 }
 
+/// Whether process `pid` still exists (a zombie, unreaped, still does).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pids whose command line contains `pattern`.
+fn pgrep(pattern: &str) -> Vec<u32> {
+    let output = Command::new("pgrep")
+        .args(["-f", "--"])
+        .arg(pattern)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 #[tokio::test]
-async fn a_proxy_command_stops_the_connection_before_anything_is_dialled() {
+async fn proxy_command_reaches_a_host_only_through_the_proxy_and_is_reaped() {
     let Some(sshd) = Sshd::start() else { return };
-    let empty = sshd.dir.path().join("empty_known_hosts");
-    fs::write(&empty, "").unwrap();
-    let text = BASE.replace("{known}", &empty.display().to_string())
-        + "    User {user}\n    StrictHostKeyChecking accept-new\n    ProxyCommand socat - TCP:bastion.invalid:22\n";
-    let file = config(&sshd, "proxy", &text);
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: socat is not installed");
+        return;
+    }
+    // The host name does not resolve: only the proxy can reach the server.
+    let line = fs::read_to_string(&sshd.known_hosts).unwrap();
+    let key = line.split_once(' ').unwrap().1;
+    let known = sshd.dir.path().join("proxied_known_hosts");
+    fs::write(&known, format!("[unreachable.invalid]:{} {key}", sshd.port)).unwrap();
+    let proxies = [
+        "ProxyCommand socat - TCP:127.0.0.1:%p".to_owned(),
+        // After the connection it sleeps on in the same process: only a kill ends it.
+        "ProxyCommand sh -c 'socat - TCP:127.0.0.1:%p; exec sleep 1000'".to_owned(),
+        format!(
+            "ProxyCommand ssh -F {} -W 127.0.0.1:%p harness",
+            sshd.ssh_config().display()
+        ),
+    ];
+    for proxy in proxies {
+        let text = format!(
+            "Host web\n    HostName unreachable.invalid\n    Port {{port}}\n    User {{user}}\n\
+             \x20   IdentityFile {{key}}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n\
+             \x20   GlobalKnownHostsFile /dev/null\n    {proxy}\n",
+            known.display()
+        );
+        let file = config(&sshd, "proxied", &text);
+        assert_eq!(
+            openssh_login(&file, "web").as_deref(),
+            Some(sshd.user.as_str()),
+            "ssh with {proxy}"
+        );
+        let machine = SshMachine::builder("web")
+            .ssh_config(Some(file))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{proxy}: {e}\n{}", sshd.log_text()));
+        let clone = machine.clone();
+        assert_eq!(clone.cmd("id").arg("-un").read().await.unwrap(), sshd.user);
+        let pattern = proxy
+            .trim_start_matches("ProxyCommand ")
+            .replace('\'', "")
+            .replace("%p", &sshd.port.to_string());
+        let pids = pgrep(&pattern);
+        assert_eq!(pids.len(), 1, "one proxy for {proxy}: {pids:?}");
+        drop(machine);
+        assert!(exists(pids[0]), "the proxy lives while a clone does");
+        drop(clone);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while exists(pids[0]) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !exists(pids[0]),
+            "{proxy}: the proxy was neither killed nor reaped"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_command_that_fails_is_a_connect_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config");
+    fs::write(
+        &file,
+        "Host web\n  ProxyCommand exit 3\n  ConnectTimeout 5\n",
+    )
+    .unwrap();
     let error = SshMachine::builder("web")
-        .ssh_config(Some(file.clone()))
+        .ssh_config(Some(file))
         .connect()
         .await
         .unwrap_err();
-    let text = error.to_string();
-    assert!(text.contains(&format!("{}:10:", file.display())), "{text}");
-    assert!(text.contains("ProxyCommand"), "{text}");
-    // The server that the direct route reaches was not trusted behind the config's back.
-    assert_eq!(fs::read_to_string(&empty).unwrap(), "");
+    assert!(matches!(error, Error::Connect { .. }), "{error:?}");
 }
 
 #[tokio::test]

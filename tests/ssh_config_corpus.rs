@@ -89,6 +89,10 @@ const CORPUS: &[(&str, &str)] = &[
     ("h", "ProxyCommand none\nProxyCommand nc %h %p\n"),
     ("h", "ProxyJump a\nProxyCommand nc %h %p\n"),
     ("h", "ProxyCommand ssh -W %h:%p bastion\nProxyJump a\n"),
+    (
+        "h",
+        "ProxyCommand=sh -c 'exec nc \"%h\" %p'   # not a comment to ssh\n",
+    ),
     // Environment and agent.
     (
         "h",
@@ -245,7 +249,6 @@ fn check(index: usize, dest: &str, text: &str) {
     let ssh = ssh_g(&file, dest);
     let ours: SshSettings = SshMachine::builder(dest)
         .ssh_config(Some(file.clone()))
-        .ignore_config_keyword("ProxyCommand")
         .ignore_config_keyword("CertificateFile")
         .ignore_config_keyword("CheckHostIP")
         .resolve()
@@ -390,15 +393,15 @@ fn a_keyword_leadpipe_does_not_honour_stops_resolve_and_connect() {
     let file = dir.path().join("config");
     fs::write(
         &file,
-        "Host web1\n  User deploy\n\n  ProxyCommand socat - TCP:%h:%p\n",
+        "Host web1\n  User deploy\n\n  CertificateFile ~/.ssh/id_ed25519-cert.pub\n",
     )
     .unwrap();
     let builder = SshMachine::builder("web1").ssh_config(Some(file.clone()));
     let error = builder.resolve().unwrap_err().to_string();
     assert!(error.contains(&format!("{}:4:", file.display())), "{error}");
-    assert!(error.contains("ProxyCommand"), "{error}");
+    assert!(error.contains("CertificateFile"), "{error}");
     assert!(
-        error.contains("ignore_config_keyword(\"ProxyCommand\")"),
+        error.contains("ignore_config_keyword(\"CertificateFile\")"),
         "{error}"
     );
     let error = tokio::runtime::Runtime::new()
@@ -406,12 +409,14 @@ fn a_keyword_leadpipe_does_not_honour_stops_resolve_and_connect() {
         .block_on(builder.clone().connect())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("ProxyCommand"), "{error}");
-    // Ignored by name, in any case.
+    assert!(error.contains("CertificateFile"), "{error}");
+    // Ignored by name, in any case; or overridden by identity files given to the builder.
     let settings = builder
-        .ignore_config_keyword("proxycommand")
+        .clone()
+        .ignore_config_keyword("certificatefile")
         .resolve()
         .unwrap();
-    assert_eq!(settings.proxy_command.as_deref(), Some("socat - TCP:%h:%p"));
+    assert_eq!(settings.certificate_files.len(), 1);
     assert_eq!(settings.user, "deploy");
+    assert!(builder.identity_file("/k/id").resolve().is_ok());
 }

@@ -240,6 +240,28 @@ fn final_host(host: &str) -> String {
     }
 }
 
+/// The shell command line for a `ProxyCommand`, as OpenSSH's `expand_proxy_command`:
+/// `exec COMMAND` with `%h` (the host to connect to), `%k` (`HostKeyAlias`, else the host
+/// as given), `%n` (the host as given), `%p`, `%r` and `%%` expanded.
+pub(crate) fn proxy_command_line(
+    command: &str,
+    host: &str,
+    key_alias: &str,
+    host_arg: &str,
+    port: u16,
+    user: &str,
+) -> Result<String, String> {
+    let port = port.to_string();
+    let tokens = [
+        ('h', host),
+        ('k', key_alias),
+        ('n', host_arg),
+        ('p', port.as_str()),
+        ('r', user),
+    ];
+    expand(command, &tokens)
+}
+
 /// OpenSSH's quick test for an address rather than a name.
 fn is_address(host: &str) -> bool {
     host.contains(['%', ':']) || host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -580,7 +602,11 @@ impl<'a> Resolver<'a> {
                         }
                     }
                 }
-                _ => self.apply(&keyword, &args, applies, located).map_err(at)?,
+                _ => {
+                    let value = raw_value(raw);
+                    self.apply(&keyword, &args, value, applies, located)
+                        .map_err(at)?;
+                }
             }
         }
         Ok(())
@@ -748,6 +774,7 @@ impl<'a> Resolver<'a> {
         &mut self,
         keyword: &str,
         args: &[String],
+        raw: &str,
         applies: bool,
         located: impl Fn(&str) -> Located,
     ) -> Result<(), String> {
@@ -895,8 +922,9 @@ impl<'a> Resolver<'a> {
                 if args.is_empty() {
                     return Err("ProxyCommand needs a command".into());
                 }
-                // The command is the rest of the line as written; `sh -c` parses it.
-                let command = args.join(" ");
+                // The command is the rest of the line as written, quotes and all: the
+                // shell parses it.
+                let command = raw.to_owned();
                 if applies && self.proxy_jump.is_none() && self.proxy_command.is_none() {
                     self.proxy_command =
                         Some((!command.eq_ignore_ascii_case("none")).then(|| located(&command)));
@@ -1063,11 +1091,16 @@ impl<'a> Resolver<'a> {
         let mut unhonoured = self.unhonoured;
         let proxy_command = self.proxy_command.flatten();
         if let Some(command) = &proxy_command {
-            unhonoured.push(command.unhonoured(
-                "ProxyCommand",
-                "it would reach the host through a local command, and leadpipe would dial \
-                 it directly",
-            ));
+            // Checked now, so a bad token is reported with its line.
+            proxy_command_line(&command.value, "h", "h", "h", 22, "u")
+                .map_err(|m| command.error(format!("ProxyCommand {m}")))?;
+            if command.value == "-" {
+                unhonoured.push(command.unhonoured(
+                    "ProxyCommand",
+                    "`ProxyCommand -` means ssh's own stdin and stdout, which a library does \
+                     not have",
+                ));
+            }
         }
         if let Some(first) = self.certificate_files.first() {
             unhonoured.push(first.unhonoured(
@@ -1473,6 +1506,17 @@ fn split_line(line: &str) -> Result<Option<(&str, Vec<String>)>, String> {
     let rest = rest.trim_start_matches(is_blank);
     let rest = rest.strip_prefix('=').unwrap_or(rest);
     Ok(Some((keyword, split_args(rest)?)))
+}
+
+/// The rest of a line after its keyword, as written: what OpenSSH takes for
+/// `ProxyCommand` (blanks and `=` skipped before it, trailing blanks dropped).
+fn raw_value(line: &str) -> &str {
+    let is_blank = |c: char| c == ' ' || c == '\t' || c == '\r';
+    let line = line.trim_matches(is_blank);
+    let end = line
+        .find(|c: char| is_blank(c) || c == '=')
+        .unwrap_or(line.len());
+    line[end..].trim_start_matches(|c: char| is_blank(c) || c == '=')
 }
 
 /// OpenSSH's `argv_split`: words separated by blanks, quotes group, a few escapes, and a
@@ -2073,7 +2117,7 @@ Host web1
     fn what_would_change_the_connection_is_reported_with_file_line_and_keyword() {
         let text = "\
 Host web1
-    ProxyCommand socat - TCP:bastion:22
+    ProxyCommand socat - TCP:%h:%p
     CertificateFile ~/.ssh/id_ed25519-cert.pub
     CheckHostIP yes
     HostKeyAlgorithms ssh-ed25519
@@ -2089,7 +2133,6 @@ Host web1
         assert_eq!(
             unhonoured(text, "web1"),
             owned(&[
-                ("ProxyCommand", 2),
                 ("CertificateFile", 3),
                 ("HostKeyAlgorithms", 5),
                 ("BindAddress", 8),
@@ -2115,20 +2158,38 @@ Host web1
         // The message names file, line and keyword, and the way out.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
-        fs::write(&path, "Host *\n\n  ProxyCommand nc %h %p\n").unwrap();
+        fs::write(&path, "Host *\n\n  CertificateFile ~/.ssh/id-cert.pub\n").unwrap();
         let config = resolve_file(&path, "h", &ctx()).unwrap();
         let message = config.unhonoured[0].to_string();
         assert_eq!(
             message,
             format!(
-                "{}:3: ProxyCommand is not supported by leadpipe (it would reach the host \
-                 through a local command, and leadpipe would dial it directly); set it on \
-                 the builder, or call ignore_config_keyword(\"ProxyCommand\") to connect \
-                 without it",
+                "{}:3: CertificateFile is not supported by leadpipe (leadpipe does not offer \
+                 certificates, so it would log in differently); set it on the builder, or \
+                 call ignore_config_keyword(\"CertificateFile\") to connect without it",
                 path.display()
             )
         );
-        assert_eq!(config.proxy_command.as_deref(), Some("nc %h %p"));
+        // A ProxyCommand is run; only `-` (ssh's own stdio) is refused, and bad tokens are
+        // errors with their line.
+        assert_eq!(
+            unhonoured("ProxyCommand -\n", "h"),
+            owned(&[("ProxyCommand", 1)])
+        );
+        assert!(
+            err("\nProxyCommand nc %h %T\n").starts_with("ssh config line 2: ProxyCommand uses %T")
+        );
+        assert_eq!(
+            proxy_command_line(
+                "nc %h %p %r %n %k 100%%",
+                "host",
+                "alias",
+                "arg",
+                2222,
+                "bob"
+            ),
+            Ok("nc host 2222 bob arg alias 100%".to_owned())
+        );
     }
 
     #[test]
@@ -2257,6 +2318,12 @@ AddKeysToAgent confirm
         let both = get("ProxyCommand nc %h %p\nProxyJump a\n", "h");
         assert_eq!(both.proxy_jump, None);
         assert_eq!(both.proxy_command.as_deref(), Some("nc %h %p"));
+        // The rest of the line as written, quotes included.
+        let quoted = get("ProxyCommand = sh -c 'nc %h %p'  \"a  b\"  \n", "h");
+        assert_eq!(
+            quoted.proxy_command.as_deref(),
+            Some("sh -c 'nc %h %p'  \"a  b\"")
+        );
         let none = get("ProxyJump none\nProxyCommand nc %h %p\n", "h");
         assert_eq!((none.proxy_jump, none.proxy_command), (None, None));
     }

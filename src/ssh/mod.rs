@@ -12,6 +12,7 @@ mod config;
 mod forward;
 mod known_hosts;
 mod process;
+mod proxy;
 mod remote_line;
 mod session;
 mod sftp;
@@ -401,15 +402,18 @@ impl fmt::Debug for SshMachine {
 ///   `GlobalKnownHostsFile` (read after the user's files, never written),
 ///   `StrictHostKeyChecking` (`ask` reads as `yes`: nobody is there to ask),
 ///   `HostKeyAlias`, `ConnectTimeout`, `ConnectionAttempts`, `ServerAliveInterval`,
-///   `ServerAliveCountMax`, `ProxyJump` (also `none`), `SetEnv` (set in every command's
+///   `ServerAliveCountMax`, `ProxyJump` (also `none`), `ProxyCommand` (also `none`; run
+///   as `ssh` runs it, `$SHELL -c "exec COMMAND"` with `%h %k %n %p %r %%` expanded, its
+///   stdin and stdout carrying the connection; killed and reaped when the machine and its
+///   clones are dropped), `SetEnv` (set in every command's
 ///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
 ///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address).
 /// - **Refused**, because leadpipe does not do what the line asks and connecting anyway
 ///   would change the destination, the transport, the identity or host-key trust: the
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
 ///   program passes the keyword to [`ignore_config_keyword`](SshBuilder::ignore_config_keyword)
-///   or sets the thing itself. `ProxyCommand` other than `none` (or call
-///   [`jump`](SshBuilder::jump)); `CertificateFile` (or give
+///   or sets the thing itself. `ProxyCommand -` (ssh's own stdin and stdout);
+///   `CertificateFile` (or give
 ///   [`identity_file`](SshBuilder::identity_file)); `CheckHostIP yes` (OpenSSH refuses a
 ///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
 ///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
@@ -568,10 +572,11 @@ impl SshBuilder {
         self
     }
 
-    /// Skips ssh_config lines with `keyword` (any case, such as `"ProxyCommand"`): a
-    /// keyword leadpipe does not know is then no error, and one it does not honour (see
-    /// the list above) no longer stops the connection. The keyword's value still shows in
-    /// [`resolve`](SshBuilder::resolve) for those leadpipe reads.
+    /// Connects although ssh_config uses `keyword` (any case, such as
+    /// `"CertificateFile"`): a keyword leadpipe refuses (see the list above) no longer
+    /// stops the connection, and an unknown one is skipped. It does not turn off a keyword
+    /// leadpipe honours. The value still shows in [`resolve`](SshBuilder::resolve) where
+    /// leadpipe reads it.
     pub fn ignore_config_keyword(mut self, keyword: impl AsRef<str>) -> SshBuilder {
         self.ignored_keywords
             .push(keyword.as_ref().to_ascii_lowercase());
@@ -682,7 +687,6 @@ impl SshBuilder {
                     .contains(&u.keyword.to_ascii_lowercase())
             })
             .filter(|u| match u.keyword {
-                "ProxyCommand" => self.jump.is_none(),
                 "CertificateFile" | "IdentityAgent" => self.identity_files.is_empty(),
                 _ => true,
             })
@@ -737,17 +741,34 @@ impl SshBuilder {
         } else {
             file.proxy_jump.clone()
         };
+        let host = file.destination(&self.host);
+        let port = self.port.or(file.port).unwrap_or(22);
+        let user = self
+            .user
+            .clone()
+            .or(file.user.clone())
+            .unwrap_or(context.local_user);
+        let proxy_command = match (&self.jump, &file.proxy_command) {
+            (None, Some(command)) => Some(
+                config::proxy_command_line(
+                    command,
+                    &host,
+                    file.host_key_alias.as_deref().unwrap_or(&self.host),
+                    &self.host,
+                    port,
+                    &user,
+                )
+                .map_err(|m| bad_config(format!("bad ssh config: ProxyCommand {m}")))?,
+            ),
+            _ => None,
+        };
         let mut all_known_hosts = known_hosts.clone();
         // Read after the user's files, so `AcceptNew` still appends to the user's first.
         all_known_hosts.extend(global_known_hosts.iter().cloned());
         let settings = Settings {
-            host: file.destination(&self.host),
-            port: self.port.or(file.port).unwrap_or(22),
-            user: self
-                .user
-                .clone()
-                .or(file.user.clone())
-                .unwrap_or(context.local_user),
+            host,
+            port,
+            user,
             identity_files,
             use_agent,
             password: self.password.clone(),
@@ -761,6 +782,7 @@ impl SshBuilder {
                 .or(file.connect_timeout)
                 .unwrap_or(Duration::from_secs(15)),
             connection_attempts: file.connection_attempts.unwrap_or(1),
+            proxy_command,
             keepalive_interval: (!keepalive.0.is_zero()).then_some(keepalive.0),
             keepalive_max: keepalive.1,
             max_channels: self.max_channels,
@@ -779,7 +801,11 @@ impl SshBuilder {
             host_key_policy: policy,
             check_host_ip: file.check_host_ip.unwrap_or(false),
             proxy_jump: proxy_jump.clone(),
-            proxy_command: file.proxy_command.clone(),
+            proxy_command: if self.jump.is_some() {
+                None
+            } else {
+                file.proxy_command.clone()
+            },
             connect_timeout: settings.connect_timeout,
             connection_attempts: settings.connection_attempts,
             keepalive_interval: settings.keepalive_interval,
@@ -829,7 +855,9 @@ pub struct SshSettings {
     /// The `ProxyJump` hops, as written (`[user@]host[:port][,...]`); `None` when the
     /// builder's [`jump`](SshBuilder::jump) is used or no hop is set.
     pub proxy_jump: Option<String>,
-    /// `ProxyCommand`, unexpanded; `None` for `none` or when `ProxyJump` came first.
+    /// `ProxyCommand`, as written (tokens are expanded when it runs, as in `ssh -G`):
+    /// the connection runs over its stdin and stdout. `None` for `none`, when `ProxyJump`
+    /// came first, or when the builder's [`jump`](SshBuilder::jump) is used.
     pub proxy_command: Option<String>,
     /// How long connecting and the handshake may take.
     pub connect_timeout: Duration,

@@ -73,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     /// TCP connections tried, a second apart, before giving up (`ConnectionAttempts`).
     pub(crate) connection_attempts: u32,
+    /// `ProxyCommand`, tokens expanded: the connection runs over its stdin/stdout.
+    pub(crate) proxy_command: Option<String>,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
     pub(crate) max_channels: usize,
@@ -230,6 +232,8 @@ pub(crate) struct Connection {
     forwards: Arc<Forwards>,
     /// The bastion this connection runs through, kept alive as long as it is needed.
     _via: Option<Arc<Connection>>,
+    /// The `ProxyCommand` child carrying the connection, killed and reaped with it.
+    _proxy: Option<super::proxy::ProxyGuard>,
     /// Channels for processes. One slot of the server's limit stays free for kills: a
     /// pipeline must be stoppable even when every other slot holds a hung process.
     slots: Arc<Semaphore>,
@@ -268,7 +272,16 @@ impl Connection {
         };
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
+        let mut proxy = None;
         let handle = match &via {
+            None if settings.proxy_command.is_some() => {
+                let command = settings.proxy_command.as_deref().unwrap_or_default();
+                let (stream, guard) = super::proxy::spawn(command).map_err(|e| {
+                    connect_error(format!("the ProxyCommand {command:?} could not start: {e}"))
+                })?;
+                proxy = Some(guard);
+                Connection::handshake(settings, stream, forwards.clone()).await?
+            }
             None => {
                 let address = (settings.host.as_str(), settings.port);
                 let mut attempt = 1;
@@ -317,6 +330,7 @@ impl Connection {
             handle,
             forwards,
             _via: via,
+            _proxy: proxy,
             slots: Arc::new(Semaphore::new(slots)),
             kill_slot: Arc::new(Semaphore::new(1)),
             spare: std::sync::Mutex::new(None),
