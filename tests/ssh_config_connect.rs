@@ -268,3 +268,46 @@ async fn connection_attempts_retry_a_refused_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn cipher_lists_are_applied_to_the_handshake() {
+    let Some(sshd) = Sshd::start_with(&["Ciphers aes256-ctr"]) else {
+        return;
+    };
+    let with = |ciphers: &str| {
+        config(
+            &sshd,
+            "ciphers",
+            &format!("{BASE}    User {{user}}\n    Ciphers {ciphers}\n"),
+        )
+    };
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(with("aes256-ctr,aes128-ctr")))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log_text()));
+    assert_eq!(
+        machine.cmd("id").arg("-un").read().await.unwrap(),
+        sshd.user
+    );
+    // Only a cipher this server refuses: the handshake fails, as with ssh.
+    let file = with("aes128-ctr");
+    assert_eq!(openssh_login(&file, "web"), None);
+    let error = SshMachine::builder("web")
+        .ssh_config(Some(file))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Connect { .. }), "{error:?}");
+    // Nothing leadpipe supports: refused before dialling, naming the keyword.
+    let error = SshMachine::builder("web")
+        .ssh_config(Some(with("aes128-cbc")))
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Ciphers \"aes128-cbc\" leaves none"),
+        "{error}"
+    );
+}

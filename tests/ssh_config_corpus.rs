@@ -93,6 +93,27 @@ const CORPUS: &[(&str, &str)] = &[
         "h",
         "ProxyCommand=sh -c 'exec nc \"%h\" %p'   # not a comment to ssh\n",
     ),
+    // Algorithms: leadpipe offers what ssh would, in the config's order.
+    (
+        "h",
+        "Ciphers aes128-ctr,aes256-gcm@openssh.com,aes128-cbc\n",
+    ),
+    (
+        "h",
+        "Ciphers -chacha20*\nMACs hmac-sha2-256,hmac-sha2-512-etm@openssh.com\n",
+    ),
+    (
+        "h",
+        "Host h\n  KexAlgorithms curve25519-sha256,diffie-hellman-group16-sha512\nHost *\n  KexAlgorithms +diffie-hellman-group1-sha1\n",
+    ),
+    (
+        "h",
+        "HostKeyAlgorithms ssh-ed25519,rsa-sha2-*\nCiphers ^aes128-ctr\n",
+    ),
+    (
+        "h",
+        "HostKeyAlgorithms +ssh-rsa\nKexAlgorithms -*sha1,diffie-hellman-group-exchange*\nMACs ^hmac-sha2-256\n",
+    ),
     // Environment and agent.
     (
         "h",
@@ -377,6 +398,51 @@ fn check(index: usize, dest: &str, text: &str) {
         .collect();
     assert_eq!(set_env, all("setenv"), "setenv, {context}");
     assert_eq!(ours.send_env, all("sendenv"), "sendenv, {context}");
+
+    // What ssh offers with no config, to see what a list removed.
+    let defaults = ssh_g(std::path::Path::new("/dev/null"), "h");
+    for (keyword, offered) in [
+        ("Ciphers", &ours.ciphers),
+        ("KexAlgorithms", &ours.kex_algorithms),
+        ("MACs", &ours.macs),
+        ("HostKeyAlgorithms", &ours.host_key_algorithms),
+    ] {
+        let key = keyword.to_ascii_lowercase();
+        let list = |map: &HashMap<String, Vec<String>>| -> Vec<String> {
+            map[&key][0].split(',').map(str::to_owned).collect()
+        };
+        let theirs = list(&ssh);
+        assert!(!offered.is_empty(), "{key}, {context}");
+        // Nothing the config took out of ssh's defaults is offered.
+        for name in list(&defaults).iter().filter(|d| !theirs.contains(d)) {
+            assert!(
+                !offered.contains(name),
+                "{key}: {name} was removed, {context}"
+            );
+        }
+        // A plain list: only what it names, in its order of preference.
+        let plain = text.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(keyword)
+                .map(str::trim)
+                .filter(|value| !value.starts_with(['+', '-', '^']))
+        });
+        if let Some(plain) = plain {
+            for name in offered {
+                assert!(
+                    theirs.contains(name),
+                    "{key}: {name} not in ssh's {theirs:?}, {context}"
+                );
+            }
+            // Within one wildcard each orders by its own list of what it supports.
+            if !plain.contains(['*', '?']) {
+                let same_order: Vec<&String> =
+                    theirs.iter().filter(|t| offered.contains(t)).collect();
+                let ours_order: Vec<&String> = offered.iter().collect();
+                assert_eq!(ours_order, same_order, "{key} order, {context}");
+            }
+        }
+    }
 }
 
 #[test]

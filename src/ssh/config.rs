@@ -51,7 +51,7 @@ use std::{
     time::Duration,
 };
 
-use super::known_hosts::glob_matches;
+use super::{algorithms::AlgorithmLists, known_hosts::glob_matches};
 
 /// What expansions and `Match` need to know about the local side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +219,8 @@ pub(crate) struct HostConfig {
     pub(crate) set_env: Vec<(String, String)>,
     /// `SendEnv` patterns, after `-pattern` removals.
     pub(crate) send_env: Vec<String>,
+    /// `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms`.
+    pub(crate) algorithms: AlgorithmLists,
     /// Lines that apply and ask for what leadpipe does not do.
     pub(crate) unhonoured: Vec<Unhonoured>,
 }
@@ -474,6 +476,8 @@ struct Resolver<'a> {
     send_env: Vec<String>,
     /// `CanonicalizeHostname` other than `no`.
     canonicalize: Option<bool>,
+    /// The algorithm lists.
+    algorithms: AlgorithmLists,
     /// Lines that ask for what leadpipe does not do.
     unhonoured: Vec<Unhonoured>,
 }
@@ -512,6 +516,7 @@ impl<'a> Resolver<'a> {
             set_env: None,
             send_env: Vec::new(),
             canonicalize: None,
+            algorithms: AlgorithmLists::default(),
             unhonoured: Vec::new(),
         }
     }
@@ -987,6 +992,18 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
+            "ciphers" | "kexalgorithms" | "macs" | "hostkeyalgorithms" => {
+                let (name, slot) = match keyword {
+                    "ciphers" => ("Ciphers", &mut self.algorithms.ciphers),
+                    "kexalgorithms" => ("KexAlgorithms", &mut self.algorithms.kex),
+                    "macs" => ("MACs", &mut self.algorithms.macs),
+                    _ => ("HostKeyAlgorithms", &mut self.algorithms.host_keys),
+                };
+                let value = one_value(name, args)?;
+                if applies && slot.is_none() {
+                    *slot = Some(value.to_owned());
+                }
+            }
             "ignoreunknown" => {
                 if applies && self.ignore_unknown.is_none() {
                     self.ignore_unknown = Some(args.to_vec());
@@ -1153,6 +1170,7 @@ impl<'a> Resolver<'a> {
             forward_agent: self.forward_agent,
             set_env: self.set_env.unwrap_or_default(),
             send_env: self.send_env,
+            algorithms: self.algorithms,
             unhonoured,
         })
     }
@@ -1169,10 +1187,6 @@ fn refused_keyword(keyword: &str) -> Option<(&'static str, Refusal)> {
     fn none(args: &[String]) -> bool {
         matches!(args, [v] if v.eq_ignore_ascii_case("none"))
     }
-    /// An algorithm list that only adds to the defaults changes nothing leadpipe offers.
-    fn adds_only(args: &[String]) -> bool {
-        args.first().is_some_and(|v| v.starts_with('+'))
-    }
     let entry: (&'static str, Refusal) = match keyword {
         "pkcs11provider" | "smartcarddevice" => ("PKCS11Provider", |a| {
             (!none(a)).then_some("it would log in with keys from a PKCS#11 token")
@@ -1182,18 +1196,6 @@ fn refused_keyword(keyword: &str) -> Option<(&'static str, Refusal)> {
         }),
         "revokedhostkeys" => ("RevokedHostKeys", |a| {
             (!none(a)).then_some("leadpipe would accept a revoked host key")
-        }),
-        "hostkeyalgorithms" => ("HostKeyAlgorithms", |a| {
-            (!adds_only(a)).then_some("leadpipe would accept host keys of other algorithms")
-        }),
-        "kexalgorithms" => ("KexAlgorithms", |a| {
-            (!adds_only(a)).then_some("leadpipe would use key exchanges it excludes")
-        }),
-        "ciphers" => ("Ciphers", |a| {
-            (!adds_only(a)).then_some("leadpipe would use ciphers it excludes")
-        }),
-        "macs" => ("MACs", |a| {
-            (!adds_only(a)).then_some("leadpipe would use MACs it excludes")
         }),
         "bindaddress" => ("BindAddress", |_| {
             Some("leadpipe would connect from another local address")
@@ -2121,7 +2123,7 @@ Host web1
     CertificateFile ~/.ssh/id_ed25519-cert.pub
     CheckHostIP yes
     HostKeyAlgorithms ssh-ed25519
-    Ciphers +aes128-cbc
+    KnownHostsCommand /usr/bin/keys %h
     AddressFamily any
     BindAddress 10.0.0.1
     IdentityAgent ~/.other-agent
@@ -2134,7 +2136,7 @@ Host web1
             unhonoured(text, "web1"),
             owned(&[
                 ("CertificateFile", 3),
-                ("HostKeyAlgorithms", 5),
+                ("KnownHostsCommand", 6),
                 ("BindAddress", 8),
                 ("IdentityAgent", 9),
                 ("CanonicalizeHostname", 10),
@@ -2142,7 +2144,7 @@ Host web1
         );
         assert_eq!(unhonoured(text, "db1"), owned(&[]));
         // The first value wins here too: `none` first means nothing to refuse.
-        let text = "ProxyCommand none\nProxyCommand nc %h %p\nHostKeyAlgorithms +ssh-rsa\n";
+        let text = "ProxyCommand none\nProxyCommand nc %h %p\nKnownHostsCommand none\n";
         assert_eq!(unhonoured(text, "h"), owned(&[]));
         // CheckHostIP (moot above through the ProxyCommand) is moot through a proxy or
         // for an address, as in OpenSSH.

@@ -8,6 +8,7 @@
 //! [`process`] runs it on a channel and drains that channel; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
 //! files.
 
+mod algorithms;
 mod config;
 mod forward;
 mod known_hosts;
@@ -407,7 +408,10 @@ impl fmt::Debug for SshMachine {
 ///   stdin and stdout carrying the connection; killed and reaped when the machine and its
 ///   clones are dropped), `SetEnv` (set in every command's
 ///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
-///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address).
+///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address),
+///   `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms` (applied to what leadpipe
+///   supports, with OpenSSH's `+`, `-` and `^` forms; a list that leaves nothing
+///   leadpipe supports is an error).
 /// - **Refused**, because leadpipe does not do what the line asks and connecting anyway
 ///   would change the destination, the transport, the identity or host-key trust: the
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
@@ -417,8 +421,7 @@ impl fmt::Debug for SshMachine {
 ///   [`identity_file`](SshBuilder::identity_file)); `CheckHostIP yes` (OpenSSH refuses a
 ///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
 ///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
-///   `CanonicalizePermittedCNAMEs`; `HostKeyAlgorithms`, `KexAlgorithms`, `Ciphers`,
-///   `MACs` unless they only add (`+...`); `AddressFamily` other than `any`;
+///   `CanonicalizePermittedCNAMEs`; `AddressFamily` other than `any`;
 ///   `BindAddress`; `BindInterface`; `PKCS11Provider`; `KnownHostsCommand`;
 ///   `RevokedHostKeys`. A keyword OpenSSH does not know either is also an error, as in
 ///   `ssh`, unless `IgnoreUnknown` or `ignore_config_keyword` names it.
@@ -762,6 +765,9 @@ impl SshBuilder {
             ),
             _ => None,
         };
+        let preferred = algorithms::preferred(&file.algorithms, session::CIPHERS)
+            .map_err(|m| bad_config(format!("bad ssh config: {m}")))?;
+        let [kex_algorithms, host_key_algorithms, ciphers, macs] = algorithms::names(&preferred);
         let mut all_known_hosts = known_hosts.clone();
         // Read after the user's files, so `AcceptNew` still appends to the user's first.
         all_known_hosts.extend(global_known_hosts.iter().cloned());
@@ -783,6 +789,7 @@ impl SshBuilder {
                 .unwrap_or(Duration::from_secs(15)),
             connection_attempts: file.connection_attempts.unwrap_or(1),
             proxy_command,
+            preferred,
             keepalive_interval: (!keepalive.0.is_zero()).then_some(keepalive.0),
             keepalive_max: keepalive.1,
             max_channels: self.max_channels,
@@ -813,6 +820,10 @@ impl SshBuilder {
             forward_agent: file.forward_agent.unwrap_or(false),
             set_env: file.set_env.clone(),
             send_env: file.send_env.clone(),
+            kex_algorithms,
+            host_key_algorithms,
+            ciphers,
+            macs,
         };
         Ok((settings, proxy_jump, resolved))
     }
@@ -875,6 +886,15 @@ pub struct SshSettings {
     /// `SendEnv` patterns. Not acted on: leadpipe sends no local variables (use
     /// [`SshMachine::with_env`]).
     pub send_env: Vec<String>,
+    /// The key exchange methods offered, most preferred first (`KexAlgorithms` applied
+    /// to leadpipe's list).
+    pub kex_algorithms: Vec<String>,
+    /// The host key algorithms accepted (`HostKeyAlgorithms` applied to leadpipe's list).
+    pub host_key_algorithms: Vec<String>,
+    /// The ciphers offered (`Ciphers` applied to leadpipe's list).
+    pub ciphers: Vec<String>,
+    /// The MACs offered (`MACs` applied to leadpipe's list).
+    pub macs: Vec<String>,
 }
 
 /// Connects through every hop of a `ProxyJump` list (`a,b`: first a, then b through a).

@@ -75,6 +75,9 @@ pub(crate) struct Settings {
     pub(crate) connection_attempts: u32,
     /// `ProxyCommand`, tokens expanded: the connection runs over its stdin/stdout.
     pub(crate) proxy_command: Option<String>,
+    /// The algorithms offered (ssh_config's lists applied to [`CIPHERS`] and russh's
+    /// defaults).
+    pub(crate) preferred: russh::Preferred,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
     pub(crate) max_channels: usize,
@@ -251,7 +254,7 @@ pub(crate) struct Connection {
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
-const CIPHERS: &[russh::cipher::Name] = &[
+pub(crate) const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_256_GCM,
     russh::cipher::AES_128_GCM,
     russh::cipher::CHACHA20_POLY1305,
@@ -378,10 +381,7 @@ impl Connection {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
             window_size: 8 << 20,
-            preferred: russh::Preferred {
-                cipher: std::borrow::Cow::Borrowed(CIPHERS),
-                ..Default::default()
-            },
+            preferred: settings.preferred.clone(),
             // A quiet long-running command is not an idle connection.
             inactivity_timeout: None,
             keepalive_interval: settings.keepalive_interval,
