@@ -53,10 +53,7 @@ fn cpu(who: libc::c_int) -> Duration {
 }
 
 fn io_context(context: &str) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        context: context.to_owned(),
-        source,
-    }
+    move |source| Error::io(context, source)
 }
 
 /// Deterministic bytes that no link could compress.

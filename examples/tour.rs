@@ -19,10 +19,7 @@ fn step(title: &str) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let sh = local();
-    let dir = tempfile::tempdir().map_err(|e| Error::Io {
-        context: "creating a temp dir".into(),
-        source: e,
-    })?;
+    let dir = tempfile::tempdir().map_err(|e| Error::io("creating a temp dir", e))?;
     let here = sh.with_cwd(dir.path());
 
     step("Commands are values: building runs nothing, Display is a pasteable line");
@@ -237,10 +234,7 @@ async fn remote_tour() -> Result<()> {
 /// this program, and a tunnel for any client that only knows host:port.
 async fn sockets_and_tunnels(remote: &SshMachine) -> Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let io = |context: &str, e: std::io::Error| Error::Io {
-        context: context.into(),
-        source: e,
-    };
+    let io = |context: &str, e: std::io::Error| Error::io(context, e);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let service = match (args.first(), args.get(1)) {
         // A real host: the port of a line service on its loopback (`-- user@host PORT`).

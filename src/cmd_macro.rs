@@ -156,7 +156,7 @@
 /// | construct | instead |
 /// | --- | --- |
 /// | `a; b`, `a && b`, `a \|\| b` | one `cmd!` after another in Rust; `?` stops at the first failure |
-/// | `a &` | `.spawn()` |
+/// | `a &` | `.spawn()`, stopped when its `Child` drops; `.spawn_detached()` for what must outlive the script (its own session, stdio on `/dev/null` or files) |
 /// | `! a` | `!cmd!("a").success().await?` |
 /// | `$(..)`, `` `..` `` | run the inner command first, then interpolate its output |
 /// | `$VAR`, `${VAR}` | `std::env::var`, then `{value}`; `'$'` or `\$` for a dollar sign |

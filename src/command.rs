@@ -348,6 +348,50 @@ impl Command {
         exec::spawn(self.job()).await
     }
 
+    /// Starts the command to outlive this script (a service, a restart that must not be
+    /// cut short) and returns its pid once it runs: the one way to start something that
+    /// nothing in leadpipe stops. [`spawn`](Command::spawn)'s child, by contrast, is killed
+    /// when its [`Child`] is dropped.
+    ///
+    /// The process leads a new session (and process group) of its own, so neither the
+    /// script's end, its terminal's hangup nor a closed SSH connection reaches it, and
+    /// `kill -- -PID` stops it with everything it starts. Its stdin, stdout and stderr are
+    /// `/dev/null` unless redirected to files ([`Input::File`](crate::Input::File),
+    /// [`Redirect::File`], [`Redirect::Append`], [`stderr_to_stdout`](Command::stderr_to_stdout)).
+    /// A stream connected to the script itself would end with it, so a here-string,
+    /// [`Redirect::Pipe`] or `Inherit` is refused rather than quietly replaced.
+    ///
+    /// Locally, the program is started as a grandchild of this process (the child in
+    /// between exits at once and is reaped), so it leaves no zombie behind. On an SSH
+    /// machine it is started through `setsid`; where the machine has none, in the
+    /// background with SIGHUP ignored (then it shares the login's session). The call
+    /// returns once the program has been found and started; a
+    /// [`timeout`](Command::timeout) bounds only that.
+    ///
+    /// # Errors
+    /// [`Error::CommandNotFound`](crate::Error::CommandNotFound) and
+    /// [`Error::NotExecutable`](crate::Error::NotExecutable) as for every call;
+    /// [`Error::Io`](crate::Error::Io) when a redirect cannot be opened, or with
+    /// `InvalidInput` for a stream to this script or `pty(true)`;
+    /// [`Error::Timeout`](crate::Error::Timeout).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Redirect;
+    /// let pid = web
+    ///     .cmd("/srv/app/bin/server")
+    ///     .stdout(Redirect::Append("/srv/app/server.log".into()))
+    ///     .stderr_to_stdout()
+    ///     .spawn_detached()
+    ///     .await?;
+    /// println!("server running as pid {pid}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn spawn_detached(&self) -> Result<u32> {
+        exec::spawn_detached(self.job()).await
+    }
+
     /// The command's stdout and stderr lines, as they come. The command starts when the
     /// stream is first polled and is killed if the stream is dropped before its end; the
     /// exit status is checked at the end (a failure is the stream's last item).

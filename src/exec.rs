@@ -54,6 +54,8 @@ pub(crate) enum Mode {
     Spawn,
     /// `lines`: stdin null, stdout and stderr read line by line.
     Lines,
+    /// `spawn_detached`: everything on /dev/null; no stream may lead here.
+    Detached,
 }
 
 impl Job {
@@ -120,7 +122,9 @@ impl Job {
                     None => match mode {
                         Mode::Run => StdinPlan::Inherit,
                         Mode::Spawn => StdinPlan::Pipe,
-                        Mode::Read | Mode::Output | Mode::Quiet | Mode::Lines => StdinPlan::Null,
+                        Mode::Read | Mode::Output | Mode::Quiet | Mode::Lines | Mode::Detached => {
+                            StdinPlan::Null
+                        }
                     },
                 };
                 let stdout = match &spec.stdout {
@@ -132,7 +136,7 @@ impl Job {
                     Some(Redirect::Pipe) => StdoutPlan::Pipe,
                     None => match mode {
                         Mode::Run => StdoutPlan::Inherit,
-                        Mode::Quiet => StdoutPlan::Null,
+                        Mode::Quiet | Mode::Detached => StdoutPlan::Null,
                         Mode::Read | Mode::Output | Mode::Spawn | Mode::Lines => StdoutPlan::Pipe,
                     },
                 };
@@ -146,7 +150,7 @@ impl Job {
                     Some(Stderr::ToPipelineStdout) => StderrPlan::PipelineStdout,
                     None => match mode {
                         Mode::Run => StderrPlan::Inherit,
-                        Mode::Quiet => StderrPlan::Null,
+                        Mode::Quiet | Mode::Detached => StderrPlan::Null,
                         Mode::Read | Mode::Output | Mode::Spawn | Mode::Lines => StderrPlan::Pipe,
                     },
                 };
@@ -158,7 +162,54 @@ impl Job {
                 }
             })
             .collect();
-        Plan { stages }
+        Plan {
+            stages,
+            detached: mode == Mode::Detached,
+        }
+    }
+
+    /// Refuses what a detached plan cannot have: a stream to or from this process (it
+    /// would end with the script: a pipe, a here-string, the script's own stdio), a
+    /// terminal, stages on several machines (their bytes would pass through here).
+    fn check_detachable(&self, plan: &Plan) -> Result<()> {
+        let refuse = |line: String, reason: &str| {
+            Err(Error::io(
+                format!("cannot detach `{line}` on {}", self.machine_name()),
+                io::Error::new(io::ErrorKind::InvalidInput, reason.to_owned()),
+            ))
+        };
+        if self.machine().is_none() {
+            return refuse(
+                self.display(),
+                "its stages run on several machines, and the bytes between them would pass \
+                 through this script",
+            );
+        }
+        for stage in &plan.stages {
+            let to_us = |stream: &str| {
+                format!(
+                    "its {stream} would be connected to this script, which it is meant to \
+                     outlive: redirect it to a file, or leave it unset for /dev/null"
+                )
+            };
+            let line = || stage.command.display_line();
+            if matches!(stage.stdin, StdinPlan::Inherit | StdinPlan::Pipe) {
+                return refuse(line(), &to_us("stdin"));
+            }
+            if matches!(stage.stdout, StdoutPlan::Inherit | StdoutPlan::Pipe) {
+                return refuse(line(), &to_us("stdout"));
+            }
+            if matches!(stage.stderr, StderrPlan::Inherit | StderrPlan::Pipe) {
+                return refuse(line(), &to_us("stderr"));
+            }
+            if stage.command.spec().pty {
+                return refuse(
+                    line(),
+                    "pty(true): a terminal ends with the connection that made it",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Starts the job on its machine.
@@ -319,6 +370,9 @@ impl Started {
     pub(crate) async fn start(job: Job, mode: Mode) -> Result<Started> {
         let deadline = job.deadline();
         let plan = job.plan(mode);
+        if plan.detached {
+            job.check_detachable(&plan)?;
+        }
         let stderr_captured: Vec<bool> = plan
             .stages
             .iter()
@@ -691,6 +745,26 @@ pub(crate) async fn success(job: Job) -> Result<bool> {
 
 pub(crate) async fn spawn(job: Job) -> Result<Child> {
     Child::new(Started::start(job, Mode::Spawn).await?)
+}
+
+/// Starts the job to outlive this process and returns the pid that leads its session,
+/// once every stage has started (its program found and executed).
+pub(crate) async fn spawn_detached(job: Job) -> Result<u32> {
+    let mut started = Started::start(job, Mode::Detached).await?;
+    // What started the stages (locally an intermediate process per stage, remotely the
+    // shell of the channel) ends at once; waiting for it reaps it, or closes the channel.
+    let statuses = started.finish(async { Ok(()) }).await?;
+    started.check(&statuses, &[])?;
+    started.running.detached_pid().ok_or_else(|| {
+        Error::io(
+            format!(
+                "cannot detach `{}` on {}",
+                started.job.display(),
+                started.job.machine_name()
+            ),
+            io::Error::other("the machine did not report the pid of what it started"),
+        )
+    })
 }
 
 pub(crate) fn lines(job: Job) -> Lines {

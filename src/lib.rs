@@ -55,10 +55,13 @@
 //! | [`success`](Command::success) | `bool` | null / null / null | never an error |
 //! | [`spawn`](Command::spawn) | [`Child`] | pipe / pipe / kept for the error | checked at `wait` |
 //! | [`lines`](Command::lines) | [`Lines`] stream | null / lines / lines | checked at the end |
+//! | [`spawn_detached`](Command::spawn_detached) | the pid, once it runs | null / null / null (files only) | not waited for |
 //!
 //! "Checked" means a status outside [`ok_codes`](Command::ok_codes) (default `[0]`) is an
 //! [`Error::Exit`]. [`timeout`](Command::timeout) kills the command and everything it
-//! started; dropping a [`Child`] does the same.
+//! started; dropping a [`Child`] does the same. What must outlive the script (a service it
+//! restarts) is started with [`spawn_detached`](Command::spawn_detached), in a session of
+//! its own.
 //!
 //! # Machines
 //!
@@ -69,6 +72,9 @@
 //! process on its own channel); pipelines may mix machines. [`SshMachine::connect_sock`]
 //! and [`SshMachine::tunnel`] reach services on the remote side through that connection;
 //! [`LocalMachine::connect_sock`] is the same call here.
+//!
+//! Both implement the [`Machine`] trait (in the prelude), so a step written once as
+//! `async fn deploy(m: &impl Machine)` runs on either.
 //!
 //! # Files
 //!
@@ -94,6 +100,12 @@
 //!   stderr: ls: cannot access '/nope': No such file or directory
 //! ```
 //!
+//! Connection failures carry their data too: [`Error::io_kind`] tells a refused connection
+//! from a timeout, [`HostKeyProblem`] an unknown host key from a changed one,
+//! [`ChannelRefusal`] the server's reason code. `Error` is `Send + Sync + 'static` and
+//! chains its causes as [`source`](std::error::Error::source), so `?` also takes it into
+//! `anyhow::Result` or `Box<dyn std::error::Error>`.
+//!
 //! Every start emits a `tracing` event at debug level with the command line and machine.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -108,6 +120,7 @@ mod files;
 mod lines;
 mod local;
 mod machine;
+mod machine_trait;
 mod mixed;
 mod pipeline;
 mod quote;
@@ -121,10 +134,11 @@ pub use crate::ssh::TestServer;
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
-    error::{Error, ExitError, Result},
+    error::{ChannelRefusal, Error, ExitError, HostKeyProblem, Result},
     files::{FileError, FileKind, IntoMachinePath, MachinePath, Metadata, TempDir, Transfer, copy},
     lines::{Line, Lines},
     local::{LocalMachine, local},
+    machine_trait::Machine,
     pipeline::Pipeline,
     redirect::{Input, Redirect},
     socket::Socket,
@@ -135,7 +149,8 @@ pub use crate::{
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Command, Error, Input, LocalMachine, Pipeline, Redirect, Result, SshMachine, cmd, local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, SshMachine, cmd,
+        local,
     };
 }
 

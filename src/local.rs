@@ -124,6 +124,12 @@ impl LocalMachine {
         self.scope.cwd.as_deref()
     }
 
+    /// `local`: how errors and logs name this machine, as
+    /// [`SshMachine::name`](crate::SshMachine::name) names a remote one.
+    pub fn name(&self) -> &str {
+        self.backend.name()
+    }
+
     /// A path on this machine; a relative one is taken in this view's directory
     /// ([`with_cwd`](LocalMachine::with_cwd)), else in the process's. See [`MachinePath`]
     /// for what it can do.
@@ -159,18 +165,21 @@ impl LocalMachine {
         TempDir::create(LOCAL_FILES.clone()).await
     }
 
-    /// Copies a file or tree on this machine: the same call as
+    /// Copies a file or tree to this machine, with the meaning of
     /// [`SshMachine::upload`](crate::SshMachine::upload), so a script can be pointed at
-    /// either machine. Both paths are taken as [`path`](LocalMachine::path) takes them;
-    /// see [`copy`](crate::copy) for the rules.
+    /// either machine: `from` is taken in this process's directory (as
+    /// [`local()`](crate::local)`.path(from)`), `to` in this view's
+    /// ([`path`](LocalMachine::path)). See [`copy`](crate::copy) for the rules.
     pub fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        crate::files::copy(&self.path(from), &self.path(to))
+        crate::files::copy(&local().path(from), &self.path(to))
     }
 
-    /// Copies a file or tree on this machine: the same call as
-    /// [`SshMachine::download`](crate::SshMachine::download).
+    /// Copies a file or tree from this machine, with the meaning of
+    /// [`SshMachine::download`](crate::SshMachine::download): `from` is taken in this
+    /// view's directory, `to` in this process's. The mirror of
+    /// [`upload`](LocalMachine::upload).
     pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
-        crate::files::copy(&self.path(from), &self.path(to))
+        crate::files::copy(&self.path(from), &local().path(to))
     }
 
     /// A TCP connection to `port` on this machine's loopback: the same call as
@@ -419,14 +428,17 @@ fn start(plan: Plan) -> Result<LocalRunning> {
     // pipeline that reads our terminal stays in our group, and is signalled stage by stage
     // (its grandchildren are then out of reach of timeouts and drops). Everything else
     // gets a process group of its own.
-    let reads_terminal = plan.stages.iter().any(|s| s.stdin == StdinPlan::Inherit)
+    let reads_terminal = !plan.detached
+        && plan.stages.iter().any(|s| s.stdin == StdinPlan::Inherit)
         // SAFETY: isatty only inspects the descriptor.
         && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
 
     let mut running = LocalRunning {
         children: Vec::with_capacity(count),
         group: None,
-        own_group: !reads_terminal,
+        // A detached stage makes a session of its own (see `detach`).
+        own_group: !reads_terminal && !plan.detached,
+        detached: Vec::new(),
         stdin: (0..count).map(|_| None).collect(),
         stdout: None,
         stderr: (0..count).map(|_| None).collect(),
@@ -512,8 +524,33 @@ fn start(plan: Plan) -> Result<LocalRunning> {
             // reaped yet (only `wait` reaps), so its group id is still valid.
             process.process_group(running.group.unwrap_or(0));
         }
+        let detached_pid = if plan.detached {
+            Some(detach(&mut process).map_err(|e| spawn_error(stage, e))?)
+        } else {
+            None
+        };
         // On error, `running` is dropped and kills the stages already started.
-        let child = process.spawn().map_err(|e| spawn_error(stage, e))?;
+        let child = process.spawn().map_err(|e| {
+            running.kill_detached();
+            spawn_error(stage, e)
+        })?;
+        if let Some(reader) = detached_pid {
+            // `process` holds the write end: closed, the read below cannot wait for ever.
+            drop(process);
+            let pid = read_detached_pid(reader).map_err(|e| {
+                running.kill_detached();
+                Error::io(
+                    format!(
+                        "cannot detach `{}` on local: no pid came back",
+                        stage.command.display_line()
+                    ),
+                    e,
+                )
+            })?;
+            running.detached.push(pid);
+            running.children.push((child, None));
+            continue;
+        }
         if i == 0 && running.own_group {
             running.group = child.id().and_then(|id| i32::try_from(id).ok());
         }
@@ -522,6 +559,53 @@ fn start(plan: Plan) -> Result<LocalRunning> {
         // otherwise the next stage would never see end of file.
     }
     Ok(running)
+}
+
+/// Makes `process` start its program as a grandchild of this process, in a session of its
+/// own, so that it outlives this process and leaves no zombie here: the child std forks
+/// forks once more (in `pre_exec`, where it is single-threaded), writes the grandchild's pid
+/// to a pipe and exits at once; the grandchild calls `setsid()` (it leads its session and
+/// process group: `kill -- -PID` reaches all it starts) and goes on to `exec`. std's spawn
+/// returns only once every copy of its close-on-exec error pipe is closed: by the child's
+/// exit and the grandchild's `exec`. So it returns once the program runs, and a failed
+/// `exec` (or `setsid`) of the grandchild comes back as the spawn's error, through that
+/// same pipe. The child is reaped by `wait`; the grandchild is re-parented to init.
+///
+/// Returns the read end of the pipe the pid arrives on.
+fn detach(process: &mut tokio::process::Command) -> io::Result<io::PipeReader> {
+    let (reader, writer) = io::pipe()?;
+    let report = std::os::fd::AsRawFd::as_raw_fd(&writer);
+    // SAFETY: the closure runs in the forked child and calls only async-signal-safe
+    // functions (fork, setsid, write, _exit); `writer` (moved in) stays open until then.
+    // Close-on-exec, the pipe's ends reach no program.
+    unsafe {
+        process.pre_exec(move || {
+            let _writer = &writer;
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => {
+                    if libc::setsid() == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                }
+                pid => {
+                    let bytes = pid.to_ne_bytes();
+                    libc::write(report, bytes.as_ptr().cast(), bytes.len());
+                    libc::_exit(0)
+                }
+            }
+        });
+    }
+    Ok(reader)
+}
+
+/// The grandchild's pid, written by the child of [`detach`] before it exited.
+fn read_detached_pid(mut reader: io::PipeReader) -> io::Result<u32> {
+    let mut bytes = [0u8; size_of::<libc::pid_t>()];
+    io::Read::read_exact(&mut reader, &mut bytes)?;
+    u32::try_from(libc::pid_t::from_ne_bytes(bytes))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a negative pid"))
 }
 
 fn spawn_error(stage: &StagePlan, error: io::Error) -> Error {
@@ -545,9 +629,23 @@ struct LocalRunning {
     /// The pipeline's process group (the first stage's pid), when it has its own.
     group: Option<i32>,
     own_group: bool,
+    /// For a detached plan: the pid of each stage's program (the grandchild), in order.
+    detached: Vec<u32>,
     stdin: Vec<Option<BoxWrite>>,
     stdout: Option<ReadEnd>,
     stderr: Vec<Option<ReadEnd>>,
+}
+
+impl LocalRunning {
+    /// A detached plan that could not start whole: stops the stages that did, which are
+    /// no children of ours (nothing else kills them). Their pids are fresh: just started,
+    /// each leads its own session until it exits.
+    fn kill_detached(&mut self) {
+        for pid in self.detached.drain(..) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
 }
 
 impl Running for LocalRunning {
@@ -613,6 +711,10 @@ impl Running for LocalRunning {
 
     fn id(&self) -> Option<u32> {
         self.children.first().and_then(|(child, _)| child.id())
+    }
+
+    fn detached_pid(&self) -> Option<u32> {
+        self.detached.first().copied()
     }
 }
 

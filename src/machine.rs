@@ -136,6 +136,10 @@ pub(crate) type MachineRef = Arc<dyn Backend>;
 /// A pipeline with every stream of every stage resolved.
 pub(crate) struct Plan {
     pub(crate) stages: Vec<StagePlan>,
+    /// Started to outlive this process (`spawn_detached`): every stage in a session of its
+    /// own, no stream leading here, and [`Running::wait`] returns once they have started
+    /// (with what started them); [`Running::detached_pid`] then names the first stage.
+    pub(crate) detached: bool,
 }
 
 /// One process of a [`Plan`].
@@ -210,4 +214,9 @@ pub(crate) trait Running: Send {
     fn signal(&mut self, signal: Signal) -> Result<()>;
     /// The first stage's process id, where the machine has one to give.
     fn id(&self) -> Option<u32>;
+    /// For a detached plan, once [`Running::wait`] has returned: the pid of the process
+    /// that leads the detached session.
+    fn detached_pid(&self) -> Option<u32> {
+        None
+    }
 }

@@ -39,6 +39,7 @@ fn segments(plan: Plan) -> Vec<(MachineRef, Plan, bool)> {
                 machine,
                 Plan {
                     stages: vec![stage],
+                    detached: false,
                 },
             )),
         }

@@ -195,6 +195,24 @@ impl Pipeline {
         exec::spawn(self.job()).await
     }
 
+    /// Starts the pipeline to outlive this script, as [`Command::spawn_detached`], and
+    /// returns, once every stage runs, the pid that leads its session. The stages are
+    /// connected to each other as usual; every other stream follows the rules of
+    /// [`Command::spawn_detached`] (files, or `/dev/null` when unset).
+    ///
+    /// Locally, every stage leads a session of its own (a process joins a session only by
+    /// being started inside it, and the stages are started from here) and the pid is the
+    /// first stage's. On an SSH machine the stages run under one `/bin/sh` that leads
+    /// their session, and the pid is that shell's: there `kill -- -PID` stops the whole
+    /// pipeline.
+    ///
+    /// # Errors
+    /// As [`Command::spawn_detached`]; also [`Error::Io`](crate::Error::Io) with
+    /// `InvalidInput` for a pipeline whose stages run on several machines.
+    pub async fn spawn_detached(&self) -> Result<u32> {
+        exec::spawn_detached(self.job()).await
+    }
+
     /// The last stage's stdout lines and every stage's stderr lines, as they come.
     pub fn lines(&self) -> Lines {
         exec::lines(self.job())

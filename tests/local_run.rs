@@ -100,6 +100,7 @@ async fn read_rejects_invalid_utf8_and_read_bytes_is_exact() {
             command,
             machine,
             valid_up_to,
+            ..
         }) => {
             assert_eq!(command, r"printf 'ok\377\376'");
             assert_eq!(machine, "local");

@@ -6,7 +6,7 @@ mod support;
 
 use std::{fs, path::Path};
 
-use leadpipe::{Error, HostKeyPolicy, SshMachine};
+use leadpipe::{Error, HostKeyPolicy, HostKeyProblem, SshMachine};
 use support::sshd::Sshd;
 
 async fn whoami(remote: &SshMachine) -> String {
@@ -45,10 +45,19 @@ async fn an_unknown_host_is_refused_with_its_fingerprint() {
             .connect()
             .await
             .unwrap_err();
-        let Error::HostKey { host, reason } = &error else {
+        let Error::HostKey {
+            host,
+            reason,
+            problem,
+            fingerprint,
+            ..
+        } = &error
+        else {
             panic!("{error:?}")
         };
         assert_eq!(host, &format!("[127.0.0.1]:{}", sshd.port));
+        assert_eq!(problem, &HostKeyProblem::Unknown);
+        assert_eq!(fingerprint.as_ref(), Some(&sshd.host_key_fingerprint));
         assert!(reason.contains(&sshd.host_key_fingerprint), "{reason}");
         assert!(
             reason.contains(&known_hosts.display().to_string()),
@@ -147,10 +156,17 @@ async fn a_changed_host_key_is_refused_naming_file_and_line() {
             .connect()
             .await
             .unwrap_err();
-        let Error::HostKey { host, reason } = &error else {
+        let Error::HostKey {
+            host,
+            reason,
+            problem,
+            ..
+        } = &error
+        else {
             panic!("{error:?}")
         };
         assert_eq!(host, &format!("[127.0.0.1]:{}", sshd.port));
+        assert_eq!(problem, &HostKeyProblem::Changed, "{policy:?}");
         assert!(
             reason.contains(&format!("{} line 3", file.display())),
             "{policy:?}: {reason}"
@@ -274,6 +290,7 @@ async fn an_encrypted_key_without_its_passphrase_fails_saying_what_was_tried() {
         destination,
         tried,
         accepted,
+        ..
     } = &error
     else {
         panic!("{error:?}")
@@ -668,12 +685,15 @@ async fn connect_parses_the_destination() {
         let error = SshMachine::connect(bad).await.unwrap_err();
         let Error::Connect {
             destination,
+            given,
             reason,
+            ..
         } = &error
         else {
             panic!("{bad}: {error:?}")
         };
         assert_eq!(destination, bad);
+        assert_eq!(given, bad);
         assert!(reason.contains("port"), "{bad}: {reason}");
     }
     // Nothing listens on a freed port: a Connect error that names the destination.
@@ -695,4 +715,111 @@ async fn connect_parses_the_destination() {
             .starts_with(&format!("cannot connect to someone@127.0.0.1:{free}: ")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_revoked_host_key_is_refused_as_revoked() {
+    let Some(sshd) = Sshd::start() else { return };
+    let file = sshd.dir.path().join("revoked_known_hosts");
+    fs::write(&file, format!("@revoked {}\n", host_line(&sshd))).unwrap();
+    let error = SshMachine::builder(&sshd.host)
+        .port(sshd.port)
+        .user(&sshd.user)
+        .identity_file(&sshd.client_key)
+        .known_hosts(&file)
+        .host_key_policy(HostKeyPolicy::AcceptNew)
+        .ssh_config(None)
+        .connect()
+        .await
+        .unwrap_err();
+    let Error::HostKey {
+        problem,
+        fingerprint,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(problem, &HostKeyProblem::Revoked, "{error}");
+    assert_eq!(fingerprint.as_ref(), Some(&sshd.host_key_fingerprint));
+    assert!(error.to_string().contains("revoked"), "{error}");
+}
+
+/// Connect errors are data: the kind of the I/O failure (refused or timed out), the
+/// address dialled, the name the script wrote (an ssh_config alias), and the source chain.
+#[tokio::test]
+async fn connect_errors_tell_refused_from_timed_out_and_name_the_alias() {
+    let Some(sshd) = Sshd::start() else { return };
+    // Nothing listens: refused, at the resolved address, under the alias the script used.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = SshMachine::builder("harness")
+        .port(closed)
+        .ssh_config(Some(sshd.ssh_config()))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.io_kind(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{error}"
+    );
+    let Error::Connect {
+        destination,
+        given,
+        address,
+        source,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(destination, &format!("{}@127.0.0.1:{closed}", sshd.user));
+    assert_eq!(given, "harness");
+    assert_eq!(address, &Some(([127, 0, 0, 1], closed).into()));
+    assert!(source.is_some());
+    let source = std::error::Error::source(&error).expect("the io::Error underneath");
+    let source = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(
+        error.to_string().starts_with(&format!(
+            "cannot connect to harness ({}@127.0.0.1:{closed}): ",
+            sshd.user
+        )),
+        "{error}"
+    );
+
+    // A listener that accepts but never speaks SSH: timed out, told apart in code.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let error = sshd
+        .builder(&sshd.user)
+        .port(port)
+        .connect_timeout(std::time::Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.io_kind(),
+        Some(std::io::ErrorKind::TimedOut),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("no SSH handshake within"),
+        "{error}"
+    );
+    let Error::Connect { address, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(address, &Some(([127, 0, 0, 1], port).into()));
+
+    // Into the error types scripts return: `?` works and keeps the chain.
+    fn boxed(error: Error) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(error)?
+    }
+    let boxed = boxed(error).unwrap_err();
+    assert!(boxed.source().is_some(), "{boxed}");
 }

@@ -450,3 +450,170 @@ async fn dropping_a_child_right_after_spawn_stops_it() {
         }
     }
 }
+
+/// The real user id of a process, from /proc (the server is this machine).
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_detached_remote_command_outlives_its_channel_and_connection_in_a_session_of_its_own() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let dir = shared_dir(&sshd, "detached");
+    let pid = remote
+        .with_cwd(&dir)
+        .cmd("sh")
+        .args(["-c", "echo out; echo err >&2; exec sleep 1001.5"])
+        .stdout(leadpipe::Redirect::File("out.txt".into()))
+        .stderr_to_stdout()
+        .spawn_detached()
+        .await
+        .unwrap();
+    let _cleanup = support::KillOnDrop(pid.into());
+    let user_uid = remote.cmd("id").arg("-u").read().await.unwrap();
+    // The call's channel is closed already; now the connection ends too. Every process of
+    // this server's sessions goes, but the detached one.
+    drop(remote);
+    let mut left = Vec::new();
+    for _ in 0..500 {
+        left = sshd.pgrep("");
+        if left == [pid] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        left,
+        [pid],
+        "only the detached process is left of the connection"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        support::process_cmdline(pid),
+        "sleep 1001.5",
+        "it still runs, and the pid is the program's"
+    );
+    let (_, group, session) = support::process_ids(pid).unwrap();
+    assert_eq!(
+        (group, session),
+        (pid, pid),
+        "it leads a session of its own"
+    );
+    assert_eq!(process_uid(pid).map(|u| u.to_string()), Some(user_uid));
+    assert_eq!(
+        fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "out\nerr\n"
+    );
+}
+
+#[tokio::test]
+async fn a_detached_remote_pipeline_shares_one_session_and_a_missing_program_is_an_error() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let error = remote
+        .cmd("leadpipe-no-such-program")
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::CommandNotFound { .. }), "{error}");
+    let error = (remote.cmd("true") | remote.cmd("leadpipe-no-such-program"))
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::CommandNotFound { .. }), "{error}");
+    let error = remote
+        .cmd("cat")
+        .stdout(leadpipe::Redirect::Pipe)
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("connected to this script"),
+        "{error}"
+    );
+    let error = (leadpipe::local().cmd("true") | remote.cmd("cat"))
+        .spawn_detached()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("several machines"), "{error}");
+
+    let dir = shared_dir(&sshd, "pipeline");
+    let there = remote.with_cwd(&dir);
+    let pipeline = there
+        .cmd("sh")
+        .args(["-c", "echo hello; exec sleep 1002.5"])
+        | there
+            .cmd("cat")
+            .stdout(leadpipe::Redirect::File("out.txt".into()));
+    let pid = pipeline.spawn_detached().await.unwrap();
+    let _cleanup = support::KillOnDrop(-i64::from(pid));
+    let exactly = |line: &str| -> Vec<u32> {
+        (sshd.pgrep(line).into_iter())
+            .filter(|&p| support::process_cmdline(p) == line)
+            .collect()
+    };
+    for _ in 0..500 {
+        if exactly("sleep 1002.5").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sleep = exactly("sleep 1002.5");
+    assert_eq!(sleep.len(), 1);
+    let in_session = |stage: u32| support::process_ids(stage).map(|(_, _, s)| s);
+    assert_eq!(
+        in_session(pid),
+        Some(pid),
+        "the pid leads a session of its own"
+    );
+    assert_eq!(in_session(sleep[0]), Some(pid), "the first stage is in it");
+    let cat = exactly("cat");
+    assert_eq!(
+        cat.iter().map(|&p| in_session(p)).collect::<Vec<_>>(),
+        [Some(pid)]
+    );
+    for _ in 0..500 {
+        if fs::read_to_string(dir.join("out.txt")).is_ok_and(|o| o == "hello\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fs::read_to_string(dir.join("out.txt")).unwrap(), "hello\n");
+    // The connection is still there for more work.
+    assert_eq!(remote.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+    drop((remote, there, pipeline));
+    let outside = || -> Vec<u32> {
+        (sshd.pgrep("").into_iter())
+            .filter(|&p| in_session(p).is_some_and(|s| s != pid))
+            .collect()
+    };
+    for _ in 0..500 {
+        if outside().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left: Vec<String> = outside()
+        .into_iter()
+        .map(|p| {
+            format!(
+                "{p} {:?} {}",
+                support::process_ids(p),
+                support::process_cmdline(p)
+            )
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the connection's processes are gone: {left:?}"
+    );
+    assert_eq!(
+        exactly("sleep 1002.5"),
+        sleep,
+        "it still runs without the connection"
+    );
+    assert_eq!(exactly("cat"), cat);
+}

@@ -703,6 +703,7 @@ async fn read_trims_one_newline_and_rejects_invalid_utf8() {
             command,
             machine,
             valid_up_to,
+            ..
         }) => {
             assert_eq!(command, r"printf 'ok\377\376'");
             assert_eq!(machine, name(&sshd, &sshd.user));
@@ -881,6 +882,7 @@ async fn which_finds_remote_programs() {
         program,
         machine,
         searched,
+        ..
     } = &error
     else {
         panic!("{error:?}")

@@ -14,7 +14,7 @@ use std::{
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use leadpipe::{Error, Socket, SshMachine, local};
+use leadpipe::{ChannelRefusal, Error, Socket, SshMachine, local};
 use support::{fault_proxy::FaultProxy, sshd::Sshd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -207,12 +207,26 @@ async fn a_closed_port_is_a_clear_error() {
     let remote = sshd.machine().await;
     let port = free_port();
     let error = remote.connect_sock(port).await.unwrap_err();
-    assert!(matches!(error, Error::ChannelRefused { .. }), "{error}");
+    let Error::ChannelRefused {
+        refusal, target, ..
+    } = &error
+    else {
+        panic!("{error}")
+    };
+    assert_eq!(refusal, &Some(ChannelRefusal::ConnectFailed), "{error}");
+    assert_eq!(refusal.map(ChannelRefusal::code), Some(2));
+    assert_eq!(
+        target.as_deref(),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
     let text = error.to_string();
     assert!(
         text.contains(&format!("cannot reach 127.0.0.1:{port} from there")),
         "{text}"
     );
+    // A sentence, not the protocol's enum name.
+    assert!(text.contains("nothing listens there"), "{text}");
+    assert!(!text.contains("ConnectFailed"), "{text}");
     // The connection is fine afterwards.
     assert_eq!(remote.cmd("echo").arg("ok").read().await.unwrap(), "ok");
 }

@@ -345,10 +345,15 @@ fn unacknowledged(_stream: &TcpStream) -> usize {
 
 fn refused(connection: &Connection, target: &str, error: russh::Error) -> Error {
     match error {
-        russh::Error::ChannelOpenFailure(reason) => Error::ChannelRefused {
-            machine: connection.name.clone(),
-            reason: format!("cannot reach {target} from there: {reason:?}"),
-        },
+        russh::Error::ChannelOpenFailure(failure) => {
+            let refusal = super::session::refusal(&failure);
+            Error::ChannelRefused {
+                machine: connection.name.clone(),
+                target: Some(target.to_owned()),
+                refusal: Some(refusal),
+                reason: format!("cannot reach {target} from there: {refusal}"),
+            }
+        }
         _ => connection.lost(),
     }
 }
@@ -554,9 +559,17 @@ pub(crate) async fn reverse_tunnel(
         .handle()
         .tcpip_forward("127.0.0.1", u32::from(remote_port))
         .await
-        .map_err(|e| Error::ChannelRefused {
-            machine: connection.name.clone(),
-            reason: format!("the server would not listen on 127.0.0.1:{remote_port}: {e}"),
+        .map_err(|e| match e {
+            russh::Error::RequestDenied => Error::ChannelRefused {
+                machine: connection.name.clone(),
+                target: None,
+                refusal: None,
+                reason: format!(
+                    "the server would not listen on 127.0.0.1:{remote_port} (the port is taken, \
+                     or its AllowTcpForwarding or PermitListen forbids it)"
+                ),
+            },
+            _ => connection.lost(),
         })?;
     // Port 0: the server says which port it chose; otherwise it may answer 0.
     let port = if remote_port == 0 {

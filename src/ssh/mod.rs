@@ -125,9 +125,13 @@ impl SshMachine {
         };
         let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
             destination: destination.to_owned(),
+            given: destination.to_owned(),
+            address: None,
             reason: "the port is not a number".to_owned(),
+            source: None,
         })?;
         let mut builder = SshMachine::builder(host);
+        builder.given = Some(destination.to_owned());
         if let Some(user) = user {
             builder = builder.user(user);
         }
@@ -142,6 +146,7 @@ impl SshMachine {
     pub fn builder(host: impl Into<String>) -> SshBuilder {
         SshBuilder {
             host: host.into(),
+            given: None,
             user: None,
             port: None,
             identity_files: Vec::new(),
@@ -465,6 +470,8 @@ impl fmt::Debug for SshMachine {
 #[derive(Clone)]
 pub struct SshBuilder {
     host: String,
+    /// The whole destination when it came through [`SshMachine::connect`], for errors.
+    given: Option<String>,
     user: Option<String>,
     port: Option<u16>,
     identity_files: Vec<PathBuf>,
@@ -627,7 +634,10 @@ impl SshBuilder {
                 .await
                 .map_err(|e| Error::Connect {
                     destination: self.host.clone(),
+                    given: self.given().to_owned(),
+                    address: None,
                     reason: format!("reading ssh config failed: {e}"),
+                    source: None,
                 })??;
         let jump = match (self.jump.clone(), proxy_jump) {
             (Some(bastion), _) => Some(bastion),
@@ -667,12 +677,20 @@ impl SshBuilder {
         sources
     }
 
+    /// The destination as the script wrote it, for errors.
+    fn given(&self) -> &str {
+        self.given.as_deref().unwrap_or(&self.host)
+    }
+
     /// The settings after the config files, the config's `ProxyJump`, and the public view.
     fn settings(&self) -> Result<(Settings, Option<String>, SshSettings)> {
         let context = config::ExpandContext::current();
         let bad_config = |reason: String| Error::Connect {
             destination: self.host.clone(),
+            given: self.given().to_owned(),
+            address: None,
             reason,
+            source: None,
         };
         let file = config::resolve_sources(
             &self.config_sources(),
@@ -772,6 +790,7 @@ impl SshBuilder {
         // Read after the user's files, so `AcceptNew` still appends to the user's first.
         all_known_hosts.extend(global_known_hosts.iter().cloned());
         let settings = Settings {
+            given: self.given().to_owned(),
             host,
             port,
             user,
@@ -909,12 +928,16 @@ fn connect_hops<'a>(hops: &'a str, target: &'a SshBuilder) -> BoxFuture<'a, Resu
             };
             let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
                 destination: hop.to_owned(),
+                given: hop.to_owned(),
+                address: None,
                 reason: "bad ProxyJump entry".to_owned(),
+                source: None,
             })?;
             let mut builder = SshMachine::builder(host);
             builder.config_file = target.config_file.clone();
             builder.system_config = target.system_config;
             builder.ignored_keywords = target.ignored_keywords.clone();
+            builder.given = Some(hop.to_owned());
             if let Some(user) = user {
                 builder = builder.user(user);
             }
@@ -928,7 +951,10 @@ fn connect_hops<'a>(hops: &'a str, target: &'a SshBuilder) -> BoxFuture<'a, Resu
         }
         via.ok_or_else(|| Error::Connect {
             destination: hops.to_owned(),
+            given: hops.to_owned(),
+            address: None,
             reason: "empty ProxyJump".to_owned(),
+            source: None,
         })
     })
 }

@@ -134,6 +134,8 @@ struct Control {
     /// The remote shell's pid (leader of the pipeline's process group), once reported.
     pid: watch::Receiver<Option<u32>>,
     finished: OnceLock<()>,
+    /// For a detached plan: the pid the line reported for what it started.
+    detached: OnceLock<u32>,
 }
 
 impl Control {
@@ -278,10 +280,12 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         channel: write,
         pid,
         finished: OnceLock::new(),
+        detached: OnceLock::new(),
     });
     let (done_sender, done) = oneshot::channel();
     let pump = Pump {
         pty,
+        detached: plan.detached,
         stages: plan.stages.len(),
         filter: Filter::new(&marker),
         reports: Reports::new(plan.stages.len()),
@@ -373,6 +377,8 @@ impl Drop for Unstarted {
 struct Pump {
     /// With a pty, stderr (and so the reports) arrives in the stdout data.
     pty: bool,
+    /// The line starts the stages in the background and exits: its status stands for all.
+    detached: bool,
     stages: usize,
     filter: Filter,
     reports: Reports,
@@ -396,6 +402,9 @@ impl Pump {
                     self.filter.feed(&data, &mut user, &mut self.reports);
                     if self.pid.borrow().is_none() && self.reports.pid().is_some() {
                         let _ = self.pid.send(self.reports.pid());
+                    }
+                    if let Some(pid) = self.reports.detached() {
+                        let _ = self.control.detached.set(pid);
                     }
                     if let Some(login) = self.reports.login() {
                         self.control.connection.login_shell.learn(login);
@@ -439,8 +448,8 @@ impl Pump {
             return Err(Failure::Start(failure.clone()));
         }
         let exit = exit.unwrap_or(ExitStatus::Signal(Signal::KILL));
-        if self.stages == 1 {
-            return Ok(vec![exit]);
+        if self.stages == 1 || self.detached {
+            return Ok(vec![exit; self.stages]);
         }
         // A stage with no status report was killed before it could report: with the shell.
         let fallback = match exit {
@@ -543,6 +552,10 @@ impl Running for SshRunning {
 
     fn id(&self) -> Option<u32> {
         None
+    }
+
+    fn detached_pid(&self) -> Option<u32> {
+        self.control.detached.get().copied()
     }
 }
 

@@ -53,6 +53,10 @@
 //!   of the wrapper, so a stage killed by a signal (SIGPIPE included) still has its status
 //!   reported, exactly as bash's `PIPESTATUS` shows it.
 //!
+//! - `detached:PID`: for a detached plan (`spawn_detached`), the pid of what the line
+//!   started in the background in a session of its own ([`push_detached_script`]); the
+//!   line exits right after it.
+//!
 //! A single command is `exec`ed by the shell itself, so sshd reports its exit status or
 //! signal exactly.
 //!
@@ -195,7 +199,11 @@ pub(crate) fn header(plan: &Plan, marker: &Marker, ask_login: bool) -> Vec<u8> {
     let mut header = Vec::with_capacity(256);
     header.extend_from_slice(marker.0.as_bytes());
     header.push(b'\n');
-    push_script(&mut header, plan, ask_login);
+    if plan.detached {
+        push_detached_script(&mut header, plan, ask_login);
+    } else {
+        push_script(&mut header, plan, ask_login);
+    }
     header.push(b'\n');
     header
 }
@@ -222,16 +230,7 @@ fn push_dir(line: &mut Vec<u8>, dir: &Path) {
 
 /// The pipeline as one line of `sh` (no newline byte in it).
 fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
-    s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
-    if ask_login {
-        // The login shell as sshd found it (`$SHELL`) and as /etc/passwd names it (an rc
-        // file may change `$SHELL`; a user from another name service has no line there).
-        s.extend_from_slice(
-            b"lp_u=$(id -u); lp_p=; while IFS=: read -r lp_a lp_a lp_b lp_a lp_a lp_a lp_c; do \
-              [ \"$lp_b\" = \"$lp_u\" ] && lp_p=$lp_c; done < /etc/passwd; \
-              lp_r \"login:${SHELL-}:$lp_p\"; ",
-        );
-    }
+    push_first_reports(s, ask_login);
     if plan.stages.iter().any(|stage| stage.command.spec().pty) {
         // The pty was opened without echo and line editing, so that the header is neither
         // echoed into the output nor cut at the terminal's line limit; give the programs
@@ -240,13 +239,7 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     }
     // A directory shared by every stage (the usual case: a machine view's) is entered once,
     // before the programs are looked up, so relative program paths resolve in it.
-    let first_cwd = plan.stages[0].command.spec().cwd.clone();
-    let shared_cwd = plan
-        .stages
-        .iter()
-        .all(|stage| stage.command.spec().cwd == first_cwd)
-        .then_some(first_cwd)
-        .flatten();
+    let shared_cwd = shared_cwd(plan);
     if let Some(dir) = &shared_cwd {
         s.extend_from_slice(b"lp_c - ");
         push_dir(s, dir);
@@ -287,6 +280,109 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     if merged {
         s.extend_from_slice(b"; } 2>&1");
     }
+}
+
+/// What every script does first: fd 3 for the reports, the pid, and (`ask_login`) the
+/// login shell.
+fn push_first_reports(s: &mut Vec<u8>, ask_login: bool) {
+    s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+    if ask_login {
+        // The login shell as sshd found it (`$SHELL`) and as /etc/passwd names it (an rc
+        // file may change `$SHELL`; a user from another name service has no line there).
+        s.extend_from_slice(
+            b"lp_u=$(id -u); lp_p=; while IFS=: read -r lp_a lp_a lp_b lp_a lp_a lp_a lp_c; do \
+              [ \"$lp_b\" = \"$lp_u\" ] && lp_p=$lp_c; done < /etc/passwd; \
+              lp_r \"login:${SHELL-}:$lp_p\"; ",
+        );
+    }
+}
+
+/// The working directory of every stage, when they all have the same one.
+fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
+    let first_cwd = plan.stages[0].command.spec().cwd.clone();
+    plan.stages
+        .iter()
+        .all(|stage| stage.command.spec().cwd == first_cwd)
+        .then_some(first_cwd)
+        .flatten()
+}
+
+/// The script of a detached plan (`spawn_detached`), one line like [`push_script`]'s.
+///
+/// Every program and directory is checked first, as for any pipeline (start failures are
+/// reported the same way). Then the stages start in the background under a `/bin/sh` of
+/// their own, given the pipeline as its `-c` script: through `setsid` where the machine
+/// has it, so that shell leads a new session (for one stage it `exec`s the program, which
+/// then leads it); else with SIGHUP ignored, in the login's session. That shell writes its
+/// pid (`$$`) to a command substitution of this line, then points its stdout at
+/// `/dev/null`: so the line reads the pid once that shell runs in its session (`$!` could
+/// come before `setsid` did), and goes on. Every stream is `/dev/null` unless redirected
+/// to a file (`exec` plans nothing else), and neither that shell nor the stages hold a
+/// descriptor of the channel (fd 3 included), so sshd closes the channel when this line
+/// exits, which it does at once, after one report, `detached:PID`. The session survives
+/// the channel and the connection: nothing sshd signals reaches it.
+fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
+    push_first_reports(s, ask_login);
+    let shared_cwd = shared_cwd(plan);
+    if let Some(dir) = &shared_cwd {
+        s.extend_from_slice(b"lp_c - ");
+        push_dir(s, dir);
+        s.extend_from_slice(b"; ");
+    }
+    let own_cwd = |stage: &StagePlan| match (&shared_cwd, &stage.command.spec().cwd) {
+        (None, Some(dir)) => Some(dir.clone()),
+        _ => None,
+    };
+    for (i, stage) in plan.stages.iter().enumerate() {
+        match own_cwd(stage) {
+            // Checked in a subshell, so the line stays where it is; its failure ends it.
+            Some(dir) => {
+                s.extend_from_slice(format!("( lp_c {i} ").as_bytes());
+                push_dir(s, &dir);
+                s.extend_from_slice(b"; ");
+                push_check(s, i, stage);
+                s.extend_from_slice(b") || exit 127; ");
+            }
+            None => push_check(s, i, stage),
+        }
+    }
+    // The detached shell's script. It has none of the helpers, so it defines the newline
+    // that words spanning lines are written with; it tells its pid, once it runs in its new
+    // session, on the stdout the line reads it from, and then lets go of that pipe.
+    let mut inner = format!("{NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
+    let merged = plan.stages.len() > 1
+        && plan
+            .stages
+            .iter()
+            .all(|stage| stage.stderr == StderrPlan::PipelineStdout);
+    if merged {
+        inner.extend_from_slice(b"{ ");
+    }
+    for (i, stage) in plan.stages.iter().enumerate() {
+        if plan.stages.len() > 1 {
+            inner.extend_from_slice(if i == 0 { b"( " } else { b" | ( " });
+        }
+        if let Some(dir) = own_cwd(stage) {
+            inner.extend_from_slice(b"cd ");
+            push_dir(&mut inner, &dir);
+            inner.extend_from_slice(b" || exit 127; ");
+        }
+        push_exec(&mut inner, stage, merged);
+        if plan.stages.len() > 1 {
+            inner.extend_from_slice(b" )");
+        }
+    }
+    if merged {
+        inner.extend_from_slice(b"; } 2>&1");
+    }
+    s.extend_from_slice(b"lp_dt=");
+    push_word(s, &inner);
+    s.extend_from_slice(
+        b"; if command -v setsid >/dev/null 2>&1; \
+          then lp_dp=$(setsid /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); \
+          else lp_dp=$(trap '' HUP; /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); fi; \
+          lp_r \"detached:$lp_dp\"; exit 0",
+    );
 }
 
 /// `lp_x I PROGRAM [PATH]`: the stage's own `PATH`, when it sets one, is the one searched.
@@ -605,6 +701,7 @@ pub(crate) struct Reports {
     login: Option<Vec<u8>>,
     statuses: Vec<Option<i32>>,
     failure: Option<StartFailure>,
+    detached: Option<u32>,
 }
 
 impl Reports {
@@ -614,7 +711,13 @@ impl Reports {
             login: None,
             statuses: vec![None; stages],
             failure: None,
+            detached: None,
         }
+    }
+
+    /// The pid of the shell (or program) a detached script started in the background.
+    pub(crate) fn detached(&self) -> Option<u32> {
+        self.detached
     }
 
     /// The remote shell's pid, which leads the process group of the whole line.
@@ -661,6 +764,14 @@ impl Reports {
                 }
             }
             b"login" if self.login.is_none() => self.login = Some(rest.to_vec()),
+            b"detached" => {
+                if self.detached.is_none()
+                    && let Some(pid) = number(rest).and_then(|n| u32::try_from(n).ok())
+                    && pid > 1
+                {
+                    self.detached = Some(pid);
+                }
+            }
             b"status" => {
                 let Some((index, code)) = split(rest) else {
                     return;
@@ -862,6 +973,7 @@ mod tests {
                     stderr: StderrPlan::Pipe,
                 })
                 .collect(),
+            detached: false,
         }
     }
 
@@ -1406,5 +1518,125 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// `plan`, detached: every stream the pipeline leaves open on /dev/null.
+    fn detached(mut plan: Plan) -> Plan {
+        let last = plan.stages.len() - 1;
+        plan.stages[0].stdin = StdinPlan::Null;
+        if plan.stages[last].stdout == StdoutPlan::Pipe {
+            plan.stages[last].stdout = StdoutPlan::Null;
+        }
+        for stage in &mut plan.stages {
+            stage.stderr = StderrPlan::Null;
+        }
+        plan.detached = true;
+        plan
+    }
+
+    /// Waits up to 5 s until `file` holds `text`.
+    fn wait_for_text(file: &Path, text: &str) -> bool {
+        (0..500).any(|_| {
+            let found = std::fs::read_to_string(file).is_ok_and(|t| t == text);
+            if !found {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        })
+    }
+
+    #[test]
+    fn a_detached_line_reports_a_session_of_its_own_and_ends_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, inner) in inner_shells().into_iter().enumerate() {
+            let out = dir.path().join(format!("out{n}"));
+            let script = "printf '%s|' \"$1\" > \"$2\"; exec sleep 1003.5";
+            let word = "two\nlines 'quoted'";
+            let one = detached(plan(vec![cmd(
+                "sh",
+                &["-c", script, "sh", word, out.to_str().unwrap()],
+            )]));
+            // Returns at all only if nothing detached holds the line's stdout or stderr.
+            let ran = run_in(&inner, &one, b"");
+            assert!(ran.status.success(), "{inner}");
+            assert_eq!((&ran.stdout[..], &ran.stderr[..]), (&b""[..], &b""[..]));
+            let pid = ran.reports.detached().expect("a detached pid");
+            let leader = pid as libc::pid_t;
+            // SAFETY: plain syscalls.
+            assert_eq!(unsafe { libc::getsid(leader) }, leader, "{inner}");
+            assert!(wait_for_text(&out, &format!("{word}|")), "{inner}");
+            // SAFETY: a group this test started.
+            unsafe { libc::kill(-leader, libc::SIGKILL) };
+
+            // Two stages, each in its own directory: one shell leads their session.
+            let sub = dir.path().join(format!("sub{n}"));
+            std::fs::create_dir(&sub).unwrap();
+            let first = cmd("sh", &["-c", "echo hi; exec sleep 1003.5"]).cwd(&sub);
+            let mut second = plan(vec![first, cmd("cat", &[]).cwd(dir.path())]);
+            second.stages[1].stdout = StdoutPlan::File(format!("cat{n}").into());
+            let ran = run_in(&inner, &detached(second), b"");
+            assert!(ran.status.success(), "{inner}");
+            let leader = ran.reports.detached().expect("a detached pid") as libc::pid_t;
+            // SAFETY: plain syscall.
+            assert_eq!(unsafe { libc::getsid(leader) }, leader, "{inner}");
+            assert!(wait_for_text(&dir.path().join(format!("cat{n}")), "hi\n"));
+            // SAFETY: a group this test started.
+            unsafe { libc::kill(-leader, libc::SIGKILL) };
+        }
+        // Without `setsid` on the PATH: in the background with SIGHUP ignored.
+        let out = dir.path().join("nosetsid");
+        let script = "echo started > \"$1\"; exec /bin/sleep 1003.5";
+        let bare = detached(plan(vec![cmd(
+            "/bin/sh",
+            &["-c", script, "sh", out.to_str().unwrap()],
+        )]));
+        let mut input = header(&bare, &Marker::fixed(MARKER), false);
+        input.push(b'\n');
+        let mut child = Std::new("/bin/sh")
+            .args(["-c", BOOTSTRAP])
+            .env("PATH", "/leadpipe/nowhere")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let mut reports = Reports::new(1);
+        let mut stderr = Vec::new();
+        Filter::new(&Marker::fixed(MARKER)).feed(&output.stderr, &mut stderr, &mut reports);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stderr)
+        );
+        let pid = reports.detached().expect("a detached pid");
+        assert!(wait_for_text(&out, "started\n"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .unwrap();
+        let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
+        assert_eq!(ignored & 1, 1, "SIGHUP is ignored");
+        // SAFETY: a process this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+
+        // A missing program is reported as for any line, and nothing starts.
+        let ran = run_in(
+            "/bin/sh",
+            &detached(plan(vec![cmd("leadpipe-missing", &[])])),
+            b"",
+        );
+        assert!(matches!(
+            ran.reports.failure(),
+            Some(StartFailure::Missing { stage: 0, .. })
+        ));
+        assert_eq!(ran.reports.detached(), None);
+        // The pid is taken once, and never 0 or 1.
+        let mut reports = Reports::new(1);
+        let mut out = Vec::new();
+        let stream = b"\x1eM:detached:1\n\x1eM:detached:77\n\x1eM:detached:78\n";
+        Filter::new(&Marker::fixed("M")).feed(stream, &mut out, &mut reports);
+        assert_eq!(reports.detached(), Some(77));
     }
 }

@@ -2,6 +2,8 @@
 //! channels without tripping over the server's channel limit.
 
 use std::{
+    io,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,7 +20,7 @@ use super::{
     forward::{Forwards, serve_forwarded},
     known_hosts::{self, Verdict},
 };
-use crate::{Error, Result};
+use crate::{ChannelRefusal, Error, HostKeyProblem, Result};
 
 /// What to do with a host key that known_hosts does not vouch for.
 ///
@@ -56,6 +58,8 @@ pub(crate) type PassphraseCallback = Arc<dyn Fn(&Path) -> Option<String> + Send 
 /// Everything needed to open and authenticate one connection.
 #[derive(Clone)]
 pub(crate) struct Settings {
+    /// The destination as the script wrote it (an ssh_config alias, `user@host:port`).
+    pub(crate) given: String,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) user: String,
@@ -92,10 +96,50 @@ impl Settings {
             format!("{}@{}:{}", self.user, self.host, self.port)
         }
     }
+
+    /// An [`Error::Connect`] for this destination.
+    pub(crate) fn connect_error(
+        &self,
+        address: Option<SocketAddr>,
+        reason: String,
+        source: Option<io::Error>,
+    ) -> Error {
+        Error::Connect {
+            destination: self.destination(),
+            given: self.given.clone(),
+            address,
+            reason,
+            source,
+        }
+    }
+}
+
+/// An [`Error::Connect`] reason for a russh error, and the error as an `io::Error` source
+/// (russh's own I/O error when that is what it is: a reset stays a reset).
+fn connect_failure(error: russh::Error) -> (String, io::Error) {
+    let reason = error.to_string();
+    let source = match error {
+        russh::Error::IO(source) => source,
+        other => io::Error::other(other),
+    };
+    (reason, source)
+}
+
+/// The data of a channel-open failure.
+pub(crate) fn refusal(failure: &ChannelOpenFailure) -> ChannelRefusal {
+    match failure {
+        ChannelOpenFailure::AdministrativelyProhibited => ChannelRefusal::Prohibited,
+        ChannelOpenFailure::ConnectFailed => ChannelRefusal::ConnectFailed,
+        ChannelOpenFailure::UnknownChannelType => ChannelRefusal::UnknownChannelType,
+        ChannelOpenFailure::ResourceShortage => ChannelRefusal::ResourceShortage,
+        ChannelOpenFailure::Other { code, .. } => ChannelRefusal::Other(*code),
+    }
 }
 
 /// The russh event handler: checks the server's key.
 pub(crate) struct Client {
+    /// The destination as the script wrote it, for the error.
+    given: String,
     host: String,
     port: u16,
     known_hosts: Vec<PathBuf>,
@@ -133,6 +177,8 @@ impl client::Handler for Client {
     ) -> std::result::Result<bool, Self::Error> {
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             self.refuse(
+                HostKeyProblem::Certificate,
+                None,
                 "the server presented a host certificate; leadpipe checks plain host keys only",
             );
             return Ok(false);
@@ -161,24 +207,32 @@ impl client::Handler for Client {
                 match added.map(|(path, line)| known_hosts::append(path, &line)) {
                     Some(Ok(())) => Ok(true),
                     Some(Err(error)) => {
-                        self.refuse(&format!(
-                            "could not add its {key_type} key {fingerprint} to {}: {error}",
-                            shown_files()
-                        ));
+                        self.refuse(
+                            HostKeyProblem::NotRecorded,
+                            Some(&fingerprint),
+                            &format!(
+                                "could not add its {key_type} key {fingerprint} to {}: {error}",
+                                shown_files()
+                            ),
+                        );
                         Ok(false)
                     }
                     None => {
-                        self.refuse(&format!("its name cannot be written to known_hosts as a plain entry ({key_type} key {fingerprint})"));
+                        self.refuse(HostKeyProblem::NotRecorded, Some(&fingerprint), &format!("its name cannot be written to known_hosts as a plain entry ({key_type} key {fingerprint})"));
                         Ok(false)
                     }
                 }
             }
             Ok(Verdict::Unknown) => {
-                self.refuse(&format!(
-                    "the host is not in known_hosts ({}): its {key_type} key is {fingerprint}; \
-                     add it, or connect with HostKeyPolicy::AcceptNew",
-                    shown_files()
-                ));
+                self.refuse(
+                    HostKeyProblem::Unknown,
+                    Some(&fingerprint),
+                    &format!(
+                        "the host is not in known_hosts ({}): its {key_type} key is \
+                         {fingerprint}; add it, or connect with HostKeyPolicy::AcceptNew",
+                        shown_files()
+                    ),
+                );
                 Ok(false)
             }
             Ok(Verdict::Changed {
@@ -186,26 +240,29 @@ impl client::Handler for Client {
                 line,
                 key_type,
             }) => {
-                self.refuse(&format!(
+                let reason = format!(
                     "THE HOST KEY HAS CHANGED: {} line {line} lists another {key_type} key; the \
                      server presented {fingerprint}. Someone may be intercepting the connection, \
                      or the host was reinstalled",
                     path.display()
-                ));
+                );
+                self.refuse(HostKeyProblem::Changed, Some(&fingerprint), &reason);
                 Ok(false)
             }
             Ok(Verdict::Revoked { path, line }) => {
-                self.refuse(&format!(
+                let reason = format!(
                     "its {key_type} key {fingerprint} is revoked ({} line {line})",
                     path.display()
-                ));
+                );
+                self.refuse(HostKeyProblem::Revoked, Some(&fingerprint), &reason);
                 Ok(false)
             }
             Err(error) => {
-                self.refuse(&format!(
-                    "cannot read known_hosts ({}): {error}",
-                    shown_files()
-                ));
+                self.refuse(
+                    HostKeyProblem::Unreadable,
+                    Some(&fingerprint),
+                    &format!("cannot read known_hosts ({}): {error}", shown_files()),
+                );
                 Ok(false)
             }
         }
@@ -213,7 +270,7 @@ impl client::Handler for Client {
 }
 
 impl Client {
-    fn refuse(&self, reason: &str) {
+    fn refuse(&self, problem: HostKeyProblem, fingerprint: Option<&str>, reason: &str) {
         let destination = if self.port == 22 {
             self.host.clone()
         } else {
@@ -222,6 +279,9 @@ impl Client {
         if let Ok(mut refusal) = self.refusal.lock() {
             *refusal = Some(Error::HostKey {
                 host: destination,
+                given: self.given.clone(),
+                problem,
+                fingerprint: fingerprint.map(str::to_owned),
                 reason: reason.to_owned(),
             });
         }
@@ -269,10 +329,6 @@ impl Connection {
         via: Option<Arc<Connection>>,
     ) -> Result<Connection> {
         let destination = settings.destination();
-        let connect_error = |reason: String| Error::Connect {
-            destination: destination.clone(),
-            reason,
-        };
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
         let mut proxy = None;
@@ -280,32 +336,34 @@ impl Connection {
             None if settings.proxy_command.is_some() => {
                 let command = settings.proxy_command.as_deref().unwrap_or_default();
                 let (stream, guard) = super::proxy::spawn(command).map_err(|e| {
-                    connect_error(format!("the ProxyCommand {command:?} could not start: {e}"))
+                    let reason = format!("the ProxyCommand {command:?} could not start: {e}");
+                    settings.connect_error(None, reason, Some(e))
                 })?;
                 proxy = Some(guard);
                 Connection::handshake(settings, stream, forwards.clone()).await?
             }
             None => {
-                let address = (settings.host.as_str(), settings.port);
                 let mut attempt = 1;
-                let stream = loop {
-                    let tried =
-                        tokio::time::timeout(limit, tokio::net::TcpStream::connect(address)).await;
-                    match tried {
-                        Ok(Ok(stream)) => break stream,
-                        _ if attempt < settings.connection_attempts => {
+                let (stream, address) = loop {
+                    match dial(&settings.host, settings.port, limit).await {
+                        Ok(connected) => break connected,
+                        Err(_) if attempt < settings.connection_attempts => {
                             attempt += 1;
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        Err(_) => return Err(connect_error(format!("no answer within {limit:?}"))),
-                        Ok(Err(e)) => return Err(connect_error(e.to_string())),
+                        Err((at, e)) => {
+                            return Err(settings.connect_error(at, e.to_string(), Some(e)));
+                        }
                     }
                 };
+                let at = Some(address);
                 // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
                 stream
                     .set_nodelay(true)
-                    .map_err(|e| connect_error(e.to_string()))?;
-                Connection::handshake(settings, stream, forwards.clone()).await?
+                    .map_err(|e| settings.connect_error(at, e.to_string(), Some(e)))?;
+                Connection::handshake(settings, stream, forwards.clone())
+                    .await
+                    .map_err(|e| e.at_address(address))?
             }
             Some(bastion) => {
                 let channel = bastion
@@ -318,10 +376,15 @@ impl Connection {
                     )
                     .await
                     .map_err(|e| {
-                        connect_error(format!(
-                            "the jump host {} could not reach it: {e}",
-                            bastion.name
-                        ))
+                        let why = match &e {
+                            russh::Error::ChannelOpenFailure(failure) => {
+                                refusal(failure).to_string()
+                            }
+                            other => other.to_string(),
+                        };
+                        let reason =
+                            format!("the jump host {} could not reach it: {why}", bastion.name);
+                        settings.connect_error(None, reason, None)
                     })?;
                 Connection::handshake(settings, channel.into_stream(), forwards.clone()).await?
             }
@@ -372,11 +435,6 @@ impl Connection {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let destination = settings.destination();
-        let connect_error = |reason: String| Error::Connect {
-            destination: destination.clone(),
-            reason,
-        };
         let config = client::Config {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
@@ -396,6 +454,7 @@ impl Connection {
             None => (settings.host.clone(), settings.port),
         };
         let client = Client {
+            given: settings.given.clone(),
             host: key_host,
             port: key_port,
             known_hosts: settings.known_hosts.clone(),
@@ -407,14 +466,16 @@ impl Connection {
         let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
             .await
             .map_err(|_| {
-                connect_error(format!(
-                    "no SSH handshake within {:?}",
-                    settings.connect_timeout
-                ))
+                let reason = format!("no SSH handshake within {:?}", settings.connect_timeout);
+                let source = io::Error::new(io::ErrorKind::TimedOut, reason.clone());
+                settings.connect_error(None, reason, Some(source))
             })?
             .map_err(|e| match refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(refused) => refused,
-                None => connect_error(e.to_string()),
+                None => {
+                    let (reason, source) = connect_failure(e);
+                    settings.connect_error(None, reason, Some(source))
+                }
             })?;
         authenticate(&mut handle, settings).await?;
         Ok(handle)
@@ -488,10 +549,13 @@ impl Connection {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                Err(russh::Error::ChannelOpenFailure(failure)) => {
+                    let refusal = refusal(&failure);
                     return Err(Error::ChannelRefused {
                         machine: self.name.clone(),
-                        reason: format!("{reason:?}"),
+                        target: None,
+                        refusal: Some(refusal),
+                        reason: refusal.to_string(),
                     });
                 }
                 Err(_) => return Err(self.lost()),
@@ -569,6 +633,7 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
     }
     Err(Error::Auth {
         destination: settings.destination(),
+        given: settings.given.clone(),
         tried: auth.tried,
         accepted: auth.accepted,
     })
@@ -584,10 +649,9 @@ struct Attempts<'a> {
 
 impl Attempts<'_> {
     fn error(&self, e: russh::Error) -> Error {
-        Error::Connect {
-            destination: self.settings.destination(),
-            reason: format!("authentication failed: {e}"),
-        }
+        let (reason, source) = connect_failure(e);
+        let reason = format!("authentication failed: {reason}");
+        self.settings.connect_error(None, reason, Some(source))
     }
 
     /// Whether `result` is a success; remembers what the server accepts otherwise.
@@ -755,4 +819,34 @@ fn default_identities() -> Vec<PathBuf> {
         .map(|name| PathBuf::from(&home).join(".ssh").join(name))
         .filter(|path| path.exists())
         .collect()
+}
+
+/// Connects to `host:port` (the first of its addresses that accepts) within `limit`. On
+/// failure: the address tried last, and why (`TimedOut` when the limit ran out).
+async fn dial(
+    host: &str,
+    port: u16,
+    limit: Duration,
+) -> std::result::Result<(tokio::net::TcpStream, SocketAddr), (Option<SocketAddr>, io::Error)> {
+    let mut trying = None;
+    let attempt = async {
+        let mut failure = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+        for address in tokio::net::lookup_host((host, port)).await? {
+            trying = Some(address);
+            match tokio::net::TcpStream::connect(address).await {
+                Ok(stream) => return Ok((stream, address)),
+                Err(e) => failure = e,
+            }
+        }
+        Err(failure)
+    };
+    let result = tokio::time::timeout(limit, attempt).await;
+    match result {
+        Ok(Ok(connected)) => Ok(connected),
+        Ok(Err(e)) => Err((trying, e)),
+        Err(_) => {
+            let reason = format!("no answer within {limit:?}");
+            Err((trying, io::Error::new(io::ErrorKind::TimedOut, reason)))
+        }
+    }
 }

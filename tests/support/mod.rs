@@ -54,3 +54,36 @@ pub fn read_pid(file: &Path) -> u32 {
     }
     panic!("no pid in {}", file.display());
 }
+
+/// A process's parent, process group and session from /proc/PID/stat; `None` once gone.
+pub fn process_ids(pid: u32) -> Option<(u32, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(1);
+    let mut next = || fields.next()?.parse().ok();
+    Some((next()?, next()?, next()?))
+}
+
+/// A process's command line, its arguments joined by spaces (empty once it is gone).
+pub fn process_cmdline(pid: u32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    words.join(" ")
+}
+
+/// Sends SIGKILL to a process (a negative `pid`: to a process group) when dropped: the
+/// clean-up of a test that started something meant to outlive it, even when it fails.
+pub struct KillOnDrop(pub i64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -41,6 +41,8 @@ use std::{
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// The normal (non-root) user the harness creates when it runs as root.
 pub const TEST_USER: &str = "leadpipe-test";
+/// A second name for uid 0, with `/bin/sh` as its login shell (see [`Sshd::users`]).
+pub const ROOT_ALIAS: &str = "leadpipe-root";
 /// [`TEST_USER`]'s password, set with `chpasswd` every time a test binary starts its first
 /// harness (`UsePAM no` checks passwords against /etc/shadow: a locked account would not do).
 pub const TEST_PASSWORD: &str = "leadpipe-test-password";
@@ -192,11 +194,17 @@ impl Sshd {
         self.login(&self.user).await
     }
 
-    /// The users to run a test body as: the normal user, and root when it can log in.
+    /// The users to run a test body as: the normal user, and a root login when root can
+    /// log in. That login is [`ROOT_ALIAS`], uid 0 under another name with `/bin/sh` as its
+    /// shell: sshd treats it exactly as root (it goes by the uid: no `signal` requests, no
+    /// privilege separation after login), but it does not run root's own rc files, which
+    /// on a developer's machine may be slow or wait on locks that a killed command left
+    /// behind (pyenv's rehash lock waits 60 s).
     pub fn users(&self) -> Vec<String> {
         let mut users = vec![self.user.clone()];
         if self.privileged {
-            users.push("root".to_owned());
+            ensure_root_alias();
+            users.push(ROOT_ALIAS.to_owned());
         }
         users
     }
@@ -686,6 +694,30 @@ fn ensure_test_user() -> Result<(), String> {
         Err(format!("cannot set the password of {TEST_USER}: {error}"))
     })
     .clone()
+}
+
+/// Creates [`ROOT_ALIAS`] if it is missing (left in place afterwards, like [`TEST_USER`]).
+fn ensure_root_alias() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        for _ in 0..100 {
+            if passwd_entry(ROOT_ALIAS).is_some() {
+                return;
+            }
+            let home = format!("/home/{ROOT_ALIAS}");
+            let out = Command::new("/usr/sbin/useradd")
+                // -o -u 0: a second name for root. `*`: no password, yet not locked.
+                .args(["-o", "-u", "0", "-g", "0", "-m", "-d", &home, "-p", "*"])
+                .args(["-s", "/bin/sh", ROOT_ALIAS])
+                .stdin(Stdio::null())
+                .output()
+                .expect("useradd");
+            if !matches!(out.status.code(), Some(0 | 9)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("cannot create the user {ROOT_ALIAS}");
+    });
 }
 
 struct PasswdEntry {
