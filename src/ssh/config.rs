@@ -22,6 +22,8 @@
 //!   `host`, `user` ... take comma-separated pattern lists with `!` entries.
 //! - `Match final` (or `CanonicalizeHostname`) asks for a second pass: the files are read
 //!   again with the host name as resolved by the first, and values still unset are taken.
+//! - `ProxyCommand` takes the rest of its line as written, quotes and all (its shell
+//!   parses it); `ProxyJump` and `ProxyCommand` exclude each other, the first one wins.
 //! - For each keyword the **first** value that applies wins. `IdentityFile`,
 //!   `CertificateFile` and `SendEnv` accumulate instead; `UserKnownHostsFile`,
 //!   `GlobalKnownHostsFile` and `SetEnv` take their first applicable *line* as a whole.
