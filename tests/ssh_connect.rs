@@ -7,7 +7,7 @@ mod support;
 use std::{fs, path::Path};
 
 use leadpipe::{Error, HostKeyPolicy, HostKeyProblem, SshMachine};
-use support::sshd::Sshd;
+use support::sshd::{Sshd, unix_name};
 
 async fn whoami(remote: &SshMachine) -> String {
     remote.cmd("id").arg("-un").read().await.unwrap()
@@ -203,7 +203,7 @@ async fn keys_of_every_kind_log_in() {
     let Some(sshd) = Sshd::start() else { return };
     for user in sshd.users() {
         let remote = must(&sshd, sshd.builder(&user).connect().await);
-        assert_eq!(whoami(&remote).await, user);
+        assert_eq!(whoami(&remote).await, unix_name(&user));
         assert_eq!(remote.name(), format!("{user}@127.0.0.1:{}", sshd.port));
         let encrypted = must(
             &sshd,
@@ -217,7 +217,7 @@ async fn keys_of_every_kind_log_in() {
                 .connect()
                 .await,
         );
-        assert_eq!(whoami(&encrypted).await, user);
+        assert_eq!(whoami(&encrypted).await, unix_name(&user));
         // A key the server refuses, then one it accepts: the second is tried.
         let unknown = sshd.dir.path().join("id_unknown");
         if !unknown.exists() {
@@ -240,7 +240,7 @@ async fn keys_of_every_kind_log_in() {
                 .connect()
                 .await,
         );
-        assert_eq!(whoami(&second).await, user);
+        assert_eq!(whoami(&second).await, unix_name(&user));
     }
 }
 
@@ -264,7 +264,7 @@ async fn rsa_keys_sign_with_rsa_sha2() {
                 .connect()
                 .await,
         );
-        assert_eq!(whoami(&remote).await, user);
+        assert_eq!(whoami(&remote).await, unix_name(&user));
     }
     assert!(
         sshd.log_text().contains("Accepted publickey for")

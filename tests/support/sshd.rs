@@ -696,6 +696,11 @@ fn ensure_test_user() -> Result<(), String> {
     .clone()
 }
 
+/// The name `whoami` prints for a login as `user`: `root` for [`ROOT_ALIAS`].
+pub fn unix_name(user: &str) -> &str {
+    if user == ROOT_ALIAS { "root" } else { user }
+}
+
 /// Creates [`ROOT_ALIAS`] if it is missing (left in place afterwards, like [`TEST_USER`]).
 fn ensure_root_alias() {
     static DONE: OnceLock<()> = OnceLock::new();
