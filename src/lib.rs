@@ -152,7 +152,7 @@ pub use crate::{
     pipeline::Pipeline,
     redirect::{Input, Redirect},
     socket::Socket,
-    ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, Tunnel},
+    ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, SshSettings, Tunnel},
     status::{ExitStatus, Output, Signal},
 };
 

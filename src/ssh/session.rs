@@ -71,8 +71,17 @@ pub(crate) struct Settings {
     /// Asked for the passphrase of an encrypted key when none was given.
     pub(crate) passphrase_for: Option<PassphraseCallback>,
     pub(crate) known_hosts: Vec<PathBuf>,
+    /// `HostKeyAlias`: the name (without port) host keys are looked up under.
+    pub(crate) host_key_alias: Option<String>,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
+    /// TCP connections tried, a second apart, before giving up (`ConnectionAttempts`).
+    pub(crate) connection_attempts: u32,
+    /// `ProxyCommand`, tokens expanded: the connection runs over its stdin/stdout.
+    pub(crate) proxy_command: Option<String>,
+    /// The algorithms offered (ssh_config's lists applied to [`CIPHERS`] and russh's
+    /// defaults).
+    pub(crate) preferred: russh::Preferred,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
     pub(crate) max_channels: usize,
@@ -286,6 +295,8 @@ pub(crate) struct Connection {
     forwards: Arc<Forwards>,
     /// The bastion this connection runs through, kept alive as long as it is needed.
     _via: Option<Arc<Connection>>,
+    /// The `ProxyCommand` child carrying the connection, killed and reaped with it.
+    _proxy: Option<super::proxy::ProxyGuard>,
     /// Channels for processes. One slot of the server's limit stays free for kills: a
     /// pipeline must be stoppable even when every other slot holds a hung process.
     slots: Arc<Semaphore>,
@@ -303,7 +314,7 @@ pub(crate) struct Connection {
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
-const CIPHERS: &[russh::cipher::Name] = &[
+pub(crate) const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_256_GCM,
     russh::cipher::AES_128_GCM,
     russh::cipher::CHACHA20_POLY1305,
@@ -320,11 +331,31 @@ impl Connection {
         let destination = settings.destination();
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
+        let mut proxy = None;
         let handle = match &via {
+            None if settings.proxy_command.is_some() => {
+                let command = settings.proxy_command.as_deref().unwrap_or_default();
+                let (stream, guard) = super::proxy::spawn(command).map_err(|e| {
+                    let reason = format!("the ProxyCommand {command:?} could not start: {e}");
+                    settings.connect_error(None, reason, Some(e))
+                })?;
+                proxy = Some(guard);
+                Connection::handshake(settings, stream, forwards.clone()).await?
+            }
             None => {
-                let (stream, address) = dial(&settings.host, settings.port, limit)
-                    .await
-                    .map_err(|(at, e)| settings.connect_error(at, e.to_string(), Some(e)))?;
+                let mut attempt = 1;
+                let (stream, address) = loop {
+                    match dial(&settings.host, settings.port, limit).await {
+                        Ok(connected) => break connected,
+                        Err(_) if attempt < settings.connection_attempts => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err((at, e)) => {
+                            return Err(settings.connect_error(at, e.to_string(), Some(e)));
+                        }
+                    }
+                };
                 let at = Some(address);
                 // Nagle's algorithm against the server's delayed ACKs costs ~40 ms per command.
                 stream
@@ -365,6 +396,7 @@ impl Connection {
             handle,
             forwards,
             _via: via,
+            _proxy: proxy,
             slots: Arc::new(Semaphore::new(slots)),
             kill_slot: Arc::new(Semaphore::new(1)),
             spare: std::sync::Mutex::new(None),
@@ -407,10 +439,7 @@ impl Connection {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
             window_size: 8 << 20,
-            preferred: russh::Preferred {
-                cipher: std::borrow::Cow::Borrowed(CIPHERS),
-                ..Default::default()
-            },
+            preferred: settings.preferred.clone(),
             // A quiet long-running command is not an idle connection.
             inactivity_timeout: None,
             keepalive_interval: settings.keepalive_interval,
@@ -419,10 +448,15 @@ impl Connection {
             ..Default::default()
         };
         let refusal = Arc::new(Mutex::new(None));
+        // OpenSSH looks an alias up bare, whatever the port.
+        let (key_host, key_port) = match &settings.host_key_alias {
+            Some(alias) => (alias.clone(), 22),
+            None => (settings.host.clone(), settings.port),
+        };
         let client = Client {
             given: settings.given.clone(),
-            host: settings.host.clone(),
-            port: settings.port,
+            host: key_host,
+            port: key_port,
             known_hosts: settings.known_hosts.clone(),
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
