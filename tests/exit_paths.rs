@@ -70,7 +70,7 @@ struct Script {
 }
 
 impl Script {
-    fn args(sshd: &Sshd, mode: &str) -> (Script, Vec<String>) {
+    fn args(sshd: &Sshd, mode: &str, user: &str) -> (Script, Vec<String>) {
         let script = Script {
             tag: unique_tag(),
             state: tempfile::tempdir().unwrap(),
@@ -81,7 +81,7 @@ impl Script {
             script.tag.clone(),
             sshd.host.clone(),
             sshd.port.to_string(),
-            sshd.user.clone(),
+            user.to_owned(),
             sshd.client_key.display().to_string(),
             sshd.known_hosts.display().to_string(),
         ];
@@ -156,22 +156,24 @@ impl Script {
 /// Runs the script in `mode` to its end; checks its exit and that nothing is left.
 fn ends_cleanly(mode: &str, expect_code: i32) {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, args) = Script::args(&sshd, mode);
-    let output = Command::new(SCRIPT)
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let ended = Instant::now();
-    assert_eq!(
-        output.status.code(),
-        Some(expect_code),
-        "{mode}: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let dirs = script.wait_ready(&sshd);
-    script.assert_nothing_left(&sshd, &dirs, ended);
+    for user in sshd.users() {
+        let (script, args) = Script::args(&sshd, mode, &user);
+        let output = Command::new(SCRIPT)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let ended = Instant::now();
+        assert_eq!(
+            output.status.code(),
+            Some(expect_code),
+            "{mode} as {user}: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let dirs = script.wait_ready(&sshd);
+        script.assert_nothing_left(&sshd, &dirs, ended);
+    }
 }
 
 #[test]
@@ -229,8 +231,8 @@ type Signalled = (Script, ExitStatus, Instant, (PathBuf, PathBuf));
 
 /// Starts the script in `mode` (one that waits), sends it `signal` once it holds
 /// everything, and waits (5 s at most) for it to end.
-fn signalled(sshd: &Sshd, mode: &str, signal: i32) -> Signalled {
-    let (script, args) = Script::args(sshd, mode);
+fn signalled(sshd: &Sshd, mode: &str, signal: i32, user: &str) -> Signalled {
+    let (script, args) = Script::args(sshd, mode, user);
     let mut child = Command::new(SCRIPT)
         .args(&args)
         .stdin(Stdio::null())
@@ -259,12 +261,17 @@ fn signalled(sshd: &Sshd, mode: &str, signal: i32) -> Signalled {
 /// The script dies of `signal` within a second or so, and nothing is left.
 fn signal_stops_everything(mode: &str, signal: i32) {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, status, sent, dirs) = signalled(&sshd, mode, signal);
-    let took = sent.elapsed();
-    eprintln!("{mode}: ended {took:?} after signal {signal}: {status}");
-    assert_eq!(status.signal(), Some(signal), "{mode}: {status}");
-    assert!(took < Duration::from_millis(1500), "{mode}: took {took:?}");
-    script.assert_nothing_left(&sshd, &dirs, sent);
+    for user in sshd.users() {
+        let (script, status, sent, dirs) = signalled(&sshd, mode, signal, &user);
+        let took = sent.elapsed();
+        eprintln!("{mode} as {user}: ended {took:?} after signal {signal}: {status}");
+        assert_eq!(status.signal(), Some(signal), "{mode} as {user}: {status}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "{mode} as {user}: took {took:?}"
+        );
+        script.assert_nothing_left(&sshd, &dirs, sent);
+    }
 }
 
 #[test]
@@ -288,7 +295,7 @@ fn sigterm_to_a_blocking_script() {
 #[test]
 fn a_script_with_its_own_handler_opts_out_and_stops_all_itself() {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, status, sent, dirs) = signalled(&sshd, "own-handler", libc::SIGTERM);
+    let (script, status, sent, dirs) = signalled(&sshd, "own-handler", libc::SIGTERM, &sshd.user);
     assert_eq!(status.code(), Some(7), "{status}");
     script.assert_nothing_left(&sshd, &dirs, sent);
 }
@@ -301,7 +308,7 @@ fn a_script_with_its_own_handler_opts_out_and_stops_all_itself() {
 #[test]
 fn what_a_sigkilled_script_leaves() {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, args) = Script::args(&sshd, "wait-with-more");
+    let (script, args) = Script::args(&sshd, "wait-with-more", &sshd.user);
     let mut child = Command::new(SCRIPT)
         .args(&args)
         .stdin(Stdio::null())
@@ -362,7 +369,13 @@ fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
 /// does not inherit) to write down the script's status.
 fn ctrl_c_in_a_terminal(mode: &str) {
     let Some(sshd) = Sshd::start() else { return };
-    let (script, args) = Script::args(&sshd, mode);
+    for user in sshd.users() {
+        ctrl_c_as(&sshd, mode, &user);
+    }
+}
+
+fn ctrl_c_as(sshd: &Sshd, mode: &str, user: &str) {
+    let (script, args) = Script::args(sshd, mode, user);
     let status_file = script.state.path().join("status");
     let mut line = String::from("trap : INT; ");
     line.push_str(&shell_words(SCRIPT));
@@ -387,7 +400,7 @@ fn ctrl_c_in_a_terminal(mode: &str) {
         }
     }
     let _server = KillServer(&socket);
-    let dirs = script.wait_ready(&sshd);
+    let dirs = script.wait_ready(sshd);
     let sent = Instant::now();
     let keys = tmux(&socket, &["send-keys", "C-c"]);
     assert!(keys.status.success(), "{keys:?}");
@@ -396,7 +409,7 @@ fn ctrl_c_in_a_terminal(mode: &str) {
             break text.trim().to_owned();
         }
         if sent.elapsed() > Duration::from_secs(5) {
-            script.assert_nothing_left(&sshd, &dirs, sent);
+            script.assert_nothing_left(sshd, &dirs, sent);
             panic!("{mode}: the script did not end within 5 s of Ctrl-C");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -405,7 +418,7 @@ fn ctrl_c_in_a_terminal(mode: &str) {
     eprintln!("{mode}: ended {took:?} after Ctrl-C, status {status}");
     assert_eq!(status, "130", "{mode}: the shell saw status {status}");
     assert!(took < Duration::from_millis(1500), "{mode}: took {took:?}");
-    script.assert_nothing_left(&sshd, &dirs, sent);
+    script.assert_nothing_left(sshd, &dirs, sent);
 }
 
 /// A word quoted for `sh`.
