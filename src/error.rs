@@ -356,6 +356,7 @@ impl Error {
     }
 
     /// A [`Error::Connect`] that names no address yet names `address`.
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))] // only the SSH machine uses it
     pub(crate) fn at_address(mut self, at: SocketAddr) -> Error {
         if let Error::Connect { address, .. } = &mut self {
             address.get_or_insert(at);

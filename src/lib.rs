@@ -117,6 +117,13 @@
 //! Every start emits a `tracing` event at debug level with the command line and machine.
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(unix))]
+compile_error!(
+    "leadpipe supports Unix only (Linux, macOS, the BSDs): it relies on process groups, \
+     signals and Unix sockets"
+);
 
 pub mod blocking;
 mod child;
@@ -136,11 +143,16 @@ mod quote;
 mod redirect;
 pub mod signals;
 mod socket;
+#[cfg(feature = "ssh")]
 mod ssh;
 mod status;
 
 #[cfg(feature = "test-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-server")))]
 pub use crate::ssh::TestServer;
+#[cfg(feature = "ssh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
+pub use crate::ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, SshSettings, Tunnel};
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,
@@ -152,15 +164,15 @@ pub use crate::{
     pipeline::Pipeline,
     redirect::{Input, Redirect},
     socket::Socket,
-    ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, SshSettings, Tunnel},
     status::{ExitStatus, Output, Signal},
 };
 
 /// The names a script needs: `use leadpipe::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "ssh")]
+    pub use crate::SshMachine;
     pub use crate::{
-        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, SshMachine, cmd,
-        local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, cmd, local,
     };
 }
 

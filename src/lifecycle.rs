@@ -80,6 +80,7 @@ pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 /// Runs `future` on leadpipe's runtime and waits for it, from any runtime or none; dropping
 /// the returned future cancels it. For work that creates I/O objects or tasks that must
 /// outlive the caller's runtime (a connection, an SFTP session).
+#[cfg_attr(not(feature = "ssh"), allow(dead_code))] // only the SSH machine uses it
 pub(crate) async fn run<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
     let Ok(runtime) = runtime() else {
         return future.await;

@@ -8,7 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{Command, LocalMachine, MachinePath, Result, Socket, SshMachine, TempDir, Transfer};
+#[cfg(feature = "ssh")]
+use crate::SshMachine;
+use crate::{Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
 
 /// A machine commands run on: [`LocalMachine`] or [`SshMachine`].
 ///
@@ -207,4 +209,5 @@ macro_rules! machine_by_inherent_methods {
 }
 
 machine_by_inherent_methods!(LocalMachine);
+#[cfg(feature = "ssh")]
 machine_by_inherent_methods!(SshMachine);

@@ -18,6 +18,7 @@ pub(crate) fn push_word(line: &mut Vec<u8>, word: &[u8], program: bool) {
 
 /// [`push_word`] for a command line that must stay on one line: each newline byte of
 /// `word` is written as `"$VAR"`, where the shell variable `newline_var` holds a newline.
+#[cfg_attr(not(feature = "ssh"), allow(dead_code))] // only the SSH machine uses it
 pub(crate) fn push_word_one_line(
     line: &mut Vec<u8>,
     word: &[u8],

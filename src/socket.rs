@@ -38,6 +38,7 @@ pub struct Socket(Inner);
 enum Inner {
     Tcp(TcpStream),
     Unix(UnixStream),
+    #[cfg(feature = "ssh")]
     Channel(crate::ssh::ChannelSocket),
 }
 
@@ -50,6 +51,7 @@ impl Socket {
         Socket(Inner::Unix(stream))
     }
 
+    #[cfg(feature = "ssh")]
     pub(crate) fn channel(stream: crate::ssh::ChannelSocket) -> Socket {
         Socket(Inner::Channel(stream))
     }
@@ -64,6 +66,7 @@ impl AsyncRead for Socket {
         match &mut self.0 {
             Inner::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
             Inner::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(feature = "ssh")]
             Inner::Channel(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
@@ -78,6 +81,7 @@ impl AsyncWrite for Socket {
         match &mut self.0 {
             Inner::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
             Inner::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(feature = "ssh")]
             Inner::Channel(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
@@ -86,6 +90,7 @@ impl AsyncWrite for Socket {
         match &mut self.0 {
             Inner::Tcp(stream) => Pin::new(stream).poll_flush(cx),
             Inner::Unix(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(feature = "ssh")]
             Inner::Channel(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
@@ -94,6 +99,7 @@ impl AsyncWrite for Socket {
         match &mut self.0 {
             Inner::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
             Inner::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+            #[cfg(feature = "ssh")]
             Inner::Channel(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
@@ -104,6 +110,7 @@ impl fmt::Debug for Socket {
         match &self.0 {
             Inner::Tcp(stream) => f.debug_tuple("Socket").field(stream).finish(),
             Inner::Unix(stream) => f.debug_tuple("Socket").field(stream).finish(),
+            #[cfg(feature = "ssh")]
             Inner::Channel(_) => f.write_str("Socket(ssh channel)"),
         }
     }

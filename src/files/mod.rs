@@ -26,6 +26,7 @@ use std::{
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "ssh")]
 pub(crate) use self::tempdir::spawn_cleanup;
 pub use self::{
     path::{IntoMachinePath, MachinePath},

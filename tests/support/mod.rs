@@ -4,6 +4,7 @@
 use std::{path::Path, time::Duration};
 
 pub mod fault_proxy;
+#[cfg(feature = "ssh")]
 pub mod sshd;
 
 /// The test helper program with exact behaviour (see tests/bin/testbin.rs).
