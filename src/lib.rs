@@ -115,6 +115,18 @@
 //! `anyhow::Result` or `Box<dyn std::error::Error>`.
 //!
 //! Every start emits a `tracing` event at debug level with the command line and machine.
+//!
+//! # Features
+//!
+//! - `ssh` (default): [`SshMachine`] and everything remote (tunnels, SFTP, known_hosts).
+//!   A script that only runs local commands builds faster without it:
+//!   `leadpipe = { version = "0.1", default-features = false }`. The error variants only
+//!   SSH produces ([`Error::Connect`], [`Error::HostKey`], ...) stay in [`enum@Error`] either way,
+//!   so matching on them compiles with and without the feature.
+//! - `test-server`: [`TestServer`], an SSH server in this process for tests and demos.
+//! - `progress-bar`: [`Transfer::progress_bar`] on an `indicatif` bar.
+//!
+//! leadpipe runs on Unix only (Linux, macOS, the BSDs).
 
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
