@@ -121,10 +121,10 @@
 //! - `ssh` (default): [`SshMachine`] and everything remote (tunnels, SFTP, known_hosts).
 //!   A script that only runs local commands builds faster without it:
 //!   `leadpipe = { version = "0.1", default-features = false }`. The error variants only
-//!   SSH produces ([`Error::Connect`], [`Error::HostKey`], ...) stay in [`enum@Error`] either way,
-//!   so matching on them compiles with and without the feature.
-//! - `test-server`: [`TestServer`], an SSH server in this process for tests and demos.
-//! - `progress-bar`: [`Transfer::progress_bar`] on an `indicatif` bar.
+//!   SSH produces ([`Error::Connect`], [`Error::HostKey`], ...) stay in [`enum@Error`]
+//!   either way, so matching on them compiles with and without the feature.
+//! - `test-server`: `TestServer`, an SSH server in this process for tests and demos.
+//! - `progress-bar`: `Transfer::progress_bar`, progress on an `indicatif` bar.
 //!
 //! leadpipe runs on Unix only (Linux, macOS, the BSDs).
 
