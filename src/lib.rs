@@ -125,6 +125,8 @@ mod command;
 mod error;
 mod exec;
 mod files;
+mod fleet;
+pub use crate::fleet::{Fleet, FleetBuilder, FleetCommand, FleetReport, Inventory};
 mod lifecycle;
 mod lines;
 mod local;
