@@ -120,14 +120,21 @@ async fn unreachable_hosts_fail_alone_with_their_reasons() {
     let limit = Duration::from_secs(2);
     let started = Instant::now();
     let fleet = Fleet::builder(inventory)
-        .ssh(move |b| b.identity_file(&key).known_hosts(&known_hosts).ssh_config(None))
+        .ssh(move |b| {
+            b.identity_file(&key)
+                .known_hosts(&known_hosts)
+                .ssh_config(None)
+        })
         .connect_timeout(limit)
         .connect()
         .await;
     let connecting = started.elapsed();
     // All at once: the frozen host costs its timeout, not the others' time on top.
     assert!(connecting >= limit, "{connecting:?}");
-    assert!(connecting < limit + Duration::from_secs(3), "{connecting:?}");
+    assert!(
+        connecting < limit + Duration::from_secs(3),
+        "{connecting:?}"
+    );
 
     let report = fleet.cmd("sh").args(["-c", SERVER_ADDRESS]).read().await;
     let results: Vec<_> = report.iter().map(|(_, r)| r).collect();
@@ -135,15 +142,26 @@ async fn unreachable_hosts_fail_alone_with_their_reasons() {
         assert_eq!(results[i].as_ref().unwrap(), address, "{report}");
     }
     let refused = results[1].as_ref().unwrap_err();
-    assert_eq!(refused.io_kind(), Some(ErrorKind::ConnectionRefused), "{refused}");
+    assert_eq!(
+        refused.io_kind(),
+        Some(ErrorKind::ConnectionRefused),
+        "{refused}"
+    );
     let timed_out = results[3].as_ref().unwrap_err();
-    assert_eq!(timed_out.io_kind(), Some(ErrorKind::TimedOut), "{timed_out}");
+    assert_eq!(
+        timed_out.io_kind(),
+        Some(ErrorKind::TimedOut),
+        "{timed_out}"
+    );
     match results[4].as_ref().unwrap_err() {
         Error::HostKey { problem, .. } => assert_eq!(*problem, HostKeyProblem::Unknown),
         other => panic!("{other}"),
     }
     let summary = report.to_string();
-    assert!(summary.starts_with("6 hosts: 3 ok, 3 failed\n"), "{summary}");
+    assert!(
+        summary.starts_with("6 hosts: 3 ok, 3 failed\n"),
+        "{summary}"
+    );
     for (i, host) in fleet.hosts().enumerate() {
         let listed = summary.lines().any(|l| l.trim_start().starts_with(host));
         assert_eq!(listed, [1, 3, 4].contains(&i), "{host} in {summary}");
@@ -169,7 +187,10 @@ async fn batches_stop_once_failures_pass_the_budget() {
             ran.fetch_add(1, Ordering::SeqCst);
             let me = m.cmd("sh").args(["-c", SERVER_ADDRESS]).read().await?;
             if me == "127.0.0.2" || me == "127.0.0.3" {
-                m.cmd("sh").args(["-c", "echo broken >&2; exit 3"]).run().await?;
+                m.cmd("sh")
+                    .args(["-c", "echo broken >&2; exit 3"])
+                    .run()
+                    .await?;
             }
             Ok(me)
         }
@@ -191,8 +212,14 @@ async fn batches_stop_once_failures_pass_the_budget() {
     assert_eq!(outcome(&report), "oxxo--", "{report}");
     assert_eq!(ran.swap(0, Ordering::SeqCst), 4);
     let summary = report.to_string();
-    assert!(summary.starts_with("6 hosts: 2 ok, 2 failed, 2 not run"), "{summary}");
-    assert!(summary.contains("more than max_failures(1) allows"), "{summary}");
+    assert!(
+        summary.starts_with("6 hosts: 2 ok, 2 failed, 2 not run"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("more than max_failures(1) allows"),
+        "{summary}"
+    );
 
     // The default keeps going.
     let report = fleet.run(work).await;
@@ -205,14 +232,22 @@ async fn batches_stop_once_failures_pass_the_budget() {
     assert_eq!(ran.swap(0, Ordering::SeqCst), 2);
 
     // A percentage: 34 % of 6 hosts is 2 failures allowed, so all batches run.
-    let report = fleet.clone().batch(2).max_failures_percent(34.0).run(work).await;
+    let report = fleet
+        .clone()
+        .batch(2)
+        .max_failures_percent(34.0)
+        .run(work)
+        .await;
     assert_eq!(outcome(&report), "oxxooo", "{report}");
     // 20 % of 6 is 1: as max_failures(1).
-    let report = (fleet.cmd("sh").args(["-c", &format!("{SERVER_ADDRESS} | grep -qv '127.0.0.[23]$'")]))
-        .batch(2)
-        .max_failures_percent(20.0)
-        .read()
-        .await;
+    let report = (fleet.cmd("sh").args([
+        "-c",
+        &format!("{SERVER_ADDRESS} | grep -qv '127.0.0.[23]$'"),
+    ]))
+    .batch(2)
+    .max_failures_percent(20.0)
+    .read()
+    .await;
     assert_eq!(outcome(&report), "oxxo--", "{report}");
 }
 
@@ -256,7 +291,10 @@ async fn an_ansible_inventory_with_groups_and_a_destination_file() {
     )
     .unwrap();
     let inventory = Inventory::ansible_ini(&ini).unwrap();
-    assert_eq!(inventory.groups().collect::<Vec<_>>(), ["web", "db", "prod"]);
+    assert_eq!(
+        inventory.groups().collect::<Vec<_>>(),
+        ["web", "db", "prod"]
+    );
 
     let read = |inventory: Inventory| {
         let key = sshd.client_key.clone();
@@ -285,7 +323,10 @@ async fn an_ansible_inventory_with_groups_and_a_destination_file() {
     assert_eq!(read(inventory.group("db")).await, ["db1=127.0.0.4"]);
     let missing = read(inventory.group("dbs")).await;
     assert_eq!(missing.len(), 1);
-    assert!(missing[0].starts_with("dbs=") && missing[0].contains("no group \"dbs\""), "{missing:?}");
+    assert!(
+        missing[0].starts_with("dbs=") && missing[0].contains("no group \"dbs\""),
+        "{missing:?}"
+    );
 
     // A file of destinations, with a range and a comment.
     let list = dir.path().join("hosts.txt");
@@ -319,7 +360,11 @@ async fn prefixed_output_child() {
         format!("{user}@127.0.0.1:{port}"),
         format!("{user}@127.0.0.2:{port}"),
     ]))
-    .ssh(move |b| b.identity_file(&key).known_hosts(&known_hosts).ssh_config(None))
+    .ssh(move |b| {
+        b.identity_file(&key)
+            .known_hosts(&known_hosts)
+            .ssh_config(None)
+    })
     .connect()
     .await;
     // Both hosts print 300 lines of 5000 bytes at once, half of them to stderr.
@@ -333,14 +378,23 @@ async fn prefixed_output_child() {
 fn prefixed_output_never_mixes_lines() {
     let Some(sshd) = sshd_on(2) else { return };
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "prefixed_output_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "prefixed_output_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("LEADPIPE_FLEET_CHILD_PORT", sshd.port.to_string())
         .env("LEADPIPE_FLEET_CHILD_USER", &sshd.user)
         .env("LEADPIPE_FLEET_CHILD_KEY", &sshd.client_key)
         .env("LEADPIPE_FLEET_CHILD_KNOWN_HOSTS", &sshd.known_hosts)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     for (stream, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
         let text = String::from_utf8_lossy(bytes);
         let mut counts = [0usize; 2];
@@ -348,7 +402,9 @@ fn prefixed_output_never_mixes_lines() {
             let (host, rest) = line.split_once(" | ").unwrap();
             let n = if host.contains("@127.0.0.1:") { 0 } else { 1 };
             let digit = char::from(b'1' + n as u8);
-            let (i, body) = rest.split_once(':').unwrap_or_else(|| panic!("{stream}: {line:.80}"));
+            let (i, body) = rest
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{stream}: {line:.80}"));
             assert_eq!(i, counts[n].to_string(), "{stream}: {line:.80}");
             assert!(
                 body.len() == 5000 && body.chars().all(|c| c == digit),

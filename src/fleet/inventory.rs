@@ -629,7 +629,9 @@ fn resolve_vars(
         })
         .collect();
     let mut vars = HashMap::new();
-    let layers = std::iter::once("all").chain(above).chain(direct.iter().copied());
+    let layers = std::iter::once("all")
+        .chain(above)
+        .chain(direct.iter().copied());
     for group in layers {
         for (key, value) in group_vars.get(group).into_iter().flatten() {
             vars.insert(key.clone(), value.clone());
@@ -646,9 +648,10 @@ fn spec_from_vars(
 ) -> std::result::Result<HostSpec, String> {
     let get = |keys: [&str; 2]| keys.iter().find_map(|k| vars.get(*k)).cloned();
     let port = match get(["ansible_port", "ansible_ssh_port"]) {
-        Some(port) => Some(port.parse::<u16>().map_err(|_| {
-            format!("ansible_port of {name} is not a port number: {port:?}")
-        })?),
+        Some(port) => Some(
+            port.parse::<u16>()
+                .map_err(|_| format!("ansible_port of {name} is not a port number: {port:?}"))?,
+        ),
         None => None,
     };
     Ok(HostSpec {
@@ -720,9 +723,16 @@ mod tests {
         assert_eq!((spec.host.as_str(), spec.port), ("::1", Some(22)));
         let spec = parse_destination("fe80::1").unwrap();
         assert_eq!((spec.host.as_str(), spec.port), ("fe80::1", None));
-        assert!(parse_destination("web1:http").unwrap_err().contains("not a number"));
+        assert!(
+            parse_destination("web1:http")
+                .unwrap_err()
+                .contains("not a number")
+        );
         let inventory = Inventory::new(["a@h[1-2]:22", "bad:port", " ", "x[3-1]"]);
-        assert_eq!(names(&inventory), ["a@h1:22", "a@h2:22", "bad:port", "x[3-1]"]);
+        assert_eq!(
+            names(&inventory),
+            ["a@h1:22", "a@h2:22", "bad:port", "x[3-1]"]
+        );
         assert!(matches!(inventory.entries[2], Entry::Invalid { .. }));
         assert!(matches!(inventory.entries[3], Entry::Invalid { .. }));
     }
@@ -768,7 +778,10 @@ ansible_port=2200
     #[test]
     fn ansible_groups_children_and_order() {
         let inventory = parse_ini(INI, "hosts.ini").unwrap();
-        assert_eq!(inventory.groups().collect::<Vec<_>>(), ["web", "db", "prod"]);
+        assert_eq!(
+            inventory.groups().collect::<Vec<_>>(),
+            ["web", "db", "prod"]
+        );
         assert_eq!(
             names(&inventory.group("web")),
             [
@@ -786,7 +799,10 @@ ansible_port=2200
         assert_eq!(missing.len(), 1);
         match &missing.entries[0] {
             Entry::Invalid { reason, .. } => {
-                assert!(reason.contains("\"wbe\"") && reason.contains("web, db, prod"), "{reason}")
+                assert!(
+                    reason.contains("\"wbe\"") && reason.contains("web, db, prod"),
+                    "{reason}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -797,7 +813,10 @@ ansible_port=2200
         let inventory = parse_ini(INI, "hosts.ini").unwrap();
         // Own line over the group above (prod: ops) and all:vars.
         let web02 = spec(&inventory, "web02.example.com");
-        assert_eq!((web02.host.as_str(), web02.user.as_deref()), ("web02.example.com", Some("deploy")));
+        assert_eq!(
+            (web02.host.as_str(), web02.user.as_deref()),
+            ("web02.example.com", Some("deploy"))
+        );
         // prod:vars (a group above) over all:vars.
         assert_eq!(web02.port, Some(22));
         let canary = spec(&inventory, "web-canary");
@@ -807,7 +826,10 @@ ansible_port=2200
         );
         // Own line over db:vars; quoted values keep their blank.
         let db1 = spec(&inventory, "db1");
-        assert_eq!((db1.host.as_str(), db1.user.as_deref()), ("10.0.0.5", Some("pg admin")));
+        assert_eq!(
+            (db1.host.as_str(), db1.user.as_deref()),
+            ("10.0.0.5", Some("pg admin"))
+        );
         let bastion = spec(&inventory, "bastion");
         assert_eq!((bastion.user.as_deref(), bastion.port), (None, Some(2200)));
     }
@@ -819,6 +841,8 @@ ansible_port=2200
         let e = parse_ini("[web]\nh1 user\n", "inv").unwrap_err();
         assert!(e.starts_with("inv:2:") && e.contains("key=value"), "{e}");
         let bad_port = parse_ini("h1 ansible_port=ssh\n", "inv").unwrap();
-        assert!(matches!(&bad_port.entries[0], Entry::Invalid { reason, .. } if reason.contains("not a port")));
+        assert!(
+            matches!(&bad_port.entries[0], Entry::Invalid { reason, .. } if reason.contains("not a port"))
+        );
     }
 }

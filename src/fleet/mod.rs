@@ -376,7 +376,12 @@ impl<M: Machine> Fleet<M> {
     pub fn connected(&self) -> FleetReport<()> {
         FleetReport::new(
             (self.hosts.iter())
-                .map(|h| (h.name.clone(), h.machine.as_ref().map(drop).map_err(|e| replay(e))))
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        h.machine.as_ref().map(drop).map_err(|e| replay(e)),
+                    )
+                })
                 .collect(),
         )
     }
@@ -467,7 +472,8 @@ impl<M: Machine> FleetCommand<'_, M> {
         I: IntoIterator,
         I::Item: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 

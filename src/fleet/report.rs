@@ -39,7 +39,9 @@ impl<T> FleetReport<T> {
 
     /// Each host's name and result, in host order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Result<T>)> {
-        self.hosts.iter().map(|(host, result)| (host.as_str(), result))
+        self.hosts
+            .iter()
+            .map(|(host, result)| (host.as_str(), result))
     }
 
     /// The result of `host` (named as the fleet names it), if the fleet has it.
@@ -109,7 +111,12 @@ impl<T> fmt::Display for FleetReport<T> {
             .count();
         let failed = self.failed_count() - not_run;
         let hosts = if self.len() == 1 { "host" } else { "hosts" };
-        write!(f, "{} {hosts}: {} ok, {failed} failed", self.len(), self.ok_count())?;
+        write!(
+            f,
+            "{} {hosts}: {} ok, {failed} failed",
+            self.len(),
+            self.ok_count()
+        )?;
         if not_run > 0 {
             write!(f, ", {not_run} not run")?;
         }
@@ -138,7 +145,10 @@ mod tests {
             ("web01".into(), Ok(())),
             (
                 "web02".into(),
-                Err(Error::io("line one\nline two", std::io::ErrorKind::Other.into())),
+                Err(Error::io(
+                    "line one\nline two",
+                    std::io::ErrorKind::Other.into(),
+                )),
             ),
             (
                 "db1".into(),
