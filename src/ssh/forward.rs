@@ -26,7 +26,7 @@ use tokio::{
 };
 
 use super::{
-    session::Connection,
+    connection::Connection,
     spill::{SpillReader, spill_pipe},
 };
 use crate::{Error, Result, Socket};
@@ -352,7 +352,7 @@ fn unacknowledged(_stream: &TcpStream) -> usize {
 fn refused(connection: &Connection, target: &str, error: russh::Error) -> Error {
     match error {
         russh::Error::ChannelOpenFailure(failure) => {
-            let refusal = super::session::refusal(&failure);
+            let refusal = super::connection::refusal(&failure);
             Error::ChannelRefused {
                 machine: connection.name.clone(),
                 target: Some(target.to_owned()),

@@ -2,7 +2,7 @@
 //!
 //! One TCP connection and one SSH session per `SshMachine` (clones share it); every
 //! started pipeline gets a `session` channel of its own, so many run at once. The pieces:
-//! [`session`] connects, checks the host key ([`known_hosts`]) and authenticates;
+//! [`connection`] connects, checks the host key ([`known_hosts`]) and authenticates;
 //! [`remote_line`] writes a pipeline as one line of `/bin/sh`, sent with a fixed exec string
 //! that every login shell reads alike, and reads the reports that line writes back;
 //! [`process`] runs it on a channel and drains that channel; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
@@ -10,12 +10,12 @@
 
 mod algorithms;
 mod config;
+mod connection;
 mod forward;
 mod known_hosts;
 mod process;
 mod proxy;
 mod remote_line;
-mod session;
 mod sftp;
 mod spill;
 #[cfg(feature = "test-server")]
@@ -32,13 +32,13 @@ use std::{
 
 use futures::future::BoxFuture;
 
+use self::connection::{Connection, Settings};
 pub(crate) use self::forward::ChannelSocket;
-use self::session::{Connection, Settings};
 #[cfg(feature = "test-server")]
 pub use self::test_server::TestServer;
 pub use self::{
+    connection::HostKeyPolicy,
     forward::{ReverseTunnel, Tunnel},
-    session::HostKeyPolicy,
 };
 use crate::{
     Command, Error, MachinePath, Result, Socket, TempDir, Transfer,
@@ -477,7 +477,7 @@ pub struct SshBuilder {
     identity_files: Vec<PathBuf>,
     password: Option<String>,
     passphrase: Option<String>,
-    passphrase_for: Option<session::PassphraseCallback>,
+    passphrase_for: Option<connection::PassphraseCallback>,
     known_hosts: Vec<PathBuf>,
     host_key_policy: Option<HostKeyPolicy>,
     connect_timeout: Option<Duration>,
@@ -788,7 +788,7 @@ impl SshBuilder {
             ),
             _ => None,
         };
-        let preferred = algorithms::preferred(&file.algorithms, session::CIPHERS)
+        let preferred = algorithms::preferred(&file.algorithms, connection::CIPHERS)
             .map_err(|m| bad_config(format!("bad ssh config: {m}")))?;
         let [kex_algorithms, host_key_algorithms, ciphers, macs] = algorithms::names(&preferred);
         let mut all_known_hosts = known_hosts.clone();

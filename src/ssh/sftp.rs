@@ -47,8 +47,8 @@ use tokio::{
 };
 
 use super::{
+    connection::Connection,
     forward::{ChannelEnd, ChannelSocket},
-    session::Connection,
 };
 use crate::{
     Error,
