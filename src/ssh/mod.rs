@@ -5,10 +5,13 @@
 //! [`connection`] connects, checks the host key ([`known_hosts`]) and authenticates;
 //! [`remote_line`] writes a pipeline as one line of `/bin/sh`, sent with a fixed exec string
 //! that every login shell reads alike, and reads the reports that line writes back;
-//! [`process`] runs it on a channel and drains that channel; [`forward`] makes sockets and tunnels of channels; [`sftp`] serves the machine's
-//! files.
+//! [`process`] runs it on a channel and drains that channel; [`channel`] turns a channel
+//! into a pumped byte stream, which [`forward`] makes sockets and tunnels of (the ports of
+//! reverse tunnels live in [`reverse_forwards`]) and on which [`sftp`] serves the
+//! machine's files.
 
 mod algorithms;
+mod channel;
 mod config;
 mod connection;
 mod forward;
@@ -16,6 +19,7 @@ mod known_hosts;
 mod process;
 mod proxy;
 mod remote_line;
+mod reverse_forwards;
 mod sftp;
 mod spill;
 #[cfg(feature = "test-server")]
@@ -32,8 +36,8 @@ use std::{
 
 use futures::future::BoxFuture;
 
+pub(crate) use self::channel::ChannelSocket;
 use self::connection::{Connection, Settings};
-pub(crate) use self::forward::ChannelSocket;
 #[cfg(feature = "test-server")]
 pub use self::test_server::TestServer;
 pub use self::{
