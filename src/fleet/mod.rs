@@ -65,7 +65,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// # Example
 /// ```no_run
 /// # async fn demo() -> leadpipe::Result<()> {
-/// use leadpipe::{Fleet, Inventory, Machine};
+/// use leadpipe::{Fleet, Inventory};
 ///
 /// let fleet = Fleet::builder(Inventory::ansible_ini("hosts.ini")?.group("web"))
 ///     .concurrency(100)
