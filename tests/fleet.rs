@@ -9,6 +9,7 @@ use std::{
     fs,
     io::ErrorKind,
     net::TcpListener,
+    os::unix::fs::PermissionsExt,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
@@ -423,4 +424,57 @@ async fn a_fleet_of_local_machines() {
     let report = fleet.cmd("sh").args(["-c", "echo ${X:-1}"]).read().await;
     let got: Vec<String> = report.into_iter().map(|(_, r)| r.unwrap()).collect();
     assert_eq!(got, ["1", "2"]);
+}
+
+#[tokio::test]
+async fn uploads_to_every_host_and_downloads_into_a_directory_per_host() {
+    let Some(sshd) = sshd_on(3) else { return };
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut hosts = destinations(&sshd, &addresses(3));
+    hosts.insert(1, format!("{}@127.0.0.1:{closed_port}", sshd.user));
+    let fleet = builder(&sshd, Inventory::new(&hosts)).connect().await;
+
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("release.txt");
+    fs::write(&source, "release 42\n").unwrap();
+    // Every host is the same sshd here: one remote directory each, by its address.
+    let remote = sshd.dir.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fs::set_permissions(&remote, fs::Permissions::from_mode(0o777)).unwrap();
+    let report = fleet.upload(&source, remote.join("release.txt")).await;
+    let bytes: Vec<_> = report
+        .iter()
+        .map(|(_, r)| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(bytes, [Some(11), None, Some(11), Some(11)], "{report}");
+    assert_eq!(
+        fs::read_to_string(remote.join("release.txt")).unwrap(),
+        "release 42\n"
+    );
+
+    // Each host writes its own address into a file, then all are downloaded.
+    let report = fleet
+        .run(|m| {
+            let remote = remote.clone();
+            async move {
+                let me = m.cmd("sh").args(["-c", SERVER_ADDRESS]).read().await?;
+                m.path(remote.join(&me)).write(format!("{me}\n")).await?;
+                Ok(me)
+            }
+        })
+        .await;
+    assert_eq!(report.failed_count(), 1, "{report}");
+    let into = local.path().join("logs");
+    let report = fleet.download(remote.join("127.0.0.2"), &into).await;
+    assert_eq!(report.failed_count(), 1, "{report}");
+    for (host, result) in report.iter() {
+        let file = into.join(host).join("127.0.0.2");
+        assert_eq!(result.is_ok(), file.exists(), "{host}: {report}");
+        if result.is_ok() {
+            assert_eq!(fs::read_to_string(&file).unwrap(), "127.0.0.2\n");
+        }
+    }
+    assert!(!into.join(&hosts[1]).exists());
 }

@@ -9,6 +9,7 @@ use std::{
     fmt,
     future::Future,
     io::Write,
+    path::Path,
     sync::Arc,
     time::Duration,
 };
@@ -412,6 +413,61 @@ impl<M: Machine> Fleet<M> {
         Fut: Future<Output = Result<T>>,
     {
         drive(&self.hosts, &self.options, |_: &str, m| work(m)).await
+    }
+
+    /// Copies the file or tree `from` on this process's machine to `to` on every host (see
+    /// [`Machine::upload`]), under the fleet's options; each host's result is the number of
+    /// bytes copied.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// let report = fleet.upload("dist/app.tar.gz", "/srv/app/app.tar.gz").await;
+    /// println!("{report}");
+    /// # }
+    /// ```
+    pub async fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> FleetReport<u64> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        drive(&self.hosts, &self.options, |_: &str, m: M| {
+            m.upload(from, to)
+        })
+        .await
+    }
+
+    /// Copies the file or tree `from` on every host into a directory of its own here:
+    /// `into/HOST/NAME`, where `HOST` is the host's name in the fleet (a `/` in it written
+    /// `_`) and `NAME` the last component of `from`. The host directories are created as
+    /// needed; each host's result is the number of bytes copied.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// // logs/web01/app.log, logs/web02/app.log, ...
+    /// let report = fleet.download("/var/log/app.log", "logs").await;
+    /// # }
+    /// ```
+    pub async fn download(
+        &self,
+        from: impl AsRef<Path>,
+        into: impl AsRef<Path>,
+    ) -> FleetReport<u64> {
+        let (from, into) = (from.as_ref(), into.as_ref());
+        drive(&self.hosts, &self.options, |name: &str, m: M| {
+            let dir = into.join(name.replace('/', "_"));
+            let to = match from.file_name() {
+                Some(file) => dir.join(file),
+                None => dir.clone(),
+            };
+            // Created here (a directory entry is quick) rather than on a runtime's blocking
+            // threads: the call works from any runtime.
+            let made = std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e));
+            async move {
+                made?;
+                m.download(from, &to).await
+            }
+        })
+        .await
     }
 
     /// One command on every host: the shorthand for
