@@ -28,6 +28,7 @@ use crate::{Error, Result};
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "a fleet call's failures are only in its report"]
 pub struct FleetReport<T> {
     hosts: Vec<(String, Result<T>)>,
 }
