@@ -116,6 +116,7 @@ async fn unreachable_hosts_fail_alone_with_their_reasons() {
         format!("{user}@127.0.0.1:{frozen_port}"),
         format!("{user}@127.0.0.4:{port}"),
         format!("{user}@127.0.0.3:{port}"),
+        format!("no-such-user@127.0.0.2:{port}"),
     ]);
     let key = sshd.client_key.clone();
     let limit = Duration::from_secs(2);
@@ -133,7 +134,7 @@ async fn unreachable_hosts_fail_alone_with_their_reasons() {
     // All at once: the frozen host costs its timeout, not the others' time on top.
     assert!(connecting >= limit, "{connecting:?}");
     assert!(
-        connecting < limit + Duration::from_secs(3),
+        connecting < limit + Duration::from_secs(5),
         "{connecting:?}"
     );
 
@@ -158,18 +159,23 @@ async fn unreachable_hosts_fail_alone_with_their_reasons() {
         Error::HostKey { problem, .. } => assert_eq!(*problem, HostKeyProblem::Unknown),
         other => panic!("{other}"),
     }
+    assert!(
+        matches!(results[6].as_ref().unwrap_err(), Error::Auth { .. }),
+        "{report}"
+    );
     let summary = report.to_string();
     assert!(
-        summary.starts_with("6 hosts: 3 ok, 3 failed\n"),
+        summary.starts_with("7 hosts: 3 ok, 4 failed\n"),
         "{summary}"
     );
     for (i, host) in fleet.hosts().enumerate() {
-        let listed = summary.lines().any(|l| l.trim_start().starts_with(host));
-        assert_eq!(listed, [1, 3, 4].contains(&i), "{host} in {summary}");
+        let listed = (summary.lines()).any(|l| l.trim_start().starts_with(&format!("{host} ")));
+        assert_eq!(listed, [1, 3, 4, 6].contains(&i), "{host} in {summary}");
     }
     assert!(summary.contains("refused"), "{summary}");
     assert!(summary.contains("connect timeout"), "{summary}");
     assert!(summary.contains("host key of"), "{summary}");
+    assert!(summary.contains("authentication failed"), "{summary}");
     drop(frozen);
 }
 
