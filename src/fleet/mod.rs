@@ -541,6 +541,9 @@ impl<M: Machine> FleetCommand<'_, M> {
     /// different hosts never mix mid-line. Remote stdin is `/dev/null`. A line that is not
     /// UTF-8 ends that host's command with [`Error::InvalidUtf8`]; a failing status is that
     /// host's [`Error::Exit`].
+    ///
+    /// The lines are written as `println!` writes, from the task that awaits the call: a
+    /// stdout that does not drain (a full pipe nobody reads) holds every host's output back.
     pub async fn run(&self) -> FleetReport<()> {
         let width = self.fleet.hosts().map(str::len).max().unwrap_or(0);
         drive(&self.fleet.hosts, &self.options, |name: &str, m: M| {
