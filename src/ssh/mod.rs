@@ -323,7 +323,9 @@ impl SshMachine {
         self.scope.cwd.as_deref()
     }
 
-    /// `user@host` (with `:port` when not 22): how errors and logs name this machine.
+    /// How errors and logs name this machine: `user@host` as dialled (with `:port` when not
+    /// 22), after the host the script wrote when that was another name, such as an
+    /// ssh_config alias: `web1 (deploy@10.0.0.5)`.
     pub fn name(&self) -> &str {
         &self.connection.name
     }
