@@ -8,6 +8,8 @@
 //! one and two already run, signalling a process group id the kernel has reused, and
 //! terminal job control.
 
+pub(crate) mod files;
+
 use std::{
     ffi::{OsStr, OsString},
     fs::{File, OpenOptions},
@@ -24,10 +26,10 @@ use std::{
 use futures::future::BoxFuture;
 use tokio::net::unix::pipe;
 
+use self::files::LOCAL_FILES;
 use crate::{
     Command, Error, ExitStatus, MachinePath, Result, Signal, Socket, TempDir, Transfer,
     command::Scope,
-    files::local::LOCAL_FILES,
     lifecycle::{Kind, Registration},
     machine::{
         Backend, BoxWrite, MachineRef, Plan, Process, ReadEnd, Running, StagePlan, StderrPlan,
