@@ -18,8 +18,6 @@ mod remote_line;
 mod session;
 mod sftp;
 mod spill;
-#[cfg(feature = "test-server")]
-mod test_server;
 
 use std::{
     ffi::OsStr,
@@ -34,8 +32,6 @@ use futures::future::BoxFuture;
 
 pub(crate) use self::forward::ChannelSocket;
 use self::session::{Connection, Settings};
-#[cfg(feature = "test-server")]
-pub use self::test_server::TestServer;
 pub use self::{
     forward::{ReverseTunnel, Tunnel},
     session::HostKeyPolicy,
