@@ -17,8 +17,8 @@ use russh::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
-    forward::{Forwards, serve_forwarded},
     known_hosts::{self, Verdict},
+    reverse_forwards::{Forwards, serve_forwarded},
 };
 use crate::{ChannelRefusal, Error, HostKeyProblem, Result};
 
