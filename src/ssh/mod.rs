@@ -26,8 +26,6 @@ mod remote_line;
 mod reverse_forwards;
 mod sftp;
 mod spill;
-#[cfg(feature = "test-server")]
-mod test_server;
 
 use std::{
     ffi::OsStr,
@@ -41,8 +39,6 @@ use futures::future::BoxFuture;
 
 pub(crate) use self::channel::ChannelSocket;
 use self::connection::Connection;
-#[cfg(feature = "test-server")]
-pub use self::test_server::TestServer;
 pub use self::{
     builder::{SshBuilder, SshSettings},
     connection::HostKeyPolicy,
