@@ -141,8 +141,6 @@ mod socket;
 mod ssh;
 mod status;
 
-#[cfg(feature = "test-server")]
-pub use crate::ssh::TestServer;
 pub use crate::{
     child::{Child, ChildStderr, ChildStdin, ChildStdout},
     command::Command,

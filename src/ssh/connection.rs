@@ -87,6 +87,21 @@ pub(crate) struct Settings {
     pub(crate) max_channels: usize,
 }
 
+/// The host part of a destination as written: `user@host:port` and `user@[host]:port`
+/// give `host`.
+fn written_host(given: &str) -> &str {
+    let host = given.rsplit_once('@').map_or(given, |(_, host)| host);
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return bracketed
+            .split_once(']')
+            .map_or(bracketed, |(host, _)| host);
+    }
+    match host.split_once(':') {
+        Some((name, port)) if !port.contains(':') => name,
+        _ => host,
+    }
+}
+
 impl Settings {
     /// `user@host` or `user@host:port`: how errors and logs name the machine.
     pub(crate) fn destination(&self) -> String {
@@ -94,6 +109,19 @@ impl Settings {
             format!("{}@{}", self.user, self.host)
         } else {
             format!("{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+
+    /// How errors and logs name the machine: [`destination`](Settings::destination), after
+    /// the host as the script wrote it when that is another name (an ssh_config alias):
+    /// `web1 (deploy@10.0.0.5)`.
+    pub(crate) fn machine_name(&self) -> String {
+        let destination = self.destination();
+        let written = written_host(&self.given);
+        if written.is_empty() || written == self.host {
+            destination
+        } else {
+            format!("{written} ({destination})")
         }
     }
 
@@ -328,7 +356,7 @@ impl Connection {
         settings: &Settings,
         via: Option<Arc<Connection>>,
     ) -> Result<Connection> {
-        let destination = settings.destination();
+        let destination = settings.machine_name();
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
         let mut proxy = None;
@@ -847,6 +875,27 @@ async fn dial(
         Err(_) => {
             let reason = format!("no answer within {limit:?}");
             Err((trying, io::Error::new(io::ErrorKind::TimedOut, reason)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_host;
+
+    #[test]
+    fn the_written_host_is_the_name_without_user_and_port() {
+        for (given, host) in [
+            ("web1", "web1"),
+            ("deploy@web1", "web1"),
+            ("deploy@web1:2222", "web1"),
+            ("a@b@web1:22", "web1"),
+            ("[::1]:2222", "::1"),
+            ("deploy@[fe80::1]", "fe80::1"),
+            ("::1", "::1"),
+            ("", ""),
+        ] {
+            assert_eq!(written_host(given), host, "{given}");
         }
     }
 }

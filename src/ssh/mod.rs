@@ -26,8 +26,6 @@ mod remote_line;
 mod reverse_forwards;
 mod sftp;
 mod spill;
-#[cfg(feature = "test-server")]
-mod test_server;
 
 use std::{
     ffi::OsStr,
@@ -41,8 +39,6 @@ use futures::future::BoxFuture;
 
 pub(crate) use self::channel::ChannelSocket;
 use self::connection::Connection;
-#[cfg(feature = "test-server")]
-pub use self::test_server::TestServer;
 pub use self::{
     builder::{SshBuilder, SshSettings},
     connection::HostKeyPolicy,
@@ -323,7 +319,9 @@ impl SshMachine {
         self.scope.cwd.as_deref()
     }
 
-    /// `user@host` (with `:port` when not 22): how errors and logs name this machine.
+    /// How errors and logs name this machine: `user@host` as dialled (with `:port` when not
+    /// 22), after the host the script wrote when that was another name, such as an
+    /// ssh_config alias: `web1 (deploy@10.0.0.5)`.
     pub fn name(&self) -> &str {
         &self.connection.name
     }

@@ -3,7 +3,6 @@
 
 use std::{path::Path, time::Duration};
 
-pub mod fault_proxy;
 pub mod sshd;
 
 /// The test helper program with exact behaviour (see tests/bin/testbin.rs).
