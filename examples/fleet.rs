@@ -1,8 +1,8 @@
 //! `uptime` across a fleet, with live prefixed output and a summary.
 //!
 //! `cargo run --example fleet` starts four SSH servers embedded in this process
-//! (`leadpipe::TestServer`, on loopback) and adds a host that refuses connections, to show
-//! how a failure is reported. With arguments it runs on real hosts:
+//! (`leadpipe_test_server::TestServer`, on loopback) and adds a host that refuses
+//! connections, to show how a failure is reported. With arguments it runs on real hosts:
 //!
 //! ```sh
 //! cargo run --example fleet -- hosts.ini web       # a group of an Ansible INI inventory
@@ -11,7 +11,8 @@
 
 use std::{net::TcpListener, time::Duration};
 
-use leadpipe::{Error, Fleet, Inventory, Result, TestServer};
+use leadpipe::{Error, Fleet, Inventory, Result};
+use leadpipe_test_server::TestServer;
 
 #[tokio::main]
 async fn main() -> Result<()> {
