@@ -238,6 +238,22 @@ async fn batches_stop_once_failures_pass_the_budget() {
     assert_eq!(outcome(&report), "ox----", "{report}");
     assert_eq!(ran.swap(0, Ordering::SeqCst), 2);
 
+    // At most two at once, and two do run at once.
+    let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let report = (fleet.clone().concurrency(2))
+        .run(|m| {
+            let (now, peak) = (&now, &peak);
+            async move {
+                peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let slept = m.cmd("sleep").arg("0.3").run().await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                slept
+            }
+        })
+        .await;
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+
     // A percentage: 34 % of 6 hosts is 2 failures allowed, so all batches run.
     let report = fleet
         .clone()
