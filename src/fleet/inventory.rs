@@ -307,42 +307,12 @@ fn push_destination(entries: &mut Vec<Entry>, destination: &str) {
 
 /// `user@host:port` (or `ssh://...`, `[v6]:port`) as `ssh` reads a destination.
 pub(crate) fn parse_destination(destination: &str) -> std::result::Result<HostSpec, String> {
-    let rest = destination.strip_prefix("ssh://").unwrap_or(destination);
-    let (user, rest) = match rest.rsplit_once('@') {
-        Some((user, rest)) => (Some(user.to_owned()), rest),
-        None => (None, rest),
-    };
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (host, after) = inner
-            .split_once(']')
-            .ok_or_else(|| format!("{destination}: a `[` without its `]`"))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(format!("{destination}: unexpected {after:?} after `]`")),
-        }
-    } else {
-        // Only one colon can be a port: more is an IPv6 address written bare.
-        match rest.split_once(':') {
-            Some((host, port)) if !port.contains(':') => (host, Some(port)),
-            _ => (rest, None),
-        }
-    };
-    let port = match port {
-        Some(port) => Some(
-            port.parse::<u16>()
-                .map_err(|_| format!("{destination}: the port {port:?} is not a number"))?,
-        ),
-        None => None,
-    };
-    if host.is_empty() {
-        return Err(format!("{destination}: no host"));
-    }
+    let parsed = crate::ssh::parse_destination(destination)?;
     Ok(HostSpec {
         name: destination.to_owned(),
-        host: host.to_owned(),
-        user: user.filter(|u| !u.is_empty()),
-        port,
+        host: parsed.host.to_owned(),
+        user: parsed.user.map(str::to_owned),
+        port: parsed.port,
         identity_file: None,
     })
 }

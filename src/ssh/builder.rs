@@ -154,17 +154,14 @@ impl SshBuilder {
     /// # Errors
     /// [`Error::Connect`] with `bad` as the reason when the port is not a number.
     pub(super) fn from_destination(destination: &str, bad: &str) -> Result<SshBuilder> {
-        let (user, rest) = match destination.rsplit_once('@') {
-            Some((user, rest)) => (Some(user), rest),
-            None => (None, destination),
-        };
-        let (host, port) = split_port(rest).ok_or_else(|| Error::Connect {
-            destination: destination.to_owned(),
-            given: destination.to_owned(),
-            address: None,
-            reason: bad.to_owned(),
-            source: None,
-        })?;
+        let Destination { user, host, port } =
+            parse_destination(destination).map_err(|_| Error::Connect {
+                destination: destination.to_owned(),
+                given: destination.to_owned(),
+                address: None,
+                reason: bad.to_owned(),
+                source: None,
+            })?;
         let mut builder = SshBuilder::new(host.to_owned());
         builder.given = Some(destination.to_owned());
         if let Some(user) = user {
@@ -654,18 +651,48 @@ fn expand_home(path: &Path) -> PathBuf {
     }
 }
 
-/// `host`, `host:port`, `[v6]:port`, `[v6]`.
-fn split_port(text: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        return match after.strip_prefix(':') {
-            Some(port) => Some((host, Some(port.parse().ok()?))),
-            None if after.is_empty() => Some((host, None)),
-            None => None,
-        };
+/// A destination as `ssh` takes one: `[ssh://][user@]host[:port]`, with `[host]:port`
+/// for an IPv6 address (written bare, an address with several colons has no port).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Destination<'a> {
+    pub(crate) user: Option<&'a str>,
+    pub(crate) host: &'a str,
+    pub(crate) port: Option<u16>,
+}
+
+/// Reads a destination: the one place that does, for `SshMachine::connect`, ProxyJump
+/// hops, fleets and machine names. The error says what is wrong with it.
+pub(crate) fn parse_destination(destination: &str) -> std::result::Result<Destination<'_>, String> {
+    let rest = destination.strip_prefix("ssh://").unwrap_or(destination);
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((user, rest)) => (Some(user).filter(|u| !u.is_empty()), rest),
+        None => (None, rest),
+    };
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| format!("{destination}: a `[` without its `]`"))?;
+        match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if after.is_empty() => (host, None),
+            None => return Err(format!("{destination}: unexpected {after:?} after `]`")),
+        }
+    } else {
+        // Only one colon can be a port: more is an IPv6 address written bare.
+        match rest.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            _ => (rest, None),
+        }
+    };
+    let port = match port {
+        Some(port) => Some(
+            port.parse::<u16>()
+                .map_err(|_| format!("{destination}: the port {port:?} is not a number"))?,
+        ),
+        None => None,
+    };
+    if host.is_empty() {
+        return Err(format!("{destination}: no host"));
     }
-    match text.split_once(':') {
-        Some((host, port)) if !port.contains(':') => Some((host, Some(port.parse().ok()?))),
-        _ => Some((text, None)),
-    }
+    Ok(Destination { user, host, port })
 }

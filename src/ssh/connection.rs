@@ -90,16 +90,7 @@ pub(crate) struct Settings {
 /// The host part of a destination as written: `user@host:port` and `user@[host]:port`
 /// give `host`.
 fn written_host(given: &str) -> &str {
-    let host = given.rsplit_once('@').map_or(given, |(_, host)| host);
-    if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed
-            .split_once(']')
-            .map_or(bracketed, |(host, _)| host);
-    }
-    match host.split_once(':') {
-        Some((name, port)) if !port.contains(':') => name,
-        _ => host,
-    }
+    super::builder::parse_destination(given).map_or(given, |destination| destination.host)
 }
 
 impl Settings {
@@ -893,6 +884,7 @@ mod tests {
             ("[::1]:2222", "::1"),
             ("deploy@[fe80::1]", "fe80::1"),
             ("::1", "::1"),
+            ("ssh://deploy@web1:22", "web1"),
             ("", ""),
         ] {
             assert_eq!(written_host(given), host, "{given}");

@@ -37,6 +37,7 @@ use std::{
 
 use futures::future::BoxFuture;
 
+pub(crate) use self::builder::parse_destination;
 pub(crate) use self::channel::ChannelSocket;
 use self::connection::Connection;
 pub use self::{
