@@ -2,14 +2,15 @@
 //!
 //! `cargo run --example tour` needs nothing but a Unix machine with the usual tools
 //! (sh, ls, sort, ...). Its remote part runs on an SSH server embedded in the tour
-//! (`leadpipe::TestServer`, on loopback), or on a real host:
+//! (`leadpipe_test_server::TestServer`, on loopback), or on a real host:
 //! `cargo run --example tour -- user@host [PORT]`, where PORT is a line service (one that
 //! answers each line) on that host's loopback for the sockets and tunnels step.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use leadpipe::{Line, Signal, TempDir, TestServer, prelude::*};
+use leadpipe::{Line, Signal, TempDir, prelude::*};
+use leadpipe_test_server::TestServer;
 
 /// Prints a heading, then what the step shows.
 fn step(title: &str) {

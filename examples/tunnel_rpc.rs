@@ -3,9 +3,9 @@
 //! connector, so no port is opened and no `ssh -L` runs beside the script.
 //!
 //! `cargo run --example tunnel_rpc` needs nothing installed: it starts an SSH server
-//! embedded in the example (`leadpipe::TestServer`, on loopback) and a small JSON-RPC
-//! service on 127.0.0.1 (methods `add` and `echo`), and calls it through the embedded
-//! server. With a real host, `cargo run --example tunnel_rpc -- user@host PORT [METHOD
+//! embedded in the example (`leadpipe_test_server::TestServer`, on loopback) and a small
+//! JSON-RPC service on 127.0.0.1 (methods `add` and `echo`), and calls it through the
+//! embedded server. With a real host, `cargo run --example tunnel_rpc -- user@host PORT [METHOD
 //! [PARAMS]]` calls METHOD (default `add`) with PARAMS (JSON, default `[2, 3]`) on the
 //! JSON-RPC-over-HTTP service listening on the host's 127.0.0.1:PORT.
 
@@ -19,7 +19,8 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use leadpipe::{SshMachine, TestServer};
+use leadpipe::SshMachine;
+use leadpipe_test_server::TestServer;
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn Error + Send + Sync>;

@@ -196,6 +196,15 @@ pub enum Error {
     /// A file operation failed: which one, on which path of which machine, and why
     /// ([`FileError::kind`] tells `NotFound` from `PermissionDenied` and the rest).
     File(Box<FileError>),
+    /// A [`Fleet`](crate::Fleet) did not run this host's work: earlier failures went over
+    /// its failure budget (`max_failures`, `fail_fast`), so no further host started.
+    #[non_exhaustive]
+    NotRun {
+        /// The host, as the fleet names it.
+        host: String,
+        /// Why: the failures that stopped the fleet.
+        reason: String,
+    },
 }
 
 /// The details of [`Error::Exit`]: which command failed, how, and the tails of its output.
@@ -474,6 +483,7 @@ impl fmt::Display for Error {
             }
             Error::ConnectionLost { machine } => write!(f, "the connection to {machine} was lost"),
             Error::File(error) => fmt::Display::fmt(error, f),
+            Error::NotRun { host, reason } => write!(f, "not run on {host}: {reason}"),
         }
     }
 }

@@ -118,12 +118,12 @@
 //!
 //! # Features
 //!
-//! - `ssh` (default): [`SshMachine`] and everything remote (tunnels, SFTP, known_hosts).
+//! - `ssh` (default): [`SshMachine`] and everything remote (tunnels, SFTP, known_hosts,
+//!   [`Fleet`]).
 //!   A script that only runs local commands builds faster without it:
 //!   `leadpipe = { version = "0.1", default-features = false }`. The error variants only
 //!   SSH produces ([`Error::Connect`], [`Error::HostKey`], ...) stay in [`enum@Error`]
 //!   either way, so matching on them compiles with and without the feature.
-//! - `test-server`: `TestServer`, an SSH server in this process for tests and demos.
 //! - `progress-bar`: `Transfer::progress_bar`, progress on an `indicatif` bar.
 //!
 //! leadpipe runs on Unix only (Linux, macOS, the BSDs).
@@ -144,6 +144,11 @@ mod command;
 mod error;
 mod exec;
 mod files;
+#[cfg(feature = "ssh")]
+mod fleet;
+#[cfg(feature = "ssh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
+pub use crate::fleet::{Fleet, FleetBuilder, FleetCommand, FleetReport, Inventory};
 mod lifecycle;
 mod lines;
 mod local;
@@ -159,9 +164,6 @@ mod socket;
 mod ssh;
 mod status;
 
-#[cfg(feature = "test-server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-server")))]
-pub use crate::ssh::TestServer;
 #[cfg(feature = "ssh")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
 pub use crate::ssh::{HostKeyPolicy, ReverseTunnel, SshBuilder, SshMachine, SshSettings, Tunnel};

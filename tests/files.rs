@@ -14,8 +14,9 @@ use std::{
 use leadpipe::{
     Command, Error, FileKind, HostKeyPolicy, MachinePath, SshMachine, TempDir, Transfer, local,
 };
+use leadpipe_test_server::FaultProxy;
 use sha2::{Digest, Sha256};
-use support::{fault_proxy::FaultProxy, sshd::Sshd};
+use support::sshd::Sshd;
 
 /// Connects to `sshd`, or through a proxy in front of it at `port` (whose address
 /// known_hosts does not list).
@@ -657,7 +658,7 @@ async fn tempdirs_are_private_and_go_away() {
 /// calls fail with an error that says why, and commands still run.
 #[tokio::test]
 async fn test_server_files_follow_its_sftp_server() {
-    let server = leadpipe::TestServer::start().await.unwrap();
+    let server = leadpipe_test_server::TestServer::start().await.unwrap();
     let remote = server.connect().await.unwrap();
     let installed = [
         "/usr/lib/openssh/sftp-server",

@@ -449,9 +449,18 @@ async fn ssh_config_hosts_resolve_and_explicit_values_win() {
             .await,
     );
     assert_eq!(whoami(&remote).await, sshd.user);
+    // The name the script wrote comes first, then where it led: errors and logs name both.
     assert_eq!(
         remote.name(),
-        format!("{}@127.0.0.1:{}", sshd.user, sshd.port)
+        format!("harness ({}@127.0.0.1:{})", sshd.user, sshd.port)
+    );
+    let error = remote.cmd("false").run().await.unwrap_err();
+    assert!(
+        error.to_string().contains(&format!(
+            "on harness ({}@127.0.0.1:{})",
+            sshd.user, sshd.port
+        )),
+        "{error}"
     );
     if sshd.privileged {
         let root = must(

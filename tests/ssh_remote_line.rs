@@ -8,7 +8,8 @@ use std::{ffi::OsStr, io, os::unix::ffi::OsStrExt, time::Duration};
 
 use futures::{StreamExt, stream};
 use leadpipe::{Error, ExitStatus, HostKeyPolicy, SshMachine, local};
-use support::{fault_proxy::FaultProxy, sshd::Sshd};
+use leadpipe_test_server::FaultProxy;
+use support::sshd::Sshd;
 use tokio::io::AsyncReadExt;
 
 /// What every login shell must run alike: a pipeline with redirects and `2>&1`, stdin,

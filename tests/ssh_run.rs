@@ -16,7 +16,8 @@ use std::{
 
 use futures::StreamExt;
 use leadpipe::{Error, ExitStatus, Input, Line, Redirect, Signal, SshMachine};
-use support::{TESTBIN, fault_proxy::FaultProxy, sshd::Sshd, stderr_pattern, stdout_pattern};
+use leadpipe_test_server::FaultProxy;
+use support::{TESTBIN, sshd::Sshd, stderr_pattern, stdout_pattern};
 
 /// How errors name the machine.
 fn name(sshd: &Sshd, user: &str) -> String {

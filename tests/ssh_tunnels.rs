@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use leadpipe::{ChannelRefusal, Error, Socket, SshMachine, local};
-use support::{fault_proxy::FaultProxy, sshd::Sshd};
+use leadpipe_test_server::FaultProxy;
+use support::sshd::Sshd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {

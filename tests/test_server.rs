@@ -1,7 +1,6 @@
-//! `TestServer` (feature `test-server`, on for the tests through the self dev-dependency)
-//! with leadpipe's `SshMachine` and with russh's client directly, and the `FaultProxy`
-//! test helper in front of it: cut and frozen connections must fail calls with
-//! `Error::ConnectionLost`, promptly.
+//! `TestServer` (from the `leadpipe-test-server` crate) with leadpipe's `SshMachine` and
+//! with russh's client directly, and that crate's `FaultProxy` in front of it: cut and
+//! frozen connections must fail calls with `Error::ConnectionLost`, promptly.
 
 mod support;
 
@@ -11,13 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadpipe::{Error, ExitStatus, Signal, SshBuilder, SshMachine, TestServer};
+use leadpipe::{Error, ExitStatus, Signal, SshBuilder, SshMachine};
+use leadpipe_test_server::{FaultProxy, TestServer};
 use russh::{
     ChannelMsg,
     client::{self, AuthResult},
     keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate},
 };
-use support::{fault_proxy::FaultProxy, read_pid};
+use support::read_pid;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,

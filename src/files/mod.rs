@@ -4,13 +4,12 @@
 //! [`MachinePath`] is what scripts hold. Everything it does is written once, here and in
 //! [`transfer`], [`glob`] and [`tempdir`], against [`Files`]: a handful of primitive
 //! operations (stat, list, open for reading or writing, mkdir, remove, rename, chmod,
-//! links). [`local`] implements them with `std::fs`; the SSH machine with SFTP on a channel
-//! of its connection (`ssh/sftp.rs`). Primitive operations report `io::Error`;
-//! [`MachinePath`] turns each into an [`Error::File`] naming the operation, the machine
-//! and the path, so no backend has to.
+//! links). This machine implements them with `std::fs` (`local/files.rs`); the SSH machine
+//! with SFTP on a channel of its connection (`ssh/sftp.rs`). Primitive operations report
+//! `io::Error`; [`MachinePath`] turns each into an [`Error::File`] naming the operation,
+//! the machine and the path, so no backend has to.
 
 mod glob;
-pub(crate) mod local;
 mod path;
 mod replace;
 mod tempdir;

@@ -30,11 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     FileKind, MachinePath, Metadata, file_error,
-    local::blocking,
     path::mkdir_or_existing,
     replace::{self, Replacement},
 };
-use crate::{Error, Result};
+use crate::{Error, Result, local::files::blocking};
 
 /// How many files of a tree are copied at once.
 const FILE_CONCURRENCY: usize = 16;

@@ -27,8 +27,8 @@ use tokio::{
 };
 
 use super::{
+    connection::Connection,
     remote_line::{self, DirProblem, Filter, Marker, Reports, StartFailure},
-    session::Connection,
     spill::{SpillWriter, spill_pipe},
 };
 use crate::{

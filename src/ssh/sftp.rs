@@ -3,7 +3,7 @@
 //! One `sftp` subsystem channel per connection, opened on first use and shared by every
 //! clone of the machine; it holds one of the connection's channel slots for as long as it
 //! lives. Its bytes go through the same pump as every other channel
-//! ([`ChannelSocket`](super::forward::ChannelSocket)), so a slow consumer never stalls the
+//! ([`ChannelSocket`](super::channel::ChannelSocket)), so a slow consumer never stalls the
 //! connection. If the channel ends while the connection lives (the server's
 //! `sftp-server` died), the next call opens a new one.
 //!
@@ -47,8 +47,8 @@ use tokio::{
 };
 
 use super::{
-    forward::{ChannelEnd, ChannelSocket},
-    session::Connection,
+    channel::{ChannelEnd, ChannelSocket},
+    connection::Connection,
 };
 use crate::{
     Error,

@@ -3,7 +3,6 @@
 
 use std::{path::Path, time::Duration};
 
-pub mod fault_proxy;
 #[cfg(feature = "ssh")]
 pub mod sshd;
 

@@ -123,6 +123,25 @@ impl Sshd {
         }
     }
 
+    /// Starts one server that also listens on each of `addresses` (loopback ones such as
+    /// `127.0.0.2`, on the same port), with a known_hosts line for each: many hosts for
+    /// fleet tests from one sshd.
+    pub fn start_on(addresses: &[&str]) -> Option<Sshd> {
+        let listen: Vec<String> = (addresses.iter())
+            .map(|a| format!("ListenAddress {a}"))
+            .collect();
+        let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
+        let sshd = Sshd::start_with(&listen)?;
+        let line = fs::read_to_string(&sshd.known_hosts).expect("the harness wrote it");
+        let key = line.split_once(' ').map_or("", |(_, key)| key);
+        let mut lines = line.clone();
+        for address in addresses {
+            lines.push_str(&format!("[{address}]:{} {key}", sshd.port));
+        }
+        fs::write(&sshd.known_hosts, lines).expect("known_hosts is writable");
+        Some(sshd)
+    }
+
     /// A client config for the OpenSSH `ssh -F`, with the hosts `harness` (as `user`) and
     /// `harness-root` (as root), both with `client_key`, `IdentitiesOnly yes`, this server's
     /// `known_hosts`, `StrictHostKeyChecking yes` and `BatchMode yes` (override with `-o` on

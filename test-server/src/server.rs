@@ -46,11 +46,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{HostKeyPolicy, SshBuilder, SshMachine};
-use crate::{Error, Result, Signal};
+use leadpipe::{Error, HostKeyPolicy, Result, Signal, SshBuilder, SshMachine};
 
 /// An SSH server on `127.0.0.1`, in this process: a remote machine for tests and demos
-/// that needs nothing installed. Available with the cargo feature `test-server`.
+/// that needs nothing installed.
 ///
 /// **It runs every command as the current user, on this machine**, for anyone holding the
 /// client key (or the password) it was started with. It listens on loopback only, on a
@@ -89,7 +88,7 @@ use crate::{Error, Result, Signal};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> leadpipe::Result<()> {
-/// use leadpipe::TestServer;
+/// use leadpipe_test_server::TestServer;
 /// let server = TestServer::start().await?;
 /// let remote = server.connect().await?;
 /// assert_eq!(remote.cmd("echo").arg("hi").read().await?, "hi");
@@ -129,7 +128,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// println!("listening on {}", server.addr());
     /// # Ok(()) }
     /// ```
@@ -146,7 +145,7 @@ impl TestServer {
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
     /// use leadpipe::SshMachine;
-    /// let server = leadpipe::TestServer::start_with_password("open sesame").await?;
+    /// let server = leadpipe_test_server::TestServer::start_with_password("open sesame").await?;
     /// let remote = SshMachine::builder("127.0.0.1")
     ///     .port(server.port())
     ///     .password("open sesame")
@@ -224,7 +223,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// assert!(server.addr().ip().is_loopback());
     /// # Ok(()) }
     /// ```
@@ -237,7 +236,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// println!("ssh -p {} 127.0.0.1", server.port());
     /// # Ok(()) }
     /// ```
@@ -252,7 +251,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// println!("{}@{}", server.user(), server.addr());
     /// # Ok(()) }
     /// ```
@@ -266,7 +265,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = leadpipe::SshMachine::builder("127.0.0.1")
     ///     .port(server.port())
     ///     .identity_file(server.identity_file())
@@ -287,7 +286,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let text = std::fs::read_to_string(server.known_hosts_file()).unwrap();
     /// assert_eq!(text.trim_end(), server.known_hosts_line());
     /// # Ok(()) }
@@ -301,7 +300,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// assert!(server.known_hosts_line().starts_with("[127.0.0.1]:"));
     /// # Ok(()) }
     /// ```
@@ -315,7 +314,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let proxy: std::net::SocketAddr = "127.0.0.1:4022".parse().unwrap();
     /// assert!(server.known_hosts_line_for(proxy).starts_with("[127.0.0.1]:4022 ssh-ed25519 "));
     /// # Ok(()) }
@@ -333,7 +332,7 @@ impl TestServer {
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
     /// use std::time::Duration;
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = server.builder().keepalive(Duration::from_secs(1), 3).connect().await?;
     /// # Ok(()) }
     /// ```
@@ -356,7 +355,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = server.connect().await?;
     /// println!("{}", remote.cmd("uname").arg("-sr").read().await?);
     /// # Ok(()) }
@@ -373,7 +372,7 @@ impl TestServer {
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
     /// use std::time::Duration;
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = server.builder().keepalive(Duration::from_millis(300), 3).connect().await?;
     /// server.freeze();
     /// let lost = remote.cmd("true").run().await;
@@ -393,7 +392,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = server.connect().await?;
     /// server.freeze();
     /// server.thaw();
@@ -413,7 +412,7 @@ impl TestServer {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// let server = leadpipe::TestServer::start().await?;
+    /// let server = leadpipe_test_server::TestServer::start().await?;
     /// let remote = server.connect().await?;
     /// server.disconnect_all();
     /// assert!(remote.cmd("true").run().await.is_err());

@@ -27,7 +27,24 @@ struct Mode {
     cuts: u64,
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `target`.
+/// A TCP proxy on 127.0.0.1 in front of `target`, which cuts or freezes every connection
+/// through it on request.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe_test_server::FaultProxy;
+/// // In front of an sshd listening on port 2222 of this machine.
+/// let proxy = FaultProxy::start(([127, 0, 0, 1], 2222).into()).await;
+/// let remote = leadpipe::SshMachine::builder("127.0.0.1")
+///     .port(proxy.addr().port())
+///     .connect()
+///     .await?;
+/// proxy.freeze(); // calls on `remote` now wait for a server that stopped answering
+/// proxy.thaw();
+/// proxy.cut(); // and now its connection is reset
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
@@ -38,6 +55,9 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on a free loopback port and forwards every connection to `target`, which
     /// must be a loopback address.
+    ///
+    /// # Panics
+    /// When `target` is not a loopback address, or no loopback port can be bound.
     pub async fn start(target: SocketAddr) -> FaultProxy {
         assert!(
             target.ip().is_loopback(),

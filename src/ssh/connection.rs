@@ -17,8 +17,8 @@ use russh::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
-    forward::{Forwards, serve_forwarded},
     known_hosts::{self, Verdict},
+    reverse_forwards::{Forwards, serve_forwarded},
 };
 use crate::{ChannelRefusal, Error, HostKeyProblem, Result};
 
@@ -87,6 +87,12 @@ pub(crate) struct Settings {
     pub(crate) max_channels: usize,
 }
 
+/// The host part of a destination as written: `user@host:port` and `user@[host]:port`
+/// give `host`.
+fn written_host(given: &str) -> &str {
+    super::builder::parse_destination(given).map_or(given, |destination| destination.host)
+}
+
 impl Settings {
     /// `user@host` or `user@host:port`: how errors and logs name the machine.
     pub(crate) fn destination(&self) -> String {
@@ -94,6 +100,19 @@ impl Settings {
             format!("{}@{}", self.user, self.host)
         } else {
             format!("{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+
+    /// How errors and logs name the machine: [`destination`](Settings::destination), after
+    /// the host as the script wrote it when that is another name (an ssh_config alias):
+    /// `web1 (deploy@10.0.0.5)`.
+    pub(crate) fn machine_name(&self) -> String {
+        let destination = self.destination();
+        let written = written_host(&self.given);
+        if written.is_empty() || written == self.host {
+            destination
+        } else {
+            format!("{written} ({destination})")
         }
     }
 
@@ -328,7 +347,7 @@ impl Connection {
         settings: &Settings,
         via: Option<Arc<Connection>>,
     ) -> Result<Connection> {
-        let destination = settings.destination();
+        let destination = settings.machine_name();
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
         let mut proxy = None;
@@ -847,6 +866,28 @@ async fn dial(
         Err(_) => {
             let reason = format!("no answer within {limit:?}");
             Err((trying, io::Error::new(io::ErrorKind::TimedOut, reason)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_host;
+
+    #[test]
+    fn the_written_host_is_the_name_without_user_and_port() {
+        for (given, host) in [
+            ("web1", "web1"),
+            ("deploy@web1", "web1"),
+            ("deploy@web1:2222", "web1"),
+            ("a@b@web1:22", "web1"),
+            ("[::1]:2222", "::1"),
+            ("deploy@[fe80::1]", "fe80::1"),
+            ("::1", "::1"),
+            ("ssh://deploy@web1:22", "web1"),
+            ("", ""),
+        ] {
+            assert_eq!(written_host(given), host, "{given}");
         }
     }
 }

@@ -13,9 +13,9 @@ use std::{
 
 use futures::{FutureExt, future::BoxFuture};
 
-use super::{Files, FilesRef, Metadata, WriteMode, kind_of_mode};
 use crate::{
     Error,
+    files::{Files, FilesRef, Metadata, WriteMode, kind_of_mode},
     machine::{BoxRead, BoxWrite},
 };
 

@@ -1,0 +1,716 @@
+//! `Fleet`: many machines driven as one, with bounded concurrency, rolling batches, a
+//! failure budget, and a report per host.
+
+mod inventory;
+mod report;
+
+use std::{
+    ffi::{OsStr, OsString},
+    fmt,
+    future::Future,
+    io::Write,
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::{StreamExt, stream::FuturesUnordered};
+
+use crate::{Error, Line, Machine, Result, SshBuilder, SshMachine};
+use inventory::{Entry, HostSpec};
+
+pub use inventory::Inventory;
+pub use report::FleetReport;
+
+/// How many hosts connect, or run, at once unless told otherwise.
+const DEFAULT_CONCURRENCY: usize = 50;
+/// How long one host may take to connect and log in unless told otherwise.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Many machines driven as one: the same work on every host, a bounded number at a time,
+/// with each host's result in a [`FleetReport`].
+///
+/// A fleet of SSH hosts is made from an [`Inventory`] (destinations as `ssh` takes them,
+/// host ranges, a file, an Ansible inventory) by [`Fleet::connect`] or [`Fleet::builder`];
+/// a fleet of any [`Machine`] by [`Fleet::from_machines`]. A host that cannot be reached
+/// (refused, no answer within the connect timeout, host key refused, login refused) stays
+/// in the fleet as a failure: every report has its `Err`, and it never stalls or stops
+/// the others.
+///
+/// # Running
+///
+/// [`run`](Fleet::run) calls an async closure once per host with that host's machine (a
+/// clone: machines are cheap handles on one connection) and collects what each returned.
+/// [`cmd`](Fleet::cmd) is the shorthand for one command everywhere, with each host's
+/// output printed live, prefixed with its name (`web03 | ...`).
+///
+/// Everything runs in the task that awaits the call: no thread and no task per host. A
+/// host's closure that panics unwinds out of the call.
+///
+/// # Options
+///
+/// Set on the builder, on the fleet (each returns the changed fleet; clone the fleet to
+/// keep both) or on one [`FleetCommand`]:
+/// - [`concurrency(n)`](Fleet::concurrency): at most `n` hosts at once (default 50).
+/// - [`batch(n)`](Fleet::batch): rolling batches of `n` hosts, in host order; a batch
+///   starts when the one before has ended.
+/// - [`max_failures(n)`](Fleet::max_failures) or
+///   [`max_failures_percent(p)`](Fleet::max_failures_percent): once more hosts than that
+///   have failed, no further host starts (with batches: no later batch); the hosts left
+///   are [`Error::NotRun`] in the report. Hosts that could not be connected count.
+/// - [`fail_fast()`](Fleet::fail_fast): no host starts after the first failure. Hosts
+///   already running are let finish, so no host is left half-done by another's failure.
+///
+/// The default keeps going: every host runs, whatever the others did.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::{Fleet, Inventory};
+///
+/// let fleet = Fleet::builder(Inventory::ansible_ini("hosts.ini")?.group("web"))
+///     .concurrency(100)
+///     .connect()
+///     .await;
+/// let report = fleet.run(|m| async move { m.cmd("uptime").read().await }).await;
+/// println!("{report}");                       // 20 hosts: 19 ok, 1 failed ...
+///
+/// // Restart five hosts at a time; stop after a second failure.
+/// let restart = fleet.cmd("systemctl").args(["restart", "app"]);
+/// let report = restart.batch(5).max_failures(1).run().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Fleet<M = SshMachine> {
+    hosts: Vec<Host<M>>,
+    options: Options,
+}
+
+/// One host: its name and its machine, or why it has none.
+#[derive(Clone)]
+struct Host<M> {
+    name: String,
+    machine: std::result::Result<M, Arc<Error>>,
+}
+
+/// How a fleet call runs its hosts.
+#[derive(Clone, Copy, Debug)]
+struct Options {
+    concurrency: usize,
+    batch: Option<usize>,
+    budget: Budget,
+}
+
+/// How many failures a call takes before it starts no further host.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// Every host runs.
+    Unlimited,
+    /// At most this many hosts may fail.
+    Count(usize),
+    /// At most this share of the hosts, in percent.
+    Percent(f64),
+    /// None may fail: `fail_fast`.
+    FailFast,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            concurrency: DEFAULT_CONCURRENCY,
+            batch: None,
+            budget: Budget::Unlimited,
+        }
+    }
+}
+
+impl Options {
+    /// How many failures `hosts` hosts may have, and the option that says so.
+    fn allowed(&self, hosts: usize) -> Option<(usize, String)> {
+        match self.budget {
+            Budget::Unlimited => None,
+            Budget::Count(n) => Some((n, format!("max_failures({n})"))),
+            Budget::Percent(p) => {
+                let n = (hosts as f64 * p / 100.0).floor() as usize;
+                Some((n, format!("max_failures_percent({p}) of {hosts} hosts")))
+            }
+            Budget::FailFast => Some((0, "fail_fast".to_owned())),
+        }
+    }
+}
+
+/// The option setters, written once for the builder, the fleet and a fleet command.
+macro_rules! option_setters {
+    () => {
+        /// At most `n` hosts at once (default 50; 0 counts as 1).
+        pub fn concurrency(mut self, n: usize) -> Self {
+            self.options.concurrency = n.max(1);
+            self
+        }
+
+        /// Rolling batches of `n` hosts in host order: a batch starts when the one before
+        /// it has ended (0 counts as 1).
+        pub fn batch(mut self, n: usize) -> Self {
+            self.options.batch = Some(n.max(1));
+            self
+        }
+
+        /// Once more than `n` hosts have failed, no further host (or batch) starts; those
+        /// left are [`Error::NotRun`](crate::Error::NotRun) in the report.
+        pub fn max_failures(mut self, n: usize) -> Self {
+            self.options.budget = Budget::Count(n);
+            self
+        }
+
+        /// As [`max_failures`](Self::max_failures), as a share of the hosts: once more than
+        /// `percent` % of them (rounded down) have failed, no further host starts.
+        pub fn max_failures_percent(mut self, percent: f64) -> Self {
+            self.options.budget = Budget::Percent(percent.clamp(0.0, 100.0));
+            self
+        }
+
+        /// No host starts after the first failure; hosts already running finish.
+        pub fn fail_fast(mut self) -> Self {
+            self.options.budget = Budget::FailFast;
+            self
+        }
+    };
+}
+
+/// Adjusts every host's [`SshBuilder`] (see [`FleetBuilder::ssh`]).
+type Template = Arc<dyn Fn(SshBuilder) -> SshBuilder + Send + Sync>;
+
+impl Fleet<SshMachine> {
+    /// Connects to `destinations` (each as `ssh` takes it, ssh_config aliases and host
+    /// ranges included: see [`Inventory`]) with the default options. Never fails as a
+    /// whole: a host that cannot be reached is a failure in every report.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// let fleet = leadpipe::Fleet::connect(["web[01-20]", "deploy@db1:2222"]).await;
+    /// println!("{}", fleet.cmd("uptime").run().await);
+    /// # }
+    /// ```
+    pub async fn connect<I>(destinations: I) -> Fleet
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Fleet::builder(Inventory::new(destinations)).connect().await
+    }
+
+    /// Settings for a fleet of the hosts of `inventory`, before connecting.
+    pub fn builder(inventory: Inventory) -> FleetBuilder {
+        FleetBuilder {
+            inventory,
+            options: Options::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            template: None,
+        }
+    }
+}
+
+/// How to connect a [`Fleet`]: its hosts, options, connect timeout, and the SSH settings
+/// every host shares. From [`Fleet::builder`].
+pub struct FleetBuilder {
+    inventory: Inventory,
+    options: Options,
+    connect_timeout: Duration,
+    template: Option<Template>,
+}
+
+impl FleetBuilder {
+    option_setters!();
+
+    /// How long one host may take to connect and log in (default 15 s), ssh_config
+    /// included; a host over it is an [`Error::Connect`] whose
+    /// [`io_kind`](Error::io_kind) is `TimedOut`. ssh_config's `ConnectTimeout` still
+    /// bounds the TCP connection and handshake on its own.
+    pub fn connect_timeout(mut self, limit: Duration) -> FleetBuilder {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// Adjusts every host's [`SshBuilder`] before it connects: keys, known_hosts, host-key
+    /// policy, another ssh_config, a jump host. It gets the builder of the host's address
+    /// and returns it changed; the user, port and identity file the destination or
+    /// inventory gives are applied after it, so they win.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// use leadpipe::{Fleet, Inventory};
+    /// let fleet = Fleet::builder(Inventory::new(["10.0.0.[1-9]"]))
+    ///     .ssh(|b| b.user("deploy").identity_file("~/.ssh/deploy_ed25519").ssh_config(None))
+    ///     .connect()
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn ssh(
+        mut self,
+        adjust: impl Fn(SshBuilder) -> SshBuilder + Send + Sync + 'static,
+    ) -> FleetBuilder {
+        self.template = Some(Arc::new(adjust));
+        self
+    }
+
+    /// Connects to every host, [`concurrency`](FleetBuilder::concurrency) at a time, each
+    /// within the connect timeout. Never fails as a whole: a host that cannot be reached
+    /// keeps its error, which every report of the fleet shows.
+    pub async fn connect(self) -> Fleet {
+        let FleetBuilder {
+            inventory,
+            options,
+            connect_timeout,
+            template,
+        } = self;
+        let entries = inventory.into_entries();
+        let mut hosts: Vec<Option<Host<SshMachine>>> = (0..entries.len()).map(|_| None).collect();
+        let mut connecting = futures::stream::iter(entries.into_iter().enumerate())
+            .map(|(i, entry)| {
+                let template = template.clone();
+                async move {
+                    let name = entry.name().to_owned();
+                    let machine = match entry {
+                        Entry::Host(spec) => connect_host(spec, template, connect_timeout).await,
+                        Entry::Invalid { name, reason } => Err(Error::Connect {
+                            destination: name.clone(),
+                            given: name,
+                            address: None,
+                            reason,
+                            source: None,
+                        }),
+                    };
+                    (i, name, machine.map_err(Arc::new))
+                }
+            })
+            .buffer_unordered(options.concurrency);
+        while let Some((i, name, machine)) = connecting.next().await {
+            hosts[i] = Some(Host { name, machine });
+        }
+        Fleet {
+            hosts: hosts.into_iter().flatten().collect(),
+            options,
+        }
+    }
+}
+
+/// Connects one host within `limit`, on leadpipe's runtime (so the timer works whatever
+/// runtime, or none, the caller has).
+async fn connect_host(
+    spec: HostSpec,
+    template: Option<Template>,
+    limit: Duration,
+) -> Result<SshMachine> {
+    let mut builder = SshMachine::builder(&spec.host);
+    if let Some(template) = &template {
+        builder = template(builder);
+    }
+    if let Some(user) = &spec.user {
+        builder = builder.user(user);
+    }
+    if let Some(port) = spec.port {
+        builder = builder.port(port);
+    }
+    if let Some(key) = &spec.identity_file {
+        builder = builder.identity_file(key);
+    }
+    let name = spec.name;
+    crate::lifecycle::run(async move {
+        match tokio::time::timeout(limit, builder.connect()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(Error::Connect {
+                destination: name.clone(),
+                given: name,
+                address: None,
+                reason: format!(
+                    "no connection and login within {limit:?} (the fleet's connect timeout)"
+                ),
+                source: Some(std::io::ErrorKind::TimedOut.into()),
+            }),
+        }
+    })
+    .await
+}
+
+impl<M: Machine> Fleet<M> {
+    /// A fleet of machines already made (any [`Machine`]: local ones, SSH machines
+    /// connected by hand), named by [`Machine::name`], in the order given.
+    pub fn from_machines(machines: impl IntoIterator<Item = M>) -> Fleet<M> {
+        Fleet {
+            hosts: machines
+                .into_iter()
+                .map(|m| Host {
+                    name: m.name().to_owned(),
+                    machine: Ok(m),
+                })
+                .collect(),
+            options: Options::default(),
+        }
+    }
+
+    option_setters!();
+
+    /// The hosts' names, in order (connected or not).
+    pub fn hosts(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.hosts.iter().map(|h| h.name.as_str())
+    }
+
+    /// The connected machines with their names, in host order.
+    pub fn machines(&self) -> impl Iterator<Item = (&str, &M)> {
+        (self.hosts.iter()).filter_map(|h| h.machine.as_ref().ok().map(|m| (h.name.as_str(), m)))
+    }
+
+    /// How many hosts the fleet has (connected or not).
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The connection report: `Ok(())` for each connected host, the connect error of the
+    /// others.
+    pub fn connected(&self) -> FleetReport<()> {
+        FleetReport::new(
+            (self.hosts.iter())
+                .map(|h| {
+                    (
+                        h.name.clone(),
+                        h.machine.as_ref().map(drop).map_err(|e| replay(e)),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Runs `work` on every host with that host's machine, under the fleet's options, and
+    /// reports what each returned, in host order.
+    ///
+    /// `work` gets the machine by value (a clone of the fleet's: the same connection), so
+    /// an `async move` block can own it; write `|m| async move { deploy(&m).await }` for a
+    /// step written as `async fn deploy(m: &impl Machine)`. The futures are polled in the
+    /// caller's task and need not be `Send` or `'static`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// let report = fleet
+    ///     .run(|m| async move {
+    ///         m.path("/etc/app.conf").write("level = info\n").await?;
+    ///         m.cmd("systemctl").args(["reload", "app"]).run().await
+    ///     })
+    ///     .await;
+    /// println!("{report}");
+    /// # }
+    /// ```
+    pub async fn run<T, F, Fut>(&self, work: F) -> FleetReport<T>
+    where
+        F: Fn(M) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        drive(&self.hosts, &self.options, |_: &str, m| work(m)).await
+    }
+
+    /// Copies the file or tree `from` on this process's machine to `to` on every host (see
+    /// [`Machine::upload`]), under the fleet's options; each host's result is the number of
+    /// bytes copied.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// let report = fleet.upload("dist/app.tar.gz", "/srv/app/app.tar.gz").await;
+    /// println!("{report}");
+    /// # }
+    /// ```
+    pub async fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> FleetReport<u64> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        drive(&self.hosts, &self.options, |_: &str, m: M| {
+            m.upload(from, to)
+        })
+        .await
+    }
+
+    /// Copies the file or tree `from` on every host into a directory of its own here:
+    /// `into/HOST/NAME`, where `HOST` is the host's name in the fleet (a `/` in it written
+    /// `_`) and `NAME` the last component of `from`. The host directories are created as
+    /// needed; each host's result is the number of bytes copied.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// // logs/web01/app.log, logs/web02/app.log, ...
+    /// let report = fleet.download("/var/log/app.log", "logs").await;
+    /// # }
+    /// ```
+    pub async fn download(
+        &self,
+        from: impl AsRef<Path>,
+        into: impl AsRef<Path>,
+    ) -> FleetReport<u64> {
+        let (from, into) = (from.as_ref(), into.as_ref());
+        drive(&self.hosts, &self.options, |name: &str, m: M| {
+            let dir = into.join(name.replace('/', "_"));
+            let to = match from.file_name() {
+                Some(file) => dir.join(file),
+                None => dir.clone(),
+            };
+            // Created here (a directory entry is quick) rather than on a runtime's blocking
+            // threads: the call works from any runtime.
+            let made = std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e));
+            async move {
+                made?;
+                m.download(from, &to).await
+            }
+        })
+        .await
+    }
+
+    /// One command on every host: the shorthand for
+    /// [`run`](Fleet::run)`(|m| async move { m.cmd(program).args(..).run().await })`, with
+    /// live prefixed output (see [`FleetCommand::run`]).
+    pub fn cmd(&self, program: impl AsRef<OsStr>) -> FleetCommand<'_, M> {
+        FleetCommand {
+            fleet: self,
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            options: self.options,
+        }
+    }
+}
+
+impl<M> fmt::Debug for Fleet<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        f.debug_struct("Fleet")
+            .field("hosts", &hosts)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl fmt::Debug for FleetBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetBuilder")
+            .field("hosts", &self.inventory.to_string())
+            .field("options", &self.options)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ssh", &self.template.as_ref().map(|_| "(adjusted)"))
+            .finish()
+    }
+}
+
+/// One command for every host of a fleet, from [`Fleet::cmd`]: its arguments, and options
+/// for this call only.
+pub struct FleetCommand<'a, M> {
+    fleet: &'a Fleet<M>,
+    program: OsString,
+    args: Vec<OsString>,
+    options: Options,
+}
+
+impl<M: Machine> FleetCommand<'_, M> {
+    option_setters!();
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I>(mut self, args: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the command on every host, printing each line of its stdout to this process's
+    /// stdout, and of its stderr to its stderr, as it comes, prefixed with the host's name:
+    /// `web03 | line` (names padded to one width).
+    ///
+    /// Each line is written whole with one write under the stream's lock, so lines of
+    /// different hosts never mix mid-line. Remote stdin is `/dev/null`. A line that is not
+    /// UTF-8 ends that host's command with [`Error::InvalidUtf8`]; a failing status is that
+    /// host's [`Error::Exit`].
+    ///
+    /// The lines are written as `println!` writes, from the task that awaits the call: a
+    /// stdout that does not drain (a full pipe nobody reads) holds every host's output back.
+    pub async fn run(&self) -> FleetReport<()> {
+        let width = self.fleet.hosts().map(str::len).max().unwrap_or(0);
+        drive(&self.fleet.hosts, &self.options, |name: &str, m: M| {
+            let lines = m.cmd(&self.program).args(&self.args).lines();
+            let name = name.to_owned();
+            async move {
+                let mut lines = lines;
+                while let Some(line) = lines.next().await {
+                    let line = line?;
+                    let text = format!("{name:<width$} | {}\n", line.text());
+                    // One write of the whole line under the lock: never mixed mid-line.
+                    let _ = match line {
+                        Line::Stdout(_) => std::io::stdout().lock().write_all(text.as_bytes()),
+                        Line::Stderr(_) => std::io::stderr().lock().write_all(text.as_bytes()),
+                    };
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Runs the command on every host and reports each host's stdout (as
+    /// [`Command::read`](crate::Command::read): one trailing newline trimmed, status
+    /// checked).
+    pub async fn read(&self) -> FleetReport<String> {
+        drive(&self.fleet.hosts, &self.options, |_: &str, m: M| {
+            let command = m.cmd(&self.program).args(&self.args);
+            async move { command.read().await }
+        })
+        .await
+    }
+}
+
+impl<M> fmt::Debug for FleetCommand<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetCommand")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Runs `work` on `hosts` under `options`: in host order, in batches, at most
+/// `concurrency` at once, starting nothing more once the failure budget is spent.
+async fn drive<M, T, F, Fut>(hosts: &[Host<M>], options: &Options, work: F) -> FleetReport<T>
+where
+    M: Clone,
+    F: Fn(&str, M) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let total = hosts.len();
+    let allowed = options.allowed(total);
+    let batch = options.batch.unwrap_or(total).max(1);
+    let mut results: Vec<Option<Result<T>>> = (0..total).map(|_| None).collect();
+    let mut failed: Vec<usize> = Vec::new();
+    // Why nothing more starts, once the budget is spent.
+    let mut stopped: Option<String> = None;
+    let mut note_failure = |i: usize, stopped: &mut Option<String>| {
+        failed.push(i);
+        if let Some((allowed, option)) = &allowed
+            && failed.len() > *allowed
+            && stopped.is_none()
+        {
+            let names: Vec<&str> = failed.iter().map(|&i| hosts[i].name.as_str()).collect();
+            let count = failed.len();
+            let hosts_word = if count == 1 { "host" } else { "hosts" };
+            *stopped = Some(format!(
+                "{count} {hosts_word} failed ({}), more than {option} allows",
+                names.join(", ")
+            ));
+        }
+    };
+    let mut start = 0;
+    while start < total && stopped.is_none() {
+        let end = (start + batch).min(total);
+        let mut next = start;
+        let mut running = FuturesUnordered::new();
+        loop {
+            while stopped.is_none() && running.len() < options.concurrency && next < end {
+                let i = next;
+                next += 1;
+                match &hosts[i].machine {
+                    Ok(machine) => {
+                        let future = work(&hosts[i].name, machine.clone());
+                        running.push(async move { (i, future.await) });
+                    }
+                    Err(error) => {
+                        results[i] = Some(Err(replay(error)));
+                        note_failure(i, &mut stopped);
+                    }
+                }
+            }
+            let Some((i, result)) = running.next().await else {
+                break;
+            };
+            if result.is_err() {
+                note_failure(i, &mut stopped);
+            }
+            results[i] = Some(result);
+        }
+        start = end;
+    }
+    let report = (hosts.iter().zip(results))
+        .map(|(host, result)| {
+            let result = result.unwrap_or_else(|| {
+                Err(Error::NotRun {
+                    host: host.name.clone(),
+                    reason: stopped.clone().unwrap_or_default(),
+                })
+            });
+            (host.name.clone(), result)
+        })
+        .collect();
+    FleetReport::new(report)
+}
+
+/// A new error saying what a host's stored connect error says: every report of the fleet
+/// shows it, and `Error` is not `Clone` (it holds an `io::Error`).
+fn replay(error: &Error) -> Error {
+    match error {
+        Error::Connect {
+            destination,
+            given,
+            address,
+            reason,
+            source,
+        } => Error::Connect {
+            destination: destination.clone(),
+            given: given.clone(),
+            address: *address,
+            reason: reason.clone(),
+            source: source
+                .as_ref()
+                .map(|e| std::io::Error::new(e.kind(), e.to_string())),
+        },
+        Error::Auth {
+            destination,
+            given,
+            tried,
+            accepted,
+        } => Error::Auth {
+            destination: destination.clone(),
+            given: given.clone(),
+            tried: tried.clone(),
+            accepted: accepted.clone(),
+        },
+        Error::HostKey {
+            host,
+            given,
+            problem,
+            fingerprint,
+            reason,
+        } => Error::HostKey {
+            host: host.clone(),
+            given: given.clone(),
+            problem: *problem,
+            fingerprint: fingerprint.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::Connect {
+            destination: String::new(),
+            given: String::new(),
+            address: None,
+            reason: other.to_string(),
+            source: other.io_kind().map(std::io::Error::from),
+        },
+    }
+}

@@ -1,0 +1,218 @@
+//! `LocalMachine`: this machine, its processes and its files.
+//!
+//! The API lives here; `process` starts a plan's processes (process groups, OS pipes,
+//! `PATH` lookup, detached starts) and `files` reaches the file system with `std::fs`.
+
+pub(crate) mod files;
+mod process;
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    sync::{Arc, LazyLock},
+};
+
+use self::{
+    files::LOCAL_FILES,
+    process::{LocalBackend, which},
+};
+use crate::{
+    Command, Error, MachinePath, Result, Socket, TempDir, Transfer, command::Scope,
+    machine::MachineRef,
+};
+
+/// This machine: commands run as child processes of this one.
+///
+/// `LocalMachine` is a cheap, cloneable value. [`with_cwd`](LocalMachine::with_cwd) and
+/// [`with_env`](LocalMachine::with_env) return *views* whose commands start in another
+/// directory or with more variables; the process's own directory and environment are
+/// never changed, so concurrent tasks cannot step on each other.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> leadpipe::Result<()> {
+/// use leadpipe::LocalMachine;
+/// let sh = LocalMachine::new();
+/// let repo = sh.with_cwd("/srv/app").with_env("GIT_PAGER", "");
+/// let head = repo.cmd("git").args(["rev-parse", "HEAD"]).read().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LocalMachine {
+    backend: MachineRef,
+    scope: Scope,
+}
+
+/// Every `LocalMachine` shares one backend, so commands from different views (or from
+/// separate `local()` calls) can join one pipeline.
+static LOCAL: LazyLock<MachineRef> = LazyLock::new(|| Arc::new(LocalBackend));
+
+impl Default for LocalMachine {
+    fn default() -> LocalMachine {
+        LocalMachine::new()
+    }
+}
+
+impl LocalMachine {
+    /// This machine, in this process's working directory and environment.
+    pub fn new() -> LocalMachine {
+        LocalMachine {
+            backend: LOCAL.clone(),
+            scope: Scope::default(),
+        }
+    }
+
+    /// A command that runs `program` here. Nothing runs until one of the command's calls.
+    ///
+    /// A `program` without a `/` is looked up on `PATH` (the command's own, if it sets
+    /// one) when the command runs; one with a `/` is taken from the working directory.
+    pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        Command::new(self.backend.clone(), &self.scope, program.as_ref())
+    }
+
+    /// Where `program` would be found, as running it would look for it.
+    ///
+    /// # Errors
+    /// [`Error::CommandNotFound`] naming the `PATH` searched.
+    pub async fn which(&self, program: impl AsRef<OsStr>) -> Result<PathBuf> {
+        let path = self
+            .scope
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "PATH")
+            .and_then(|(_, value)| value.clone());
+        which(program.as_ref(), path.as_deref(), self.scope.cwd.as_deref())
+    }
+
+    /// A view of this machine whose commands start in `dir` (relative to this view's
+    /// directory, as `cd` would). The process's own directory is not changed.
+    #[doc(alias = "pushd")]
+    #[doc(alias = "cd")]
+    pub fn with_cwd(&self, dir: impl AsRef<Path>) -> LocalMachine {
+        LocalMachine {
+            backend: self.backend.clone(),
+            scope: self.scope.with_cwd(dir.as_ref()),
+        }
+    }
+
+    /// A view of this machine whose commands get `key=value` in their environment. The
+    /// process's own environment is not changed.
+    #[doc(alias = "pushenv")]
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> LocalMachine {
+        LocalMachine {
+            backend: self.backend.clone(),
+            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+        }
+    }
+
+    /// The directory this view's commands start in, when the view set one.
+    pub fn get_cwd(&self) -> Option<&Path> {
+        self.scope.cwd.as_deref()
+    }
+
+    /// `local`: how errors and logs name this machine, as
+    /// [`SshMachine::name`](crate::SshMachine::name) names a remote one.
+    pub fn name(&self) -> &str {
+        self.backend.name()
+    }
+
+    /// A path on this machine; a relative one is taken in this view's directory
+    /// ([`with_cwd`](LocalMachine::with_cwd)), else in the process's. See [`MachinePath`]
+    /// for what it can do.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let version = sh.path("Cargo.toml").read_to_string().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
+        let path = self.scope.resolve(path.as_ref());
+        MachinePath::in_view(LOCAL_FILES.clone(), self.scope.cwd.as_deref(), path)
+    }
+
+    /// A new private directory under `$TMPDIR`, removed with its contents when dropped.
+    ///
+    /// # Errors
+    /// [`Error::File`] when the directory cannot be created.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// let build = sh.tempdir().await?;
+    /// sh.cmd("git").args(["clone", "--depth=1", "https://example.com/app.git"]).arg(&*build)
+    ///     .run()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tempdir(&self) -> Result<TempDir> {
+        TempDir::create(LOCAL_FILES.clone()).await
+    }
+
+    /// Copies a file or tree to this machine, with the meaning of
+    /// [`SshMachine::upload`](crate::SshMachine::upload), so a script can be pointed at
+    /// either machine: `from` is taken in this process's directory (as
+    /// [`local()`](crate::local)`.path(from)`), `to` in this view's
+    /// ([`path`](LocalMachine::path)). See [`copy`](crate::copy) for the rules.
+    pub fn upload(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&local().path(from), &self.path(to))
+    }
+
+    /// Copies a file or tree from this machine, with the meaning of
+    /// [`SshMachine::download`](crate::SshMachine::download): `from` is taken in this
+    /// view's directory, `to` in this process's. The mirror of
+    /// [`upload`](LocalMachine::upload).
+    pub fn download(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Transfer {
+        crate::files::copy(&self.path(from), &local().path(to))
+    }
+
+    /// A TCP connection to `port` on this machine's loopback: the same call as
+    /// [`SshMachine::connect_sock`](crate::SshMachine::connect_sock), so code that talks
+    /// to "the service on that machine" is written once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the address.
+    pub async fn connect_sock(&self, port: u16) -> Result<Socket> {
+        self.connect_sock_to("127.0.0.1", port).await
+    }
+
+    /// A TCP connection to `host:port`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the address.
+    pub async fn connect_sock_to(&self, host: &str, port: u16) -> Result<Socket> {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to {host}:{port} on local"), e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Socket::tcp(stream))
+    }
+
+    /// A connection to the Unix socket at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path.
+    pub async fn connect_unix(&self, path: impl AsRef<Path>) -> Result<Socket> {
+        let path = path.as_ref();
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to {} on local", path.display()), e))?;
+        Ok(Socket::unix(stream))
+    }
+}
+
+impl std::fmt::Debug for LocalMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMachine")
+            .field("cwd", &self.scope.cwd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This machine, [`LocalMachine::new`].
+pub fn local() -> LocalMachine {
+    LocalMachine::new()
+}
