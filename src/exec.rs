@@ -27,8 +27,8 @@ use crate::{
     command::Stderr,
     error::{ExitError, TAIL_BYTES},
     machine::{
-        BoxRead, BoxWrite, MachineRef, Plan, Process, ReadEnd, Running, StagePlan, StderrPlan,
-        StdinPlan, StdoutPlan,
+        BoxRead, BoxWrite, Line, MachineRef, Plan, Process, ReadEnd, Running, StagePlan,
+        StderrPlan, StdinPlan, StdoutPlan,
     },
 };
 
@@ -43,7 +43,10 @@ pub(crate) fn process_of(command: &Command) -> Process {
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
         pty: spec.pty,
-        line: command.display_line(),
+        line: {
+            let command = command.clone();
+            Line::new(move || command.display_line())
+        },
     }
 }
 
@@ -219,7 +222,7 @@ impl Job {
                      outlive: redirect it to a file, or leave it unset for /dev/null"
                 )
             };
-            let line = || stage.process.line.clone();
+            let line = || stage.process.line.to_string();
             if matches!(
                 stage.stdin,
                 StdinPlan::Inherit | StdinPlan::Pipe | StdinPlan::Bytes(_)

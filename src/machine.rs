@@ -17,7 +17,7 @@ use std::{
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -180,7 +180,37 @@ pub(crate) struct Process {
     pub(crate) pty: bool,
     /// The command line with its redirects, quoted as a shell reads it: how errors name
     /// the stage.
-    pub(crate) line: String,
+    pub(crate) line: Line,
+}
+
+/// A stage's command line, rendered the first time it is asked for: most starts never
+/// need it (only errors and enabled log events do), and quoting every word of every stage
+/// on every start would be work on the hot path. Clones share the rendering.
+#[derive(Clone)]
+pub(crate) struct Line(Arc<LazyLine>);
+
+struct LazyLine {
+    render: Box<dyn Fn() -> String + Send + Sync>,
+    text: OnceLock<String>,
+}
+
+impl Line {
+    pub(crate) fn new(render: impl Fn() -> String + Send + Sync + 'static) -> Line {
+        Line(Arc::new(LazyLine {
+            render: Box::new(render),
+            text: OnceLock::new(),
+        }))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.text.get_or_init(|| (self.0.render)())
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a stage reads its standard input.

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     Error, ExitStatus, Result, Signal,
-    machine::{BoxWrite, Plan, ReadEnd, Running, StderrPlan, StdinPlan, StdoutPlan},
+    machine::{BoxWrite, Line, Plan, ReadEnd, Running, StderrPlan, StdinPlan, StdoutPlan},
 };
 
 /// Where the pump sends one of the channel's two streams. Sending never waits (see
@@ -211,7 +211,7 @@ pub(crate) struct SshRunning {
 /// A stage's program, command line and directory, for start-failure errors.
 struct StageNames {
     program: OsString,
-    line: String,
+    line: Line,
     cwd: Option<PathBuf>,
 }
 
@@ -286,6 +286,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     let pump = Pump {
         pty,
         detached: plan.detached,
+        ask_login,
         stages: plan.stages.len(),
         filter: Filter::new(&marker),
         reports: Reports::new(plan.stages.len()),
@@ -386,6 +387,8 @@ impl Drop for Unstarted {
 struct Pump {
     /// With a pty, stderr (and so the reports) arrives in the stdout data.
     pty: bool,
+    /// The line was asked to report the login shell, and has not yet.
+    ask_login: bool,
     /// The line starts the stages in the background and exits: its status stands for all.
     detached: bool,
     stages: usize,
@@ -415,8 +418,11 @@ impl Pump {
                     if let Some(pid) = self.reports.detached() {
                         let _ = self.control.detached.set(pid);
                     }
-                    if let Some(login) = self.reports.login() {
+                    if self.ask_login
+                        && let Some(login) = self.reports.login()
+                    {
                         self.control.connection.login_shell.learn(login);
+                        self.ask_login = false;
                     }
                     let user = std::mem::take(&mut user);
                     if self.pty {

@@ -78,7 +78,7 @@ use std::{
 
 use crate::{
     Signal,
-    machine::{Plan, StagePlan, StderrPlan, StdinPlan, StdoutPlan},
+    machine::{Plan, Process, StagePlan, StderrPlan, StdinPlan, StdoutPlan},
     quote::push_word_one_line,
 };
 
@@ -436,14 +436,20 @@ fn exportable(name: &[u8]) -> bool {
         && !SHELL_OWN.contains(&name)
 }
 
+/// Whether the stage's environment is set by `env` (a cleared environment, or a name
+/// `export` must not set) rather than by the shell itself.
+fn through_env(process: &Process) -> bool {
+    process.env_clear
+        || process
+            .env
+            .iter()
+            .any(|(name, _)| !exportable(name.as_bytes()))
+}
+
 /// `[export NAME=value; ...] exec [env ...] PROGRAM ARGS 3>&- REDIRECTS`.
 fn push_exec(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
     let spec = &stage.process;
-    let through_env = spec.env_clear
-        || spec
-            .env
-            .iter()
-            .any(|(name, _)| !exportable(name.as_bytes()));
+    let through_env = through_env(spec);
     if !through_env {
         for (name, value) in &spec.env {
             match value {
@@ -589,12 +595,7 @@ pub(crate) fn check(plan: &Plan) -> Result<(), String> {
                 word(&format!("the environment variable {shown}"), &pair)?;
             }
         }
-        let through_env = spec.env_clear
-            || spec
-                .env
-                .iter()
-                .any(|(name, _)| !exportable(name.as_bytes()));
-        if through_env
+        if through_env(spec)
             && !spec.program.as_bytes().contains(&b'/')
             && spec.program.as_bytes().contains(&b'=')
         {
