@@ -219,6 +219,43 @@ async fn remote_tour() -> Result<()> {
         cmd!(remote, "echo {name} | tr a-z A-Z").read().await?
     );
 
+    step("Remote commands tell the truth, whatever the login shell");
+    // Every stage reports its own status (as bash's PIPESTATUS), even one a signal killed.
+    let stages = remote.cmd("printf").arg("a\\nb\\n")
+        | remote.cmd("sh").args(["-c", "exit 3"])
+        | remote.cmd("cat");
+    println!("{}", stages.run().await.unwrap_err());
+    // What no remote program could receive is refused before anything is sent; the
+    // connection and every other call go on.
+    println!(
+        "{}",
+        remote.cmd("echo").arg("a\0b").run().await.unwrap_err()
+    );
+    // An env name is never read as an option of `env`.
+    let env = remote
+        .cmd("env")
+        .env("--split-string", "just a variable")
+        .read()
+        .await?;
+    let line = env.lines().find(|line| line.starts_with("--split"));
+    println!("env(\"--split-string\", ..) -> {line:?}");
+
+    step("One function for every machine: the Machine trait");
+    println!("local  -> {}", kernel(&local()).await?);
+    println!("remote -> {}", kernel(&remote).await?);
+
+    step("spawn_detached(): the one way to outlive the script");
+    let pid = remote.cmd("sleep").arg("1000.25").spawn_detached().await?;
+    let session = remote
+        .cmd("ps")
+        .args(["-o", "sid=", "-p"])
+        .arg(pid.to_string());
+    println!(
+        "detached sleep: pid {pid}, session {} (its own)",
+        session.read().await?.trim()
+    );
+    remote.cmd("kill").arg(pid.to_string()).run().await?;
+
     step("Services on the remote side, through the same connection");
     sockets_and_tunnels(&remote).await?;
 
@@ -229,6 +266,12 @@ async fn remote_tour() -> Result<()> {
         Err(error) => println!("(skipped: {error})"),
     }
     Ok(())
+}
+
+/// Written once for any machine.
+async fn kernel(machine: &impl Machine) -> Result<String> {
+    let release = machine.cmd("uname").arg("-r").read().await?;
+    Ok(format!("{release} on {}", machine.name()))
 }
 
 /// A line service listening on loopback, reached through the SSH connection: a socket for

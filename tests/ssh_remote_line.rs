@@ -422,3 +422,41 @@ async fn non_utf8_and_newline_bytes_survive_every_part_of_the_line() {
     line.extend_from_slice(&all);
     assert!(odd.windows(line.len()).any(|w| w == line.as_slice()));
 }
+
+/// The same line from a plain `fn` (no runtime), for a user whose login shell is not bash:
+/// a pipeline's own statuses, stdin after the header, refused input with the connection
+/// alive.
+#[test]
+fn the_blocking_api_gets_the_same_answers_under_tcsh() {
+    use leadpipe::blocking::Wait;
+    let Some(sshd) = Sshd::start() else { return };
+    let user = sshd.shell_user("tcsh").unwrap_or_else(|| sshd.user.clone());
+    let remote = sshd.builder(&user).connect().wait().unwrap();
+    for _ in 0..2 {
+        // The first call learns the login shell, the second uses what it learnt.
+        let middle = (remote.cmd("printf").arg("a\\nb\\n")
+            | remote.cmd("sh").args(["-c", "exit 3"])
+            | remote.cmd("cat"))
+        .output()
+        .wait()
+        .unwrap_err();
+        let Error::Exit(exit) = middle else {
+            panic!("{middle}")
+        };
+        assert_eq!(exit.status(), ExitStatus::Code(3));
+        assert_eq!(exit.stage().map(|(i, n, _)| (i, n)), Some((1, 3)));
+        let fed = (remote.cmd("wc").arg("-c") << "12345")
+            .read()
+            .wait()
+            .unwrap();
+        assert_eq!(fed.trim(), "5");
+    }
+    let refused = remote.cmd("echo").env("A=B", "x").run().wait().unwrap_err();
+    assert!(
+        matches!(&refused, Error::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput)
+    );
+    assert_eq!(
+        remote.cmd("echo").arg("alive").read().wait().unwrap(),
+        "alive"
+    );
+}
