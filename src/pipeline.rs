@@ -207,6 +207,17 @@ impl Pipeline {
     /// # Errors
     /// As [`Command::spawn_detached`]; also [`Error::Io`](crate::Error::Io) with
     /// `InvalidInput` for a pipeline whose stages run on several machines.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Redirect;
+    /// let worker = (web1.cmd("tail").args(["-F", "/var/log/app.log"]) | web1.cmd("grep").arg("ERROR"))
+    ///     .stdout(Redirect::File("/var/log/app-errors.log".into()));
+    /// let pid = worker.spawn_detached().await?;
+    /// println!("watching errors as pid {pid}; `kill -- -{pid}` stops it");
+    /// # Ok(()) }
+    /// ```
     pub async fn spawn_detached(&self) -> Result<u32> {
         self.job().spawn_detached().await
     }

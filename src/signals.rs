@@ -109,6 +109,15 @@ pub fn install(enabled: bool) {
 /// either machine. Returns when that is done, or after about a second on an unresponsive
 /// connection. For a script's own signal handler; handles stay usable (their processes
 /// are simply gone).
+///
+/// # Example
+/// ```no_run
+/// // A script with a SIGTERM handler of its own: leadpipe stays out of the way, and the
+/// // handler stops what was started before the script exits.
+/// leadpipe::signals::install(false);
+/// // ... in that handler (or the task it wakes):
+/// leadpipe::signals::stop_all();
+/// ```
 pub fn stop_all() {
     crate::lifecycle::stop_and_flush(STOP_LIMIT);
 }

@@ -174,6 +174,15 @@ impl Inventory {
     /// A group the inventory does not have gives an inventory of one entry that fails with
     /// that reason (naming the groups there are), so a typo shows in the fleet's report
     /// instead of running on nothing.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::{Fleet, Inventory};
+    /// let web = Inventory::ansible_ini("hosts.ini")?.group("web");
+    /// let fleet = Fleet::builder(web).concurrency(20).connect().await;
+    /// # Ok(()) }
+    /// ```
     pub fn group(&self, name: &str) -> Inventory {
         let groups = &self.groups;
         let members: HashSet<&str> = if name == "all" {

@@ -473,6 +473,21 @@ impl<M: Machine> Fleet<M> {
     /// One command on every host: the shorthand for
     /// [`run`](Fleet::run)`(|m| async move { m.cmd(program).args(..).run().await })`, with
     /// live prefixed output (see [`FleetCommand::run`]).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(fleet: leadpipe::Fleet) {
+    /// // Two hosts at a time; stop starting new ones after the first failure.
+    /// let report = fleet
+    ///     .cmd("systemctl")
+    ///     .args(["restart", "app"])
+    ///     .batch(2)
+    ///     .max_failures(1)
+    ///     .run()
+    ///     .await;
+    /// println!("{report}");
+    /// # }
+    /// ```
     pub fn cmd(&self, program: impl AsRef<OsStr>) -> FleetCommand<'_, M> {
         FleetCommand {
             fleet: self,

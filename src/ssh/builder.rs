@@ -266,6 +266,17 @@ impl SshBuilder {
     /// stops the connection, and an unknown one is skipped. It does not turn off a keyword
     /// leadpipe honours. The value still shows in [`resolve`](SshBuilder::resolve) where
     /// leadpipe reads it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// // ~/.ssh/config names a CertificateFile for this host; the key alone will do.
+    /// let web1 = leadpipe::SshMachine::builder("web1")
+    ///     .ignore_config_keyword("CertificateFile")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn ignore_config_keyword(mut self, keyword: impl AsRef<str>) -> SshBuilder {
         self.ignored_keywords
             .push(keyword.as_ref().to_ascii_lowercase());
