@@ -102,10 +102,15 @@ impl ChannelSocket {
                 }
             }
             // Recorded before the spill pipe closes, so a reader that sees the end of the
-            // pipe also sees how the channel ended; then the writer is woken (in this order:
+            // pipe also sees how the channel ended (a lost one ends the pipe with
+            // `ConnectionAborted`, as every channel's pipe does); then the writer is woken (in this order:
             // `poll_write` stores its waker before it looks at `ended`).
             let _ = set_ended.send(Some(how));
-            drop(spill);
+            match (spill, how) {
+                // A truncated stream: its reader gets `ConnectionAborted` after its bytes.
+                (Some(spill), Ended::Lost) => spill.abort(),
+                (spill, _) => drop(spill),
+            }
             if let Some(waker) = wake_writer.lock().ok().and_then(|mut w| w.take()) {
                 waker.wake();
             }
@@ -185,13 +190,6 @@ impl AsyncRead for ChannelSocket {
                 Poll::Ready(Ok(())) if buf.filled().len() > last => last = buf.filled().len(),
                 _ => break,
             }
-        }
-        let at_end = buf.filled().len() == before && buf.remaining() > 0;
-        if at_end && self.ended() == Some(Ended::Lost) {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the SSH connection was lost before the end of the stream",
-            )));
         }
         Poll::Ready(Ok(()))
     }

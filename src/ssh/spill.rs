@@ -162,7 +162,7 @@ impl AsyncRead for SpillReader {
         if state.closed && state.aborted {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the connection was lost before the stream ended",
+                "the SSH connection was lost before the end of the stream",
             )));
         }
         if state.closed {
