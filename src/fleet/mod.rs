@@ -8,7 +8,6 @@ use std::{
     ffi::{OsStr, OsString},
     fmt,
     future::Future,
-    io::Write,
     path::Path,
     sync::Arc,
     time::Duration,
@@ -16,7 +15,7 @@ use std::{
 
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use crate::{Error, Line, Machine, Result, SshBuilder, SshMachine};
+use crate::{Error, Machine, Result, SshBuilder, SshMachine, observe::HostLog};
 use inventory::{Entry, HostSpec};
 
 pub use inventory::Inventory;
@@ -94,11 +93,15 @@ struct Host<M> {
 }
 
 /// How a fleet call runs its hosts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Options {
     concurrency: usize,
     batch: Option<usize>,
     budget: Budget,
+    /// Each host's commands print their line before they run.
+    echo: bool,
+    /// Where each host's log directory is made.
+    log_dir: Option<Arc<Path>>,
 }
 
 /// How many failures a call takes before it starts no further host.
@@ -120,6 +123,8 @@ impl Default for Options {
             concurrency: DEFAULT_CONCURRENCY,
             batch: None,
             budget: Budget::Unlimited,
+            echo: false,
+            log_dir: None,
         }
     }
 }
@@ -172,6 +177,27 @@ macro_rules! option_setters {
         /// No host starts after the first failure; hosts already running finish.
         pub fn fail_fast(mut self) -> Self {
             self.options.budget = Budget::FailFast;
+            self
+        }
+
+        /// Each host's commands print their command line before they run, prefixed with
+        /// the host's name (`web03 | + systemctl restart app`), as
+        /// [`Command::echo`](crate::Command::echo) does.
+        pub fn echo(mut self, echo: bool) -> Self {
+            self.options.echo = echo;
+            self
+        }
+
+        /// Logs each host's work into `dir/HOST/` (created as needed; `HOST` is the host's
+        /// name, a `/` in it written `_`): `commands.log` has each command line (`$
+        /// line`, secrets as `***`) and how it ended (`# exit code 0 after 0.012 s`), each
+        /// line after the time in seconds since the Unix epoch; `stdout.log` and
+        /// `stderr.log` have what the commands printed, as they printed it. Files are
+        /// appended to. Output handed to the script as a stream
+        /// ([`spawn`](crate::Command::spawn), [`lines`](crate::Command::lines)) is the
+        /// script's to log; everything else (inherited, read, captured) is logged.
+        pub fn log_dir(mut self, dir: impl AsRef<Path>) -> Self {
+            self.options.log_dir = Some(Arc::from(dir.as_ref()));
             self
         }
     };
@@ -390,6 +416,18 @@ impl<M: Machine> Fleet<M> {
     /// Runs `work` on every host with that host's machine, under the fleet's options, and
     /// reports what each returned, in host order.
     ///
+    /// # Output
+    ///
+    /// What the host's commands print to an inherited stdout or stderr (as
+    /// [`Command::run`](crate::Command::run) does) is printed here line by line, prefixed
+    /// with the host's name, `web03 | line` (names padded to one width). Each line is
+    /// written whole with one write under the stream's lock, so lines of different hosts
+    /// never mix mid-line; a line without its newline at the end of the output gets one,
+    /// and a line over 64 KiB is shown in pieces. An inherited stdin is `/dev/null` (many
+    /// hosts cannot share a terminal). The lines are written as `println!` writes: a stdout
+    /// that does not drain (a full pipe nobody reads) holds every host's output back. With
+    /// [`log_dir`](Fleet::log_dir), the same output also goes to the host's log.
+    ///
     /// `work` gets the machine by value (a clone of the fleet's: the same connection), so
     /// an `async move` block can own it; write `|m| async move { deploy(&m).await }` for a
     /// step written as `async fn deploy(m: &impl Machine)`. The futures are polled in the
@@ -493,7 +531,7 @@ impl<M: Machine> Fleet<M> {
             fleet: self,
             program: program.as_ref().to_owned(),
             args: Vec::new(),
-            options: self.options,
+            options: self.options.clone(),
         }
     }
 }
@@ -550,33 +588,12 @@ impl<M: Machine> FleetCommand<'_, M> {
 
     /// Runs the command on every host, printing each line of its stdout to this process's
     /// stdout, and of its stderr to its stderr, as it comes, prefixed with the host's name:
-    /// `web03 | line` (names padded to one width).
-    ///
-    /// Each line is written whole with one write under the stream's lock, so lines of
-    /// different hosts never mix mid-line. Remote stdin is `/dev/null`. A line that is not
-    /// UTF-8 ends that host's command with [`Error::InvalidUtf8`]; a failing status is that
+    /// `web03 | line` (see [`Fleet::run`] on prefixed output). A failing status is that
     /// host's [`Error::Exit`].
-    ///
-    /// The lines are written as `println!` writes, from the task that awaits the call: a
-    /// stdout that does not drain (a full pipe nobody reads) holds every host's output back.
     pub async fn run(&self) -> FleetReport<()> {
-        let width = self.fleet.hosts().map(str::len).max().unwrap_or(0);
-        drive(&self.fleet.hosts, &self.options, |name: &str, m: M| {
-            let lines = m.cmd(&self.program).args(&self.args).lines();
-            let name = name.to_owned();
-            async move {
-                let mut lines = lines;
-                while let Some(line) = lines.next().await {
-                    let line = line?;
-                    let text = format!("{name:<width$} | {}\n", line.text());
-                    // One write of the whole line under the lock: never mixed mid-line.
-                    let _ = match line {
-                        Line::Stdout(_) => std::io::stdout().lock().write_all(text.as_bytes()),
-                        Line::Stderr(_) => std::io::stderr().lock().write_all(text.as_bytes()),
-                    };
-                }
-                Ok(())
-            }
+        drive(&self.fleet.hosts, &self.options, |_: &str, m: M| {
+            let command = m.cmd(&self.program).args(&self.args);
+            async move { command.run().await }
         })
         .await
     }
@@ -607,11 +624,31 @@ impl<M> fmt::Debug for FleetCommand<'_, M> {
 /// `concurrency` at once, starting nothing more once the failure budget is spent.
 async fn drive<M, T, F, Fut>(hosts: &[Host<M>], options: &Options, work: F) -> FleetReport<T>
 where
-    M: Clone,
+    M: Machine,
     F: Fn(&str, M) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let total = hosts.len();
+    let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+    // The host's machine as its work sees it: output prefixed, echoed and logged.
+    let observed = |host: &Host<M>, machine: &M| -> Result<M> {
+        let log = match &options.log_dir {
+            None => None,
+            Some(dir) => {
+                let dir = dir.join(host.name.replace('/', "_"));
+                let log = HostLog::open(&dir).map_err(|e| {
+                    Error::io(format!("opening the log directory {}", dir.display()), e)
+                })?;
+                Some(Arc::new(log))
+            }
+        };
+        let prefix: Arc<str> = Arc::from(format!("{:<width$} | ", host.name));
+        Ok(machine.observed(&|observe| {
+            observe.prefix = Some(prefix.clone());
+            observe.log = log.clone();
+            observe.echo |= options.echo;
+        }))
+    };
     let allowed = options.allowed(total);
     let batch = options.batch.unwrap_or(total).max(1);
     let mut results: Vec<Option<Result<T>>> = (0..total).map(|_| None).collect();
@@ -642,13 +679,17 @@ where
             while stopped.is_none() && running.len() < options.concurrency && next < end {
                 let i = next;
                 next += 1;
-                match &hosts[i].machine {
+                let machine = match &hosts[i].machine {
+                    Ok(machine) => observed(&hosts[i], machine),
+                    Err(error) => Err(replay(error)),
+                };
+                match machine {
                     Ok(machine) => {
-                        let future = work(&hosts[i].name, machine.clone());
+                        let future = work(&hosts[i].name, machine);
                         running.push(async move { (i, future.await) });
                     }
                     Err(error) => {
-                        results[i] = Some(Err(replay(error)));
+                        results[i] = Some(Err(error));
                         note_failure(i, &mut stopped);
                     }
                 }
