@@ -585,3 +585,48 @@ async fn uploads_to_every_host_and_downloads_into_a_directory_per_host() {
     }
     assert!(!into.join(&hosts[1]).exists());
 }
+
+/// This process's open-file limit: (soft, hard).
+fn open_file_limit() -> (libc::rlim_t, libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// sshd drops the connections over its `MaxStartups` before its banner; a burst of
+/// connections to many hosts behind one such sshd all log in, retried rather than
+/// reported as failures. Connecting also raised the open-file limit to the hard one.
+#[tokio::test]
+async fn a_handshake_dropped_by_max_startups_is_retried() {
+    let (_, hard) = open_file_limit();
+    let lowered = libc::rlimit {
+        rlim_cur: hard.min(512),
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+    let hosts = addresses(12);
+    let extra: Vec<&str> = hosts[1..].iter().map(String::as_str).collect();
+    let Some(sshd) = Sshd::start_on_with(&extra, &["MaxStartups 2:100:2"]) else {
+        return;
+    };
+    let fleet = builder(&sshd, Inventory::new(destinations(&sshd, &hosts)))
+        .concurrency(12)
+        .connect()
+        .await;
+    let connected = fleet.connected();
+    assert!(connected.is_ok(), "{connected}");
+    assert_eq!(open_file_limit(), (hard, hard));
+    let log = sshd.log_text();
+    assert!(
+        log.contains("MaxStartups") || log.contains("drop connection"),
+        "sshd dropped nothing, so nothing was retried:\n{log}"
+    );
+}

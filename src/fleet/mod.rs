@@ -291,6 +291,7 @@ impl FleetBuilder {
             connect_timeout,
             template,
         } = self;
+        raise_open_file_limit();
         let entries = inventory.into_entries();
         let mut hosts: Vec<Option<Host<SshMachine>>> = (0..entries.len()).map(|_| None).collect();
         let mut connecting = futures::stream::iter(entries.into_iter().enumerate())
@@ -324,6 +325,12 @@ impl FleetBuilder {
 
 /// Connects one host within `limit`, on leadpipe's runtime (so the timer works whatever
 /// runtime, or none, the caller has).
+///
+/// A connection the server drops before the SSH handshake completes (reset, or closed
+/// before its banner) is tried again after a pause that doubles each time (50 ms to 1.6 s,
+/// with jitter), until the limit: that is how sshd sheds connections over its
+/// `MaxStartups`, which a burst of many hosts behind one sshd (or a jump host) trips. A
+/// refused TCP connection, a host key or a login refused are not retried.
 async fn connect_host(
     spec: HostSpec,
     template: Option<Template>,
@@ -344,7 +351,20 @@ async fn connect_host(
     }
     let name = spec.name;
     crate::lifecycle::run(async move {
-        match tokio::time::timeout(limit, builder.connect()).await {
+        let attempts = async {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match builder.clone().connect().await {
+                    Err(error) if dropped_before_handshake(&error) => {
+                        tokio::time::sleep(jittered(pause, &name)).await;
+                        pause = (pause * 2).min(Duration::from_millis(1600));
+                    }
+                    Err(error) => return Err(explain_open_file_limit(error)),
+                    connected => return connected,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(connected) => connected,
             Err(_) => Err(Error::Connect {
                 destination: name.clone(),
@@ -358,6 +378,85 @@ async fn connect_host(
         }
     })
     .await
+}
+
+/// Whether the server dropped the connection before the SSH handshake was done: reset, or
+/// closed with no banner (sshd over `MaxStartups`).
+fn dropped_before_handshake(error: &Error) -> bool {
+    matches!(error, Error::Connect { source: Some(source), .. }
+    if matches!(
+        source.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionAborted
+    ))
+}
+
+/// `pause` plus up to half of it again, different per host and call, so that hosts
+/// dropped together do not all come back together.
+fn jittered(pause: Duration, host: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(host.as_bytes());
+    let spread = pause.as_micros() as u64 / 2 + 1;
+    pause + Duration::from_micros(hasher.finish() % spread)
+}
+
+/// A connect error for want of file descriptors, with the limit that ran out named.
+fn explain_open_file_limit(error: Error) -> Error {
+    match error {
+        Error::Connect {
+            destination,
+            given,
+            address,
+            reason,
+            source: Some(source),
+        } if source.raw_os_error() == Some(libc::EMFILE) => {
+            let limit = open_file_limit().map_or_else(|| "?".to_owned(), |soft| soft.to_string());
+            Error::Connect {
+                destination,
+                given,
+                address,
+                reason: format!(
+                    "{reason}: this process has used up its open-file limit (RLIMIT_NOFILE, \
+                     `ulimit -n`: {limit}), which the fleet raised to its hard limit; raise \
+                     the hard limit, or lower the fleet's concurrency"
+                ),
+                source: Some(source),
+            }
+        }
+        other => other,
+    }
+}
+
+/// This process's open-file limit (the soft one, which applies).
+fn open_file_limit() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives across the call.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (got == 0).then_some(limit.rlim_cur)
+}
+
+/// Raises this process's open-file limit to its hard limit (each connected host holds a
+/// socket, and each running command a few pipes): what `ulimit -n $(ulimit -Hn)` does.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives across both.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("raising the open-file limit failed");
+            }
+        }
+    }
 }
 
 impl<M: Machine> Fleet<M> {
