@@ -13,7 +13,15 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{
+    FutureExt, StreamExt,
+    future::{BoxFuture, Shared},
+    stream::FuturesUnordered,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 use crate::{Error, Machine, Result, SshBuilder, SshMachine, observe::HostLog};
 use inventory::{Entry, HostSpec};
@@ -44,7 +52,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// output printed live, prefixed with its name (`web03 | ...`).
 ///
 /// Everything runs in the task that awaits the call: no thread and no task per host. A
-/// host's closure that panics unwinds out of the call.
+/// host's closure that panics unwinds out of the call. A host still connecting when the
+/// fleet was returned (see [`FleetBuilder::connect`]) is awaited in its slot.
 ///
 /// # Options
 ///
@@ -83,13 +92,64 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Fleet<M = SshMachine> {
     hosts: Vec<Host<M>>,
     options: Options,
+    /// The task still connecting stragglers, stopped once no fleet (or straggler) needs it.
+    _connecting: Option<Arc<Background>>,
+}
+
+/// How long [`FleetBuilder::connect`] waits, at least and at most, with no host connecting,
+/// before it leaves the hosts still connecting to finish in the background.
+const STRAGGLER_WAIT_MIN: Duration = Duration::from_millis(200);
+const STRAGGLER_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// A background task, aborted when dropped.
+struct Background(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// One host: its name and its machine, or why it has none.
 #[derive(Clone)]
 struct Host<M> {
     name: String,
-    machine: std::result::Result<M, Arc<Error>>,
+    machine: Link<M>,
+}
+
+/// A host's machine, or why it has none.
+type Outcome<M> = std::result::Result<M, Arc<Error>>;
+
+/// A host's connection: made (or failed), or still being made in the background.
+///
+/// [`FleetBuilder::connect`] waits for every host, except stragglers: once no host has
+/// connected for a while, the hosts still connecting go on in the background and the
+/// fleet is returned. The calls then await each straggler in its own slot, so a frozen
+/// host costs the others nothing beyond the slot it holds.
+#[derive(Clone)]
+enum Link<M> {
+    Settled(Outcome<M>),
+    Connecting(Shared<BoxFuture<'static, Outcome<M>>>),
+}
+
+impl<M: Clone> Link<M> {
+    /// The outcome, if it is known.
+    fn now(&self) -> Option<&Outcome<M>> {
+        match self {
+            Link::Settled(outcome) => Some(outcome),
+            Link::Connecting(connecting) => connecting.peek(),
+        }
+    }
+
+    /// The outcome, once known.
+    async fn get(&self) -> Outcome<M> {
+        match self {
+            Link::Settled(outcome) => outcome.clone(),
+            Link::Connecting(connecting) => connecting.clone().await,
+        }
+    }
 }
 
 /// How a fleet call runs its hosts.
@@ -284,6 +344,14 @@ impl FleetBuilder {
     /// Connects to every host, [`concurrency`](FleetBuilder::concurrency) at a time, each
     /// within the connect timeout. Never fails as a whole: a host that cannot be reached
     /// keeps its error, which every report of the fleet shows.
+    ///
+    /// It returns once every host has connected or failed, or once no host has for a
+    /// while (twice the slowest connection so far, between 200 ms and 2 s): the hosts
+    /// still connecting then (a frozen server, a slow link) finish in the background, and
+    /// every call of the fleet waits for each of them in its own slot, while the others
+    /// run. So one host that never answers costs the fleet its connect timeout in one slot,
+    /// not a stall of every host. Connections are made on leadpipe's runtime (no thread,
+    /// and no task, per host).
     pub async fn connect(self) -> Fleet {
         let FleetBuilder {
             inventory,
@@ -293,12 +361,25 @@ impl FleetBuilder {
         } = self;
         raise_open_file_limit();
         let entries = inventory.into_entries();
-        let mut hosts: Vec<Option<Host<SshMachine>>> = (0..entries.len()).map(|_| None).collect();
-        let mut connecting = futures::stream::iter(entries.into_iter().enumerate())
-            .map(|(i, entry)| {
+        let total = entries.len();
+        let names: Vec<String> = entries.iter().map(|e| e.name().to_owned()).collect();
+        let mut receivers = Vec::with_capacity(total);
+        let mut jobs = Vec::with_capacity(total);
+        for entry in entries {
+            let (sender, receiver) = oneshot::channel::<Outcome<SshMachine>>();
+            receivers.push(receiver);
+            jobs.push((entry, sender));
+        }
+        // Each host's connection is made by one task on leadpipe's runtime, `concurrency`
+        // at a time; it goes on after this call returns while stragglers connect.
+        let (settled, mut settling) = mpsc::unbounded_channel::<Duration>();
+        let concurrency = options.concurrency;
+        let connecting = futures::stream::iter(jobs)
+            .map(move |(entry, sender)| {
                 let template = template.clone();
+                let settled = settled.clone();
                 async move {
-                    let name = entry.name().to_owned();
+                    let began = Instant::now();
                     let machine = match entry {
                         Entry::Host(spec) => connect_host(spec, template, connect_timeout).await,
                         Entry::Invalid { name, reason } => Err(Error::Connect {
@@ -309,16 +390,56 @@ impl FleetBuilder {
                             source: None,
                         }),
                     };
-                    (i, name, machine.map_err(Arc::new))
+                    let _ = sender.send(machine.map_err(Arc::new));
+                    let _ = settled.send(began.elapsed());
                 }
             })
-            .buffer_unordered(options.concurrency);
-        while let Some((i, name, machine)) = connecting.next().await {
-            hosts[i] = Some(Host { name, machine });
-        }
+            .buffer_unordered(concurrency)
+            .for_each(|()| async {});
+        let connecting = Arc::new(Background(crate::lifecycle::spawn_handle(connecting)));
+        // Wait for every host, or until none has connected for twice the slowest
+        // connection so far (at least 200 ms, at most 2 s): the rest are stragglers.
+        crate::lifecycle::run(async move {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..total {
+                let quiet = (slowest * 2).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
+                match tokio::time::timeout(quiet, settling.recv()).await {
+                    Ok(Some(took)) => slowest = slowest.max(took),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        })
+        .await;
+        let hosts = (names.into_iter().zip(receivers))
+            .map(|(name, mut receiver)| {
+                let machine = match receiver.try_recv() {
+                    Ok(outcome) => Link::Settled(outcome),
+                    Err(_) => {
+                        let straggler = name.clone();
+                        let keep = connecting.clone();
+                        Link::Connecting(
+                            async move {
+                                let outcome = receiver.await.unwrap_or_else(|_| {
+                                    Err(Arc::new(Error::NotRun {
+                                        host: straggler,
+                                        reason: "its connection was abandoned".to_owned(),
+                                    }))
+                                });
+                                drop(keep);
+                                outcome
+                            }
+                            .boxed()
+                            .shared(),
+                        )
+                    }
+                };
+                Host { name, machine }
+            })
+            .collect();
         Fleet {
-            hosts: hosts.into_iter().flatten().collect(),
+            hosts,
             options,
+            _connecting: Some(connecting),
         }
     }
 }
@@ -468,10 +589,11 @@ impl<M: Machine> Fleet<M> {
                 .into_iter()
                 .map(|m| Host {
                     name: m.name().to_owned(),
-                    machine: Ok(m),
+                    machine: Link::Settled(Ok(m)),
                 })
                 .collect(),
             options: Options::default(),
+            _connecting: None,
         }
     }
 
@@ -482,9 +604,14 @@ impl<M: Machine> Fleet<M> {
         self.hosts.iter().map(|h| h.name.as_str())
     }
 
-    /// The connected machines with their names, in host order.
+    /// The connected machines with their names, in host order. A host still connecting
+    /// (see [`FleetBuilder::connect`]) is left out; [`connected`](Fleet::connected) waits
+    /// for it.
     pub fn machines(&self) -> impl Iterator<Item = (&str, &M)> {
-        (self.hosts.iter()).filter_map(|h| h.machine.as_ref().ok().map(|m| (h.name.as_str(), m)))
+        (self.hosts.iter()).filter_map(|h| match h.machine.now() {
+            Some(Ok(m)) => Some((h.name.as_str(), m)),
+            _ => None,
+        })
     }
 
     /// How many hosts the fleet has (connected or not).
@@ -498,18 +625,14 @@ impl<M: Machine> Fleet<M> {
     }
 
     /// The connection report: `Ok(())` for each connected host, the connect error of the
-    /// others.
-    pub fn connected(&self) -> FleetReport<()> {
-        FleetReport::new(
-            (self.hosts.iter())
-                .map(|h| {
-                    (
-                        h.name.clone(),
-                        h.machine.as_ref().map(drop).map_err(|e| replay(e)),
-                    )
-                })
-                .collect(),
-        )
+    /// others. Waits for the hosts still connecting (see [`FleetBuilder::connect`]).
+    pub async fn connected(&self) -> FleetReport<()> {
+        let mut report = Vec::with_capacity(self.hosts.len());
+        for host in &self.hosts {
+            let outcome = host.machine.get().await;
+            report.push((host.name.clone(), outcome.map(drop).map_err(|e| replay(&e))));
+        }
+        FleetReport::new(report)
     }
 
     /// Runs `work` on every host with that host's machine, under the fleet's options, and
@@ -778,20 +901,25 @@ where
             while stopped.is_none() && running.len() < options.concurrency && next < end {
                 let i = next;
                 next += 1;
-                let machine = match &hosts[i].machine {
-                    Ok(machine) => observed(&hosts[i], machine),
-                    Err(error) => Err(replay(error)),
-                };
-                match machine {
-                    Ok(machine) => {
-                        let future = work(&hosts[i].name, machine);
-                        running.push(async move { (i, future.await) });
-                    }
-                    Err(error) => {
-                        results[i] = Some(Err(error));
-                        note_failure(i, &mut stopped);
-                    }
+                let host = &hosts[i];
+                // A known outcome without waiting: a host that could not connect takes no
+                // slot; a straggler is awaited in its slot.
+                if let Some(Err(error)) = host.machine.now() {
+                    results[i] = Some(Err(replay(error)));
+                    note_failure(i, &mut stopped);
+                    continue;
                 }
+                let (work, observed) = (&work, &observed);
+                running.push(async move {
+                    let machine = match host.machine.get().await {
+                        Ok(machine) => observed(host, &machine),
+                        Err(error) => Err(replay(&error)),
+                    };
+                    match machine {
+                        Ok(machine) => (i, work(&host.name, machine).await),
+                        Err(error) => (i, Err(error)),
+                    }
+                });
             }
             let Some((i, result)) = running.next().await else {
                 break;
