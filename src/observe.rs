@@ -173,6 +173,7 @@ pub(crate) struct HostLog {
 
 impl HostLog {
     /// Opens (creating as needed) the log files in `dir`.
+    #[cfg_attr(not(feature = "ssh"), allow(dead_code))] // only fleets make logs
     pub(crate) fn open(dir: &Path) -> io::Result<HostLog> {
         std::fs::create_dir_all(dir)?;
         let open = |name: &str| {
