@@ -36,6 +36,7 @@ use crate::{Error, Result, command::Scope};
 /// keyword:
 ///
 /// - **Honoured**: `HostName`, `User`, `Port`, `IdentityFile`, `IdentitiesOnly`,
+///   `CertificateFile` (offered with the identity file or agent key it certifies),
 ///   `IdentityAgent` (`none` or `SSH_AUTH_SOCK`), `UserKnownHostsFile`,
 ///   `GlobalKnownHostsFile` (read after the user's files, never written),
 ///   `StrictHostKeyChecking` (`ask` reads as `yes`: nobody is there to ask),
@@ -54,8 +55,7 @@ use crate::{Error, Result, command::Scope};
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
 ///   program passes the keyword to [`ignore_config_keyword`](SshBuilder::ignore_config_keyword)
 ///   or sets the thing itself. `ProxyCommand -` (ssh's own stdin and stdout);
-///   `CertificateFile` (or give
-///   [`identity_file`](SshBuilder::identity_file)); `CheckHostIP yes` (OpenSSH refuses a
+///   `CheckHostIP yes` (OpenSSH refuses a
 ///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
 ///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
 ///   `CanonicalizePermittedCNAMEs`; `AddressFamily` other than `any`;
@@ -80,8 +80,19 @@ use crate::{Error, Result, command::Scope};
 /// config's `IdentityFile`), the [`password`](SshBuilder::password) given, the ssh-agent's
 /// keys (`SSH_AUTH_SOCK`, unless `IdentitiesOnly` or identity files were given to the
 /// builder), the default `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` (when no identity file
-/// was given), then keyboard-interactive answered with the password. Encrypted keys open
+/// was given), then keyboard-interactive answered with the password. A key is offered with
+/// its user certificates first: the [`certificate_file`](SshBuilder::certificate_file)s
+/// (else the config's `CertificateFile`s) that certify it, then `KEY-cert.pub` beside an
+/// identity file; certificates the agent holds are offered as they are. Encrypted keys open
 /// with the [`passphrase`](SshBuilder::passphrase) or [`passphrase_with`](SshBuilder::passphrase_with). RSA keys sign with rsa-sha2.
+/// Host certificates are asked for when an `@cert-authority` line of the known_hosts files
+/// (the user's and `GlobalKnownHostsFile`) matches the host, and trusted when that CA
+/// signed a host certificate that is valid now and names the host (its `HostKeyAlias`,
+/// else the host name) among its principals; an expired certificate is refused with
+/// [`HostKeyProblem::CertificateExpired`](crate::HostKeyProblem::CertificateExpired), one
+/// for another name with
+/// [`CertificatePrincipal`](crate::HostKeyProblem::CertificatePrincipal), unless a plain
+/// line trusts the key inside it (as OpenSSH falls back to it).
 /// Host keys are checked against `~/.ssh/known_hosts` (or the files given) under
 /// [`HostKeyPolicy::Strict`] unless another policy is chosen.
 ///
@@ -107,6 +118,7 @@ pub struct SshBuilder {
     user: Option<String>,
     port: Option<u16>,
     identity_files: Vec<PathBuf>,
+    certificate_files: Vec<PathBuf>,
     password: Option<String>,
     passphrase: Option<String>,
     passphrase_for: Option<connection::PassphraseCallback>,
@@ -133,6 +145,7 @@ impl SshBuilder {
             user: None,
             port: None,
             identity_files: Vec::new(),
+            certificate_files: Vec::new(),
             password: None,
             passphrase: None,
             passphrase_for: None,
@@ -188,6 +201,26 @@ impl SshBuilder {
     /// times. Giving one replaces the config's and the default `~/.ssh/id_*` files.
     pub fn identity_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
         self.identity_files.push(expand_home(path.as_ref()));
+        self
+    }
+
+    /// An OpenSSH user certificate (`ssh-keygen -s`, usually `KEY-cert.pub`) to offer
+    /// with the identity file or agent key it certifies; may be given several times.
+    /// Giving one replaces the config's `CertificateFile`s. A `KEY-cert.pub` beside an
+    /// identity file is offered without being named, as `ssh` does.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::builder("web1")
+    ///     .identity_file("~/.ssh/deploy_ed25519")
+    ///     .certificate_file("~/.ssh/deploy_ed25519-cert-prod.pub")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn certificate_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
+        self.certificate_files.push(expand_home(path.as_ref()));
         self
     }
 
@@ -402,10 +435,7 @@ impl SshBuilder {
                     .ignored_keywords
                     .contains(&u.keyword.to_ascii_lowercase())
             })
-            .filter(|u| match u.keyword {
-                "CertificateFile" | "IdentityAgent" => self.identity_files.is_empty(),
-                _ => true,
-            })
+            .filter(|u| u.keyword != "IdentityAgent" || self.identity_files.is_empty())
             .map(ToString::to_string)
             .collect();
         if !refusals.is_empty() {
@@ -449,6 +479,11 @@ impl SshBuilder {
         } else {
             self.identity_files.clone()
         };
+        let certificate_files = if self.certificate_files.is_empty() {
+            file.certificate_files.clone()
+        } else {
+            self.certificate_files.clone()
+        };
         let use_agent = !file.identities_only.unwrap_or(false)
             && !file.no_agent
             && self.identity_files.is_empty();
@@ -490,6 +525,7 @@ impl SshBuilder {
             port,
             user,
             identity_files,
+            certificate_files: certificate_files.clone(),
             use_agent,
             password: self.password.clone(),
             passphrase: self.passphrase.clone(),
@@ -515,7 +551,7 @@ impl SshBuilder {
             user: settings.user.clone(),
             identity_files: settings.identity_files.clone(),
             use_agent,
-            certificate_files: file.certificate_files.clone(),
+            certificate_files,
             known_hosts_files: known_hosts,
             global_known_hosts_files: global_known_hosts,
             host_key_alias: file.host_key_alias.clone(),
@@ -563,8 +599,9 @@ pub struct SshSettings {
     /// Whether the ssh-agent's keys are tried (not after `IdentitiesOnly yes`,
     /// `IdentityAgent none`, or identity files given to the builder).
     pub use_agent: bool,
-    /// `CertificateFile`s, expanded. leadpipe does not offer certificates yet: a config
-    /// naming one is refused unless the keyword is ignored or identity files are given.
+    /// The user certificates offered with the keys they certify (the builder's
+    /// [`certificate_file`](SshBuilder::certificate_file)s, else the config's
+    /// `CertificateFile`s, expanded), before any `KEY-cert.pub` beside an identity file.
     pub certificate_files: Vec<PathBuf>,
     /// The user known_hosts files (`AcceptNew` appends to the first).
     pub known_hosts_files: Vec<PathBuf>,

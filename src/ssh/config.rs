@@ -1121,23 +1121,6 @@ impl<'a> Resolver<'a> {
                 ));
             }
         }
-        if let Some(first) = self.certificate_files.first() {
-            unhonoured.push(first.unhonoured(
-                "CertificateFile",
-                "leadpipe does not offer certificates, so it would log in differently",
-            ));
-        }
-        let proxied = proxy_command.is_some() || matches!(self.proxy_jump, Some(Some(_)));
-        if let Some((true, line)) = &self.check_host_ip {
-            // As in OpenSSH, the address is not checked through a proxy or for an address.
-            if !proxied && !is_address(&host) {
-                unhonoured.push(line.unhonoured(
-                    "CheckHostIP",
-                    "leadpipe does not check the address's known_hosts entry, which OpenSSH \
-                     refuses on when it changed",
-                ));
-            }
-        }
         let mut no_agent = false;
         if let Some(agent) = &self.identity_agent {
             match agent.value.as_str() {
@@ -2137,7 +2120,6 @@ Host web1
         assert_eq!(
             unhonoured(text, "web1"),
             owned(&[
-                ("CertificateFile", 3),
                 ("KnownHostsCommand", 6),
                 ("BindAddress", 8),
                 ("IdentityAgent", 9),
@@ -2148,29 +2130,21 @@ Host web1
         // The first value wins here too: `none` first means nothing to refuse.
         let text = "ProxyCommand none\nProxyCommand nc %h %p\nKnownHostsCommand none\n";
         assert_eq!(unhonoured(text, "h"), owned(&[]));
-        // CheckHostIP (moot above through the ProxyCommand) is moot through a proxy or
-        // for an address, as in OpenSSH.
-        assert_eq!(
-            unhonoured("CheckHostIP yes\n", "h"),
-            owned(&[("CheckHostIP", 1)])
-        );
-        assert_eq!(
-            unhonoured("CheckHostIP yes\nProxyJump b\n", "h"),
-            owned(&[])
-        );
-        assert_eq!(unhonoured("CheckHostIP yes\n", "10.1.2.3"), owned(&[]));
+        // Certificates and CheckHostIP are honoured.
+        let text = "CertificateFile ~/.ssh/id-cert.pub\nCheckHostIP yes\n";
+        assert_eq!(unhonoured(text, "h"), owned(&[]));
         // The message names file, line and keyword, and the way out.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
-        fs::write(&path, "Host *\n\n  CertificateFile ~/.ssh/id-cert.pub\n").unwrap();
+        fs::write(&path, "Host *\n\n  KnownHostsCommand /bin/keys %h\n").unwrap();
         let config = resolve_file(&path, "h", &ctx()).unwrap();
         let message = config.unhonoured[0].to_string();
         assert_eq!(
             message,
             format!(
-                "{}:3: CertificateFile is not supported by leadpipe (leadpipe does not offer \
-                 certificates, so it would log in differently); set it on the builder, or \
-                 call ignore_config_keyword(\"CertificateFile\") to connect without it",
+                "{}:3: KnownHostsCommand is not supported by leadpipe (it would trust the host \
+                 keys a command prints); set it on the builder, or call \
+                 ignore_config_keyword(\"KnownHostsCommand\") to connect without it",
                 path.display()
             )
         );

@@ -12,11 +12,14 @@ use std::{
 use russh::{
     ChannelOpenFailure, MethodKind,
     client::{self, Handle, Msg},
-    keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate},
+    keys::{
+        HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate, agent::AgentIdentity,
+    },
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
+    certificates,
     known_hosts::{self, Verdict},
     reverse_forwards::{Forwards, serve_forwarded},
 };
@@ -64,6 +67,8 @@ pub(crate) struct Settings {
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) identity_files: Vec<PathBuf>,
+    /// `CertificateFile`s: offered with the identity file or agent key they certify.
+    pub(crate) certificate_files: Vec<PathBuf>,
     /// Whether to try the ssh-agent's keys (`SSH_AUTH_SOCK`).
     pub(crate) use_agent: bool,
     pub(crate) password: Option<String>,
@@ -194,19 +199,18 @@ impl client::Handler for Client {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> std::result::Result<bool, Self::Error> {
-        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            self.refuse(
-                HostKeyProblem::Certificate,
-                None,
-                "the server presented a host certificate; leadpipe checks plain host keys only",
-            );
-            return Ok(false);
-        };
         if self.policy == HostKeyPolicy::AcceptAny {
             return Ok(true);
         }
-        let key_type = key.algorithm().as_str().to_owned();
-        let blob = key.to_bytes().unwrap_or_default();
+        let (plain, certificate) = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => (key.clone(), None),
+            PublicKeyOrCertificate::Certificate(cert) => (
+                russh::keys::PublicKey::new(cert.public_key().clone(), ""),
+                Some(cert),
+            ),
+        };
+        let key_type = plain.algorithm().as_str().to_owned();
+        let blob = plain.to_bytes().unwrap_or_default();
         let fingerprint = known_hosts::fingerprint(&blob);
         let files = self.known_hosts.clone();
         let verdict = known_hosts::check_files(&files, &self.host, self.port, &key_type, &blob);
@@ -217,6 +221,34 @@ impl client::Handler for Client {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if let Some(cert) = certificate
+            && !matches!(verdict, Ok(Verdict::Revoked { .. }))
+        {
+            match self.certificate_refusal(cert) {
+                Ok(None) => return Ok(true),
+                Ok(Some(refused)) if !matches!(verdict, Ok(Verdict::Trusted)) => {
+                    self.refuse(refused.problem, Some(&fingerprint), &refused.reason);
+                    return Ok(false);
+                }
+                // As OpenSSH: a certificate that fails is retried as the plain key in it,
+                // which a known_hosts line may still trust.
+                Ok(Some(refused)) => {
+                    tracing::warn!(
+                        host = %self.host,
+                        "host certificate not trusted ({}); its key is in known_hosts",
+                        refused.reason
+                    );
+                }
+                Err(error) => {
+                    self.refuse(
+                        HostKeyProblem::Unreadable,
+                        Some(&fingerprint),
+                        &format!("cannot read known_hosts ({}): {error}", shown_files()),
+                    );
+                    return Ok(false);
+                }
+            }
+        }
         match verdict {
             Ok(Verdict::Trusted) => Ok(true),
             Ok(Verdict::Unknown) if self.policy == HostKeyPolicy::AcceptNew => {
@@ -289,6 +321,38 @@ impl client::Handler for Client {
 }
 
 impl Client {
+    /// Why the host certificate `cert` is not trusted (`None`: it is): checked against the
+    /// `@cert-authority` lines for the host, whose CA must not be `@revoked`.
+    fn certificate_refusal(
+        &self,
+        cert: &russh::keys::Certificate,
+    ) -> io::Result<Option<certificates::Refused>> {
+        let authorities = known_hosts::authorities(&self.known_hosts, &self.host, self.port)?;
+        let authority =
+            match certificates::check_host(cert, &authorities, &self.host, certificates::now()) {
+                Ok(authority) => authority,
+                Err(refused) => return Ok(Some(refused)),
+            };
+        let verdict = known_hosts::check_files(
+            &self.known_hosts,
+            &self.host,
+            self.port,
+            &authority.key_type,
+            &authority.key_blob,
+        )?;
+        Ok(match verdict {
+            Verdict::Revoked { path, line } => Some(certificates::Refused {
+                problem: HostKeyProblem::Revoked,
+                reason: format!(
+                    "its host certificate is signed by the CA {}, which is revoked ({} line {line})",
+                    known_hosts::fingerprint(&authority.key_blob),
+                    path.display()
+                ),
+            }),
+            _ => None,
+        })
+    }
+
     fn refuse(&self, problem: HostKeyProblem, fingerprint: Option<&str>, reason: &str) {
         let destination = if self.port == 22 {
             self.host.clone()
@@ -454,11 +518,29 @@ impl Connection {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // OpenSSH looks an alias up bare, whatever the port.
+        let (key_host, key_port) = match &settings.host_key_alias {
+            Some(alias) => (alias.clone(), 22),
+            None => (settings.host.clone(), settings.port),
+        };
+        let mut preferred = settings.preferred.clone();
+        // Host certificates are asked for only where an `@cert-authority` line could vouch
+        // for one, as OpenSSH orders them: elsewhere a plain key is what known_hosts checks.
+        let authorities = known_hosts::authorities(&settings.known_hosts, &key_host, key_port);
+        if authorities.is_ok_and(|found| !found.is_empty()) {
+            let mut offered: Vec<russh::keys::Algorithm> = Vec::new();
+            for algorithm in preferred.key.iter() {
+                if !offered.contains(algorithm) {
+                    offered.push(algorithm.clone());
+                }
+            }
+            preferred.host_key_certificates = offered.into();
+        }
         let config = client::Config {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
             window_size: 8 << 20,
-            preferred: settings.preferred.clone(),
+            preferred,
             // A quiet long-running command is not an idle connection.
             inactivity_timeout: None,
             keepalive_interval: settings.keepalive_interval,
@@ -467,11 +549,6 @@ impl Connection {
             ..Default::default()
         };
         let refusal = Arc::new(Mutex::new(None));
-        // OpenSSH looks an alias up bare, whatever the port.
-        let (key_host, key_port) = match &settings.host_key_alias {
-            Some(alias) => (alias.clone(), 22),
-            None => (settings.host.clone(), settings.port),
-        };
         let client = Client {
             given: settings.given.clone(),
             host: key_host,
@@ -610,6 +687,7 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
         settings,
         tried: Vec::new(),
         accepted: Vec::new(),
+        offered_certificates: Vec::new(),
     };
     for path in &settings.identity_files {
         if auth.key(path).await? {
@@ -650,6 +728,15 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
                 .collect();
         }
     }
+    for path in &settings.certificate_files {
+        if !auth.offered_certificates.contains(path) {
+            let why = certificates::unreadable(path).unwrap_or_else(|| {
+                "no identity file or agent key holds the private key it certifies".to_owned()
+            });
+            auth.tried
+                .push(format!("certificate {} ({why})", path.display()));
+        }
+    }
     Err(Error::Auth {
         destination: settings.destination(),
         given: settings.given.clone(),
@@ -664,6 +751,8 @@ struct Attempts<'a> {
     settings: &'a Settings,
     tried: Vec<String>,
     accepted: Vec<String>,
+    /// The `CertificateFile`s offered so far (the others are named in the error).
+    offered_certificates: Vec<PathBuf>,
 }
 
 impl Attempts<'_> {
@@ -698,6 +787,32 @@ impl Attempts<'_> {
                 return Ok(false);
             }
         };
+        let key = Arc::new(key);
+        let user = self.settings.user.clone();
+        let certificates = certificates::for_key(
+            key.public_key().key_data(),
+            Some(path),
+            &self.settings.certificate_files,
+        );
+        for (cert_path, cert) in certificates {
+            let note = certificates::outside_validity(&cert, certificates::now())
+                .map(|why| format!(" (which {why})"))
+                .unwrap_or_default();
+            self.offered_certificates.push(cert_path.clone());
+            let result = self
+                .handle
+                .authenticate_openssh_cert(user.clone(), key.clone(), cert)
+                .await
+                .map_err(|e| self.error(e))?;
+            if self.succeeded(result) {
+                return Ok(true);
+            }
+            self.tried.push(format!(
+                "key {} with certificate {}{note}",
+                path.display(),
+                cert_path.display()
+            ));
+        }
         let hash = if key.algorithm().is_rsa() {
             let best = self
                 .handle
@@ -708,10 +823,9 @@ impl Attempts<'_> {
         } else {
             None
         };
-        let user = self.settings.user.clone();
         let result = self
             .handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
             .await
             .map_err(|e| self.error(e))?;
         if self.succeeded(result) {
@@ -744,14 +858,56 @@ impl Attempts<'_> {
             }
         };
         let identities = agent.request_identities().await.unwrap_or_default();
+        let user = self.settings.user.clone();
         for identity in identities {
-            let key = identity.public_key().into_owned();
+            let (key, comment, mut certificates) = match identity {
+                AgentIdentity::PublicKey { key, comment } => {
+                    let certificates = certificates::for_key(
+                        key.key_data(),
+                        None,
+                        &self.settings.certificate_files,
+                    );
+                    (Some(key), comment, certificates)
+                }
+                // A certificate the agent holds (`ssh-add` loads `KEY-cert.pub` with KEY).
+                AgentIdentity::Certificate {
+                    certificate,
+                    comment,
+                } => (None, comment, vec![(PathBuf::new(), certificate)]),
+            };
+            for (cert_path, cert) in certificates.drain(..) {
+                let shown = if cert_path.as_os_str().is_empty() {
+                    format!("agent certificate {comment}")
+                } else {
+                    self.offered_certificates.push(cert_path.clone());
+                    format!(
+                        "agent key {comment} with certificate {}",
+                        cert_path.display()
+                    )
+                };
+                let note = certificates::outside_validity(&cert, certificates::now())
+                    .map(|why| format!(" (which {why})"))
+                    .unwrap_or_default();
+                let hash = cert.algorithm().is_rsa().then_some(HashAlg::Sha256);
+                match self
+                    .handle
+                    .authenticate_certificate_with(user.clone(), cert, hash, &mut agent)
+                    .await
+                {
+                    Ok(result) => {
+                        if self.succeeded(result) {
+                            return Ok(true);
+                        }
+                        self.tried.push(format!("{shown}{note}"));
+                    }
+                    Err(e) => self.tried.push(format!("{shown} ({e})")),
+                }
+            }
+            let Some(key) = key else { continue };
             let hash = key.algorithm().is_rsa().then_some(HashAlg::Sha256);
-            let comment = key.comment().to_owned();
-            let user = self.settings.user.clone();
             match self
                 .handle
-                .authenticate_publickey_with(user, key, hash, &mut agent)
+                .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
                 .await
             {
                 Ok(result) => {

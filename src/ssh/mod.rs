@@ -15,6 +15,7 @@
 
 mod algorithms;
 mod builder;
+mod certificates;
 mod channel;
 mod config;
 mod connection;
