@@ -46,7 +46,11 @@ use crate::{Error, Result, command::Scope};
 ///   stdin and stdout carrying the connection; killed and reaped when the machine and its
 ///   clones are dropped), `SetEnv` (set in every command's
 ///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
-///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address),
+///   `CheckHostIP` (as OpenSSH 9: once the host's plain key is trusted, the address
+///   connected to is looked up too, `[address]:port` off port 22; a missing entry is added
+///   to the first user known_hosts file with a warning, an entry listing another key is
+///   refused as [`HostKeyProblem::Changed`](crate::HostKeyProblem::Changed); not checked
+///   through a proxy, for a host given as an address, or for a loopback address),
 ///   `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms` (applied to what leadpipe
 ///   supports, with OpenSSH's `+`, `-` and `^` forms; a list that leaves nothing
 ///   leadpipe supports is an error).
@@ -55,8 +59,7 @@ use crate::{Error, Result, command::Scope};
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
 ///   program passes the keyword to [`ignore_config_keyword`](SshBuilder::ignore_config_keyword)
 ///   or sets the thing itself. `ProxyCommand -` (ssh's own stdin and stdout);
-///   `CheckHostIP yes` (OpenSSH refuses a
-///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
+///   `IdentityAgent` at
 ///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
 ///   `CanonicalizePermittedCNAMEs`; `AddressFamily` other than `any`;
 ///   `BindAddress`; `BindInterface`; `PKCS11Provider`; `KnownHostsCommand`;
@@ -532,6 +535,7 @@ impl SshBuilder {
             passphrase_for: self.passphrase_for.clone(),
             known_hosts: all_known_hosts,
             host_key_alias: file.host_key_alias.clone(),
+            check_host_ip: file.check_host_ip.unwrap_or(false),
             host_key_policy: policy,
             connect_timeout: self
                 .connect_timeout
@@ -612,7 +616,7 @@ pub struct SshSettings {
     pub host_key_alias: Option<String>,
     /// What to do with host keys known_hosts does not vouch for.
     pub host_key_policy: HostKeyPolicy,
-    /// `CheckHostIP` as the config says it.
+    /// `CheckHostIP`: whether the address's known_hosts entry is checked and recorded too.
     pub check_host_ip: bool,
     /// The `ProxyJump` hops, as written (`[user@]host[:port][,...]`); `None` when the
     /// builder's [`jump`](SshBuilder::jump) is used or no hop is set.

@@ -78,6 +78,8 @@ pub(crate) struct Settings {
     pub(crate) known_hosts: Vec<PathBuf>,
     /// `HostKeyAlias`: the name (without port) host keys are looked up under.
     pub(crate) host_key_alias: Option<String>,
+    /// `CheckHostIP yes`: the address's known_hosts entry is checked and recorded too.
+    pub(crate) check_host_ip: bool,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
     /// TCP connections tried, a second apart, before giving up (`ConnectionAttempts`).
@@ -167,6 +169,8 @@ pub(crate) struct Client {
     host: String,
     port: u16,
     known_hosts: Vec<PathBuf>,
+    /// `CheckHostIP yes`: the address (and port) whose known_hosts entry is checked too.
+    check_ip: Option<(String, u16)>,
     policy: HostKeyPolicy,
     /// Why the key was refused, for the error (russh only reports "unknown key").
     refusal: Arc<Mutex<Option<Error>>>,
@@ -250,13 +254,13 @@ impl client::Handler for Client {
             }
         }
         match verdict {
-            Ok(Verdict::Trusted) => Ok(true),
+            Ok(Verdict::Trusted) => Ok(self.address_agrees(&key_type, &blob, &fingerprint)),
             Ok(Verdict::Unknown) if self.policy == HostKeyPolicy::AcceptNew => {
                 let added = files.first().zip(known_hosts::entry_line(
                     &self.host, self.port, &key_type, &blob,
                 ));
                 match added.map(|(path, line)| known_hosts::append(path, &line)) {
-                    Some(Ok(())) => Ok(true),
+                    Some(Ok(())) => Ok(self.address_agrees(&key_type, &blob, &fingerprint)),
                     Some(Err(error)) => {
                         self.refuse(
                             HostKeyProblem::NotRecorded,
@@ -321,6 +325,63 @@ impl client::Handler for Client {
 }
 
 impl Client {
+    /// `CheckHostIP yes`, as OpenSSH does it once the host's key is trusted: the address's
+    /// known_hosts entry must not list another key (refused, as OpenSSH refuses unless
+    /// `StrictHostKeyChecking no`) nor have it revoked; a missing entry is added to the
+    /// first known_hosts file, with a warning.
+    fn address_agrees(&self, key_type: &str, blob: &[u8], fingerprint: &str) -> bool {
+        let Some((address, port)) = &self.check_ip else {
+            return true;
+        };
+        let files = &self.known_hosts;
+        match known_hosts::check_files(files, address, *port, key_type, blob) {
+            Ok(Verdict::Trusted) => true,
+            Ok(Verdict::Unknown) => {
+                let added = files
+                    .first()
+                    .zip(known_hosts::entry_line(address, *port, key_type, blob))
+                    .map(|(path, line)| (path, known_hosts::append(path, &line)));
+                match added {
+                    Some((path, Ok(()))) => tracing::warn!(
+                        "permanently added the {key_type} host key for IP address {address} to \
+                         {}",
+                        path.display()
+                    ),
+                    Some((path, Err(error))) => tracing::warn!(
+                        "failed to add the {key_type} host key for IP address {address} to {}: \
+                         {error}",
+                        path.display()
+                    ),
+                    None => {}
+                }
+                true
+            }
+            Ok(Verdict::Changed { path, line, .. }) => {
+                let reason = format!(
+                    "the {key_type} host key for {:?} ({fingerprint}) differs from the key for \
+                     the IP address {address} ({} line {line}), and CheckHostIP yes refuses \
+                     that: the address may now belong to another server, or someone is \
+                     intercepting the connection",
+                    self.host,
+                    path.display()
+                );
+                self.refuse(HostKeyProblem::Changed, Some(fingerprint), &reason);
+                false
+            }
+            Ok(Verdict::Revoked { path, line }) => {
+                let reason = format!(
+                    "its {key_type} key {fingerprint} is revoked for the IP address {address} \
+                     ({} line {line})",
+                    path.display()
+                );
+                self.refuse(HostKeyProblem::Revoked, Some(fingerprint), &reason);
+                false
+            }
+            // The same files were just read for the host.
+            Err(_) => true,
+        }
+    }
+
     /// Why the host certificate `cert` is not trusted (`None`: it is): checked against the
     /// `@cert-authority` lines for the host, whose CA must not be `@revoked`.
     fn certificate_refusal(
@@ -423,7 +484,7 @@ impl Connection {
                     settings.connect_error(None, reason, Some(e))
                 })?;
                 proxy = Some(guard);
-                Connection::handshake(settings, stream, forwards.clone()).await?
+                Connection::handshake(settings, stream, None, forwards.clone()).await?
             }
             None => {
                 let mut attempt = 1;
@@ -444,7 +505,7 @@ impl Connection {
                 stream
                     .set_nodelay(true)
                     .map_err(|e| settings.connect_error(at, e.to_string(), Some(e)))?;
-                Connection::handshake(settings, stream, forwards.clone())
+                Connection::handshake(settings, stream, Some(address), forwards.clone())
                     .await
                     .map_err(|e| e.at_address(address))?
             }
@@ -469,7 +530,8 @@ impl Connection {
                             format!("the jump host {} could not reach it: {why}", bastion.name);
                         settings.connect_error(None, reason, None)
                     })?;
-                Connection::handshake(settings, channel.into_stream(), forwards.clone()).await?
+                let stream = channel.into_stream();
+                Connection::handshake(settings, stream, None, forwards.clone()).await?
             }
         };
         // Leave one of the server's channel slots for kills (see `kill_slot`).
@@ -513,6 +575,7 @@ impl Connection {
     async fn handshake<S>(
         settings: &Settings,
         stream: S,
+        peer: Option<SocketAddr>,
         forwards: Arc<Forwards>,
     ) -> Result<Handle<Client>>
     where
@@ -554,6 +617,9 @@ impl Connection {
             host: key_host,
             port: key_port,
             known_hosts: settings.known_hosts.clone(),
+            check_ip: peer.filter(|_| settings.check_host_ip).and_then(|peer| {
+                address_to_check(&settings.host, peer).map(|ip| (ip, settings.port))
+            }),
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
             forwards,
@@ -996,6 +1062,16 @@ fn default_identities() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The address whose known_hosts entry `CheckHostIP` checks: the one connected to, unless
+/// the host was given as an address or it is a loopback address, where OpenSSH checks
+/// nothing either.
+fn address_to_check(host: &str, peer: SocketAddr) -> Option<String> {
+    let address = peer.ip().to_canonical();
+    let written = address.to_string();
+    let given_as_address = host.parse::<std::net::IpAddr>().is_ok() || host == written;
+    (!given_as_address && !address.is_loopback()).then_some(written)
+}
+
 /// Connects to `host:port` (the first of its addresses that accepts) within `limit`. On
 /// failure: the address tried last, and why (`TimedOut` when the limit ran out).
 async fn dial(
@@ -1028,7 +1104,76 @@ async fn dial(
 
 #[cfg(test)]
 mod tests {
-    use super::written_host;
+    use super::{address_to_check, written_host};
+
+    #[test]
+    fn check_host_ip_records_a_new_address_and_refuses_a_changed_one() {
+        use super::{Client, HostKeyPolicy, known_hosts};
+        use crate::{Error, HostKeyProblem};
+        use std::sync::{Arc, Mutex};
+        const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIMjhWeb0/nh+pF88fiwvI39dFP8NLYgLbqVG7L1Z0HXX";
+        const KEY_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIHVPAIu1pzqjFXDkrcyBa6dfpyx8J9xKDBrDdbVMhVnp";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("web1 ssh-ed25519 {KEY_A}\n")).unwrap();
+        let client = Client {
+            given: "web1".into(),
+            host: "web1".into(),
+            port: 22,
+            known_hosts: vec![file.clone()],
+            check_ip: Some(("192.0.2.7".into(), 22)),
+            policy: HostKeyPolicy::Strict,
+            refusal: Arc::new(Mutex::new(None)),
+            forwards: Arc::default(),
+        };
+        let blob = |text: &str| data_encoding::BASE64.decode(text.as_bytes()).unwrap();
+        let fingerprint = known_hosts::fingerprint(&blob(KEY_A));
+        // A new address is recorded, and then trusted.
+        assert!(client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            text,
+            format!("web1 ssh-ed25519 {KEY_A}\n192.0.2.7 ssh-ed25519 {KEY_A}\n")
+        );
+        assert!(client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+        // The address listing another key is refused, naming both.
+        std::fs::write(
+            &file,
+            format!("web1 ssh-ed25519 {KEY_A}\n192.0.2.7 ssh-ed25519 {KEY_B}\n"),
+        )
+        .unwrap();
+        assert!(!client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        let refused = client.refusal.lock().unwrap().take().unwrap();
+        let Error::HostKey {
+            problem, reason, ..
+        } = &refused
+        else {
+            panic!("{refused}");
+        };
+        assert_eq!(*problem, HostKeyProblem::Changed);
+        assert!(
+            reason.contains("differs from the key for the IP address 192.0.2.7"),
+            "{reason}"
+        );
+        assert!(reason.contains("line 2"), "{reason}");
+    }
+
+    #[test]
+    fn check_host_ip_skips_addresses_and_loopback_as_openssh_does() {
+        let peer = |text: &str| text.parse().unwrap();
+        assert_eq!(
+            address_to_check("web1", peer("192.0.2.7:22")),
+            Some("192.0.2.7".to_owned())
+        );
+        assert_eq!(
+            address_to_check("web1", peer("[2001:db8::7]:2222")),
+            Some("2001:db8::7".to_owned())
+        );
+        assert_eq!(address_to_check("192.0.2.7", peer("192.0.2.7:22")), None);
+        assert_eq!(address_to_check("localhost", peer("127.0.0.1:22")), None);
+        assert_eq!(address_to_check("localhost", peer("[::1]:22")), None);
+    }
 
     #[test]
     fn the_written_host_is_the_name_without_user_and_port() {
