@@ -1,5 +1,5 @@
 //! ssh_config end to end against a real OpenSSH sshd (tests/support/sshd.rs): `Match`
-//! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `ConnectionAttempts`
+//! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `SendEnv`, `ConnectionAttempts`
 //! and `ProxyCommand` (through `socat` and `ssh -W`, the child reaped on drop) are
 //! honoured.
 
@@ -141,6 +141,44 @@ async fn set_env_reaches_every_command() {
         .await
         .unwrap();
     assert_eq!(value, "a b");
+}
+
+#[tokio::test]
+async fn send_env_passes_the_local_variables_it_names_and_set_env_wins() {
+    let Some(sshd) = Sshd::start() else { return };
+    // Set by cargo for the tests; the harness's sshd accepts only LEADPIPE_* env requests.
+    let local = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let file = config(
+        &sshd,
+        "sendenv",
+        &format!(
+            "{BASE}    User {{user}}\n    SendEnv CARGO_MANIFEST_* CARGO_PKG_NAME\n    \
+             SetEnv CARGO_PKG_NAME=from-setenv\n"
+        ),
+    );
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(file))
+        .connect()
+        .await
+        .unwrap();
+    let printenv = async |name: &str| machine.cmd("printenv").arg(name).read().await;
+    assert_eq!(printenv("CARGO_MANIFEST_DIR").await.unwrap(), local);
+    assert_eq!(printenv("CARGO_PKG_NAME").await.unwrap(), "from-setenv");
+    // Without SendEnv nothing local is passed.
+    let file = config(&sshd, "nosendenv", &format!("{BASE}    User {{user}}\n"));
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(file))
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        machine
+            .cmd("printenv")
+            .arg("CARGO_MANIFEST_DIR")
+            .read()
+            .await
+            .is_err()
+    );
 }
 
 /// Whether process `pid` still exists (a zombie, unreaped, still does).

@@ -386,7 +386,7 @@ fn check(index: usize, dest: &str, text: &str) {
     );
     assert_eq!(
         ours.forward_agent,
-        one("forwardagent") == "yes",
+        one("forwardagent") != "no",
         "forwardagent, {context}"
     );
     let set_env: Vec<String> = ours

@@ -45,7 +45,11 @@ use crate::{Error, Result, command::Scope};
 ///   as `ssh` runs it, `$SHELL -c "exec COMMAND"` with `%h %k %n %p %r %%` expanded, its
 ///   stdin and stdout carrying the connection; killed and reaped when the machine and its
 ///   clones are dropped), `SetEnv` (set in every command's
-///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
+///   environment, as [`SshMachine::with_env`], so it reaches the program whatever the
+///   server's `AcceptEnv` says), `SendEnv` (the local variables it selects, when the
+///   connection is made, set the same way; `SetEnv` wins for a name both set),
+///   `ForwardAgent` (`yes` serves `$SSH_AUTH_SOCK`, a path or `$VAR` that socket; see
+///   [`forward_agent`](SshBuilder::forward_agent)), `CanonicalizeHostname no`, `IgnoreUnknown`,
 ///   `CheckHostIP` (as OpenSSH 9: once the host's plain key is trusted, the address
 ///   connected to is looked up too, `[address]:port` off port 22; a missing entry is added
 ///   to the first user known_hosts file with a warning, an entry listing another key is
@@ -66,8 +70,7 @@ use crate::{Error, Result, command::Scope};
 ///   `RevokedHostKeys`. A keyword OpenSSH does not know either is also an error, as in
 ///   `ssh`, unless `IgnoreUnknown` or `ignore_config_keyword` names it.
 /// - **Ignored**, as they change nothing about where or how leadpipe connects:
-///   `ForwardAgent` and `SendEnv` (read, shown by `resolve`, not acted on: leadpipe
-///   neither forwards the agent nor sends local variables); `AddKeysToAgent` (leadpipe
+///   `AddKeysToAgent` (leadpipe
 ///   never adds keys to an agent); output and terminals (`BatchMode`, `LogLevel`,
 ///   `RequestTTY`, `EscapeChar`, `RemoteCommand`, `LocalCommand`, ...); forwards
 ///   (`LocalForward`, `RemoteForward`, `DynamicForward`, `ForwardX11`, `Tunnel`, ...:
@@ -78,6 +81,11 @@ use crate::{Error, Result, command::Scope};
 ///   (`VerifyHostKeyDNS`, `UpdateHostKeys`, `HashKnownHosts`,
 ///   `NoHostAuthenticationForLocalhost`); tuning (`Compression`, `TCPKeepAlive`, `IPQoS`,
 ///   `RekeyLimit`, ...); and the keywords OpenSSH itself ignores as deprecated.
+///
+/// The locale is not forwarded: remote commands run in the server's default locale, as
+/// they do under `ssh` without `SendEnv`. To pass it, as Debian's `/etc/ssh/ssh_config`
+/// does, write `SendEnv LANG LC_*` in ssh_config (or set it with
+/// [`SshMachine::with_env`]).
 ///
 /// Authentication tries, in order: the identity files given (by the builder, else the
 /// config's `IdentityFile`), the [`password`](SshBuilder::password) given, the ssh-agent's
@@ -122,6 +130,7 @@ pub struct SshBuilder {
     port: Option<u16>,
     identity_files: Vec<PathBuf>,
     certificate_files: Vec<PathBuf>,
+    forward_agent: Option<bool>,
     password: Option<String>,
     passphrase: Option<String>,
     passphrase_for: Option<connection::PassphraseCallback>,
@@ -149,6 +158,7 @@ impl SshBuilder {
             port: None,
             identity_files: Vec::new(),
             certificate_files: Vec::new(),
+            forward_agent: None,
             password: None,
             passphrase: None,
             passphrase_for: None,
@@ -224,6 +234,29 @@ impl SshBuilder {
     /// ```
     pub fn certificate_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
         self.certificate_files.push(expand_home(path.as_ref()));
+        self
+    }
+
+    /// Serves the local ssh-agent (`$SSH_AUTH_SOCK`) to the remote side, as `ssh -A` does
+    /// (default: the config's `ForwardAgent`, which may also name another socket, else
+    /// off). Every command's session asks the server for agent forwarding, so remote
+    /// programs (`git`, `ssh`) find `SSH_AUTH_SOCK` and sign with the local keys; the keys
+    /// never leave the agent. Anyone who can use that socket on the server (its root
+    /// included) can sign with them while the connection lasts: forward only to servers
+    /// you trust. With no agent socket known, nothing is forwarded.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::builder("web1")
+    ///     .forward_agent(true)
+    ///     .connect()
+    ///     .await?;
+    /// web1.cmd("git").args(["-C", "/srv/app", "pull"]).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_agent(mut self, forward: bool) -> SshBuilder {
+        self.forward_agent = Some(forward);
         self
     }
 
@@ -372,11 +405,16 @@ impl SshBuilder {
         };
         // On leadpipe's runtime: the connection's I/O and the russh session task belong to
         // the runtime that creates them, and must outlive the caller's (see `lifecycle`).
+        let sent_env = send_env(&settings.send_env);
         let via = jump.map(|j| j.connection);
         let connection =
             crate::lifecycle::run(async move { Connection::open(&settings, via).await }).await?;
         let connection = Arc::new(connection);
         let mut scope = Scope::default();
+        // SetEnv after SendEnv, so it wins for a name both set (as sshd applies them).
+        for (name, value) in sent_env {
+            scope = scope.with_env(&name, Some(&value));
+        }
         for (name, value) in &resolved.set_env {
             scope = scope.with_env(name.as_ref(), Some(value.as_ref()));
         }
@@ -487,6 +525,17 @@ impl SshBuilder {
         } else {
             self.certificate_files.clone()
         };
+        let forward_agent = self
+            .forward_agent
+            .unwrap_or(file.forward_agent.unwrap_or(false));
+        let agent_socket = if forward_agent {
+            match (self.forward_agent, &file.forward_agent_socket) {
+                (None, Some(socket)) => Some(socket.clone()),
+                _ => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            }
+        } else {
+            None
+        };
         let use_agent = !file.identities_only.unwrap_or(false)
             && !file.no_agent
             && self.identity_files.is_empty();
@@ -529,6 +578,13 @@ impl SshBuilder {
             user,
             identity_files,
             certificate_files: certificate_files.clone(),
+            agent_socket: agent_socket.clone(),
+            // Not the system file's: Debian's `SendEnv LANG LC_*` would pass the locale to
+            // every server, where `ssh` passes it only to servers whose AcceptEnv takes it.
+            send_env: (file.send_env.iter())
+                .filter(|p| !file.system_send_env.contains(p))
+                .cloned()
+                .collect(),
             use_agent,
             password: self.password.clone(),
             passphrase: self.passphrase.clone(),
@@ -571,7 +627,8 @@ impl SshBuilder {
             connection_attempts: settings.connection_attempts,
             keepalive_interval: settings.keepalive_interval,
             keepalive_max: settings.keepalive_max,
-            forward_agent: file.forward_agent.unwrap_or(false),
+            forward_agent,
+            forward_agent_socket: agent_socket,
             set_env: file.set_env.clone(),
             send_env: file.send_env.clone(),
             kex_algorithms,
@@ -633,13 +690,17 @@ pub struct SshSettings {
     pub keepalive_interval: Option<Duration>,
     /// Unanswered keepalives before the connection is given up.
     pub keepalive_max: usize,
-    /// `ForwardAgent` (a socket path counts as yes). Not acted on: leadpipe does not
-    /// forward the agent.
+    /// Whether the agent is forwarded (the builder's
+    /// [`forward_agent`](SshBuilder::forward_agent), else `ForwardAgent`; a socket path
+    /// counts as yes).
     pub forward_agent: bool,
+    /// The local agent socket served to the remote side: the one `ForwardAgent` names,
+    /// else `$SSH_AUTH_SOCK`; `None` when nothing is forwarded.
+    pub forward_agent_socket: Option<PathBuf>,
     /// `SetEnv`: set in the environment of every command on the machine.
     pub set_env: Vec<(String, String)>,
-    /// `SendEnv` patterns. Not acted on: leadpipe sends no local variables (use
-    /// [`SshMachine::with_env`]).
+    /// `SendEnv` patterns: the local variables they select are set in every command's
+    /// environment, under `SetEnv`.
     pub send_env: Vec<String>,
     /// The key exchange methods offered, most preferred first (`KexAlgorithms` applied
     /// to leadpipe's list).
@@ -690,6 +751,29 @@ impl fmt::Debug for SshBuilder {
             .field("config_file", &self.config_file)
             .finish_non_exhaustive()
     }
+}
+
+/// The local variables `SendEnv` patterns select, sorted by name. Only names a shell can
+/// export (`[A-Za-z_][A-Za-z0-9_]*`) are taken: they are delivered the way every
+/// command's environment is.
+fn send_env(patterns: &[String]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    if patterns.is_empty() {
+        return Vec::new();
+    }
+    let mut selected: Vec<_> = std::env::vars_os()
+        .filter(|(name, _)| {
+            name.to_str().is_some_and(|name| {
+                let exportable = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                exportable
+                    && patterns
+                        .iter()
+                        .any(|p| super::known_hosts::glob_matches(p, name))
+            })
+        })
+        .collect();
+    selected.sort();
+    selected
 }
 
 fn home() -> Option<PathBuf> {

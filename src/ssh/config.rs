@@ -217,10 +217,15 @@ pub(crate) struct HostConfig {
     pub(crate) proxy_command: Option<String>,
     /// `ForwardAgent` (a socket path counts as yes).
     pub(crate) forward_agent: Option<bool>,
+    /// The socket `ForwardAgent` names (`~`, `${VAR}` and tokens expanded; `$VAR` read
+    /// from the environment), when it names one instead of `yes`.
+    pub(crate) forward_agent_socket: Option<PathBuf>,
     /// `SetEnv`: `NAME=value` pairs of the first applicable line.
     pub(crate) set_env: Vec<(String, String)>,
     /// `SendEnv` patterns, after `-pattern` removals.
     pub(crate) send_env: Vec<String>,
+    /// The `SendEnv` patterns of `send_env` that only the system file gave.
+    pub(crate) system_send_env: Vec<String>,
     /// `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms`.
     pub(crate) algorithms: AlgorithmLists,
     /// Lines that apply and ask for what leadpipe does not do.
@@ -470,12 +475,16 @@ struct Resolver<'a> {
     proxy_jump: Option<Option<String>>,
     /// `ProxyCommand`: the outer `Some` records that a value was seen, even `none`.
     proxy_command: Option<Option<Located>>,
-    /// `ForwardAgent`.
-    forward_agent: Option<bool>,
+    /// `ForwardAgent`: the flag, or the socket it names.
+    forward_agent: Option<(bool, Option<Located>)>,
     /// `SetEnv`.
     set_env: Option<Vec<(String, String)>>,
     /// `SendEnv`.
     send_env: Vec<String>,
+    /// `SendEnv` patterns read in the system file, and in a user file.
+    send_env_from: (Vec<String>, Vec<String>),
+    /// Whether the file being read is the user's (else the system's).
+    in_user_file: bool,
     /// `CanonicalizeHostname` other than `no`.
     canonicalize: Option<bool>,
     /// The algorithm lists.
@@ -517,6 +526,8 @@ impl<'a> Resolver<'a> {
             forward_agent: None,
             set_env: None,
             send_env: Vec::new(),
+            send_env_from: (Vec::new(), Vec::new()),
+            in_user_file: true,
             canonicalize: None,
             algorithms: AlgorithmLists::default(),
             unhonoured: Vec::new(),
@@ -550,6 +561,7 @@ impl<'a> Resolver<'a> {
         depth: usize,
     ) -> Result<(), ConfigError> {
         let mut applies = reach == Reach::Applies;
+        self.in_user_file = user_file;
         for (index, raw) in text.lines().enumerate() {
             let at = |message: String| ConfigError {
                 path: path.map(Path::to_owned),
@@ -939,9 +951,12 @@ impl<'a> Resolver<'a> {
             }
             "forwardagent" => {
                 let value = one_value("ForwardAgent", args)?;
-                let flag = parse_flag("ForwardAgent", value).unwrap_or(true);
+                let setting = match parse_flag("ForwardAgent", value) {
+                    Ok(flag) => (flag, None),
+                    Err(_) => (true, Some(located(value))),
+                };
                 if applies && self.forward_agent.is_none() {
-                    self.forward_agent = Some(flag);
+                    self.forward_agent = Some(setting);
                 }
             }
             "setenv" => {
@@ -968,7 +983,15 @@ impl<'a> Resolver<'a> {
                     for arg in args {
                         match arg.strip_prefix('-') {
                             Some(pattern) => self.send_env.retain(|n| !glob_matches(pattern, n)),
-                            None => self.send_env.push(arg.clone()),
+                            None => {
+                                self.send_env.push(arg.clone());
+                                let from = if self.in_user_file {
+                                    &mut self.send_env_from.1
+                                } else {
+                                    &mut self.send_env_from.0
+                                };
+                                from.push(arg.clone());
+                            }
                         }
                     }
                 }
@@ -1096,6 +1119,13 @@ impl<'a> Resolver<'a> {
         };
         let identity_files = expand_all("IdentityFile", &self.identity_files)?;
         let certificate_files = expand_all("CertificateFile", &self.certificate_files)?;
+        let forward_agent_socket = match &self.forward_agent {
+            Some((_, Some(socket))) => match socket.value.strip_prefix('$') {
+                Some(name) if !name.starts_with('{') => std::env::var_os(name).map(PathBuf::from),
+                _ => Some(expand_path("ForwardAgent", socket)?),
+            },
+            _ => None,
+        };
         let user_known_hosts_files = match &self.user_known_hosts_files {
             Some(files) => Some(expand_all("UserKnownHostsFile", files)?),
             None => None,
@@ -1152,8 +1182,13 @@ impl<'a> Resolver<'a> {
             server_alive_count_max: self.server_alive_count_max,
             proxy_jump: self.proxy_jump.flatten(),
             proxy_command: proxy_command.map(|c| c.value),
-            forward_agent: self.forward_agent,
+            forward_agent: self.forward_agent.as_ref().map(|(flag, _)| *flag),
+            forward_agent_socket,
             set_env: self.set_env.unwrap_or_default(),
+            system_send_env: (self.send_env.iter())
+                .filter(|p| self.send_env_from.0.contains(p) && !self.send_env_from.1.contains(p))
+                .cloned()
+                .collect(),
             send_env: self.send_env,
             algorithms: self.algorithms,
             unhonoured,
@@ -2286,6 +2321,11 @@ AddKeysToAgent confirm
             get("ForwardAgent ~/agent.sock\n", "h").forward_agent,
             Some(true)
         );
+        assert_eq!(
+            get("ForwardAgent ~/%n.sock\n", "h").forward_agent_socket,
+            Some(PathBuf::from("/home/ann/h.sock"))
+        );
+        assert_eq!(get(text, "h").forward_agent_socket, None);
     }
 
     #[test]

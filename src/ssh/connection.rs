@@ -69,6 +69,11 @@ pub(crate) struct Settings {
     pub(crate) identity_files: Vec<PathBuf>,
     /// `CertificateFile`s: offered with the identity file or agent key they certify.
     pub(crate) certificate_files: Vec<PathBuf>,
+    /// The local agent socket served to the server (`ForwardAgent`), if any.
+    pub(crate) agent_socket: Option<PathBuf>,
+    /// The `SendEnv` patterns acted on: the local variables they select are set in every
+    /// command's environment.
+    pub(crate) send_env: Vec<String>,
     /// Whether to try the ssh-agent's keys (`SSH_AUTH_SOCK`).
     pub(crate) use_agent: bool,
     pub(crate) password: Option<String>,
@@ -176,10 +181,26 @@ pub(crate) struct Client {
     refusal: Arc<Mutex<Option<Error>>>,
     /// Our reverse tunnels: the only forwarded channels accepted.
     forwards: Arc<Forwards>,
+    /// The agent socket agent channels are served from; `None` refuses them.
+    agent_socket: Option<PathBuf>,
 }
 
 impl client::Handler for Client {
     type Error = russh::Error;
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        // Only when we asked for forwarding; dropping `reply` refuses the channel.
+        if let Some(socket) = &self.agent_socket {
+            reply.accept().await;
+            super::agent_forward::serve(channel, socket.clone());
+        }
+        Ok(())
+    }
 
     async fn server_channel_open_forwarded_tcpip(
         &mut self,
@@ -452,6 +473,8 @@ pub(crate) struct Connection {
     /// Woken when a spare is put back: a caller waiting for a slot takes it instead, since
     /// the spare may hold the last slot (with `max_channels` 2, the only one).
     spare_ready: tokio::sync::Notify,
+    /// Whether every session channel asks for agent forwarding (`ForwardAgent`).
+    forward_agent: bool,
     /// Whether the login shell can read the remote line itself (learnt from the first
     /// command's report).
     pub(crate) login_shell: super::remote_line::LoginShell,
@@ -546,6 +569,7 @@ impl Connection {
             kill_slot: Arc::new(Semaphore::new(1)),
             spare: std::sync::Mutex::new(None),
             spare_ready: tokio::sync::Notify::new(),
+            forward_agent: settings.agent_socket.is_some(),
             login_shell: super::remote_line::LoginShell::default(),
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
@@ -623,6 +647,7 @@ impl Connection {
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
             forwards,
+            agent_socket: settings.agent_socket.clone(),
         };
         let handshake = client::connect_stream(Arc::new(config), stream, client);
         let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
@@ -700,7 +725,13 @@ impl Connection {
         let mut pause = Duration::from_millis(1);
         loop {
             match self.handle.channel_open_session().await {
-                Ok(channel) => return Ok((channel, permit)),
+                Ok(channel) => {
+                    // Asked before any exec, without a reply to wait for (as `ssh -A`).
+                    if self.forward_agent {
+                        let _ = channel.agent_forward(false).await;
+                    }
+                    return Ok((channel, permit));
+                }
                 // The server's limit (lower than ours, or a slot still in its close
                 // exchange): wait for one of our channels to end, giving up the spare first.
                 Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed)) => {
@@ -1125,6 +1156,7 @@ mod tests {
             policy: HostKeyPolicy::Strict,
             refusal: Arc::new(Mutex::new(None)),
             forwards: Arc::default(),
+            agent_socket: None,
         };
         let blob = |text: &str| data_encoding::BASE64.decode(text.as_bytes()).unwrap();
         let fingerprint = known_hosts::fingerprint(&blob(KEY_A));
