@@ -16,13 +16,20 @@ use std::{
 };
 
 use leadpipe::SshMachine;
-use support::{
-    KillOnDrop,
-    sshd::{CertKind, Sshd, keygen, sign},
-};
+use support::sshd::{CertKind, Sshd, keygen, sign};
+
+/// An `ssh-agent`, killed and reaped on drop.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Starts `ssh-agent -D -a SOCKET` and waits for its socket.
-fn agent(socket: &Path) -> KillOnDrop {
+fn agent(socket: &Path) -> Agent {
     let child = Command::new("ssh-agent")
         .arg("-D")
         .arg("-a")
@@ -32,7 +39,7 @@ fn agent(socket: &Path) -> KillOnDrop {
         .stderr(Stdio::null())
         .spawn()
         .expect("ssh-agent runs");
-    let guard = KillOnDrop(i64::from(child.id()));
+    let guard = Agent(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
         assert!(Instant::now() < deadline, "ssh-agent made no socket");

@@ -112,7 +112,7 @@ async fn a_user_certificate_logs_in_where_the_key_alone_does_not() {
     let configured = SshMachine::builder("certified").ssh_config(Some(config));
     assert_eq!(
         configured.resolve().unwrap().certificate_files,
-        [cert.clone()]
+        std::slice::from_ref(&cert)
     );
     let machine = configured
         .connect()
