@@ -176,6 +176,8 @@ struct HostCa {
     _dir: tempfile::TempDir,
     sshd: Sshd,
     known_hosts: PathBuf,
+    /// The certified host key (private; `.pub` beside it).
+    host_key: PathBuf,
 }
 
 fn host_ca(principals: &str, validity: &str) -> Option<HostCa> {
@@ -208,6 +210,7 @@ fn host_ca(principals: &str, validity: &str) -> Option<HostCa> {
         _dir: dir,
         sshd,
         known_hosts,
+        host_key,
     })
 }
 
@@ -217,6 +220,7 @@ async fn a_host_certificate_signed_by_a_cert_authority_line_is_trusted() {
         _dir: _keep,
         sshd,
         known_hosts,
+        host_key: _,
     }) = host_ca("127.0.0.1,web1", "-5m:+1h")
     else {
         return;
@@ -226,6 +230,27 @@ async fn a_host_certificate_signed_by_a_cert_authority_line_is_trusted() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log_text()));
     assert_eq!(machine.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+
+    // A revoked CA vouches for nothing.
+    let ca_line = fs::read_to_string(&known_hosts).unwrap();
+    let ca_key = ca_line
+        .lines()
+        .nth(1)
+        .unwrap()
+        .splitn(3, ' ')
+        .nth(2)
+        .unwrap();
+    let revoked = known_hosts.with_file_name("revoked_known_hosts");
+    fs::write(&revoked, format!("{ca_line}@revoked * {ca_key}\n")).unwrap();
+    let error = builder(&sshd, &sshd.client_key, &revoked)
+        .connect()
+        .await
+        .unwrap_err();
+    let Error::HostKey { problem, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(*problem, HostKeyProblem::Revoked, "{error}");
+    assert!(error.to_string().contains("CA"), "{error}");
 
     // Another CA's line does not vouch for it.
     let other = known_hosts.with_file_name("other_known_hosts");
@@ -256,6 +281,7 @@ async fn an_expired_host_certificate_is_refused_saying_so() {
         _dir: _keep,
         sshd,
         known_hosts,
+        host_key,
     }) = host_ca("127.0.0.1", "20200101:20200102")
     else {
         return;
@@ -272,6 +298,24 @@ async fn an_expired_host_certificate_is_refused_saying_so() {
         error.to_string().contains("expired on 2020-01-02"),
         "{error}"
     );
+
+    // As OpenSSH: a plain line for the key inside the certificate still trusts it.
+    let ca_line = fs::read_to_string(&known_hosts).unwrap();
+    let with_plain = known_hosts.with_file_name("with_plain");
+    fs::write(
+        &with_plain,
+        format!(
+            "{ca_line}[127.0.0.1]:{} {}\n",
+            sshd.port,
+            key_fields(&host_key)
+        ),
+    )
+    .unwrap();
+    let machine = builder(&sshd, &sshd.client_key, &with_plain)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(machine.cmd("echo").arg("ok").read().await.unwrap(), "ok");
 }
 
 #[tokio::test]
@@ -280,6 +324,7 @@ async fn a_host_certificate_for_another_name_is_refused_saying_so() {
         _dir: _keep,
         sshd,
         known_hosts,
+        host_key: _,
     }) = host_ca("web1.example.com,web1", "-5m:+1h")
     else {
         return;

@@ -37,7 +37,8 @@
 //!
 //! # Expansions
 //!
-//! `IdentityFile`, `CertificateFile` and `UserKnownHostsFile` expand a leading `~`,
+//! `IdentityFile`, `CertificateFile`, `UserKnownHostsFile` and a `ForwardAgent` socket
+//! path expand a leading `~`,
 //! `${VAR}` from the environment, and the tokens `%C` (SHA-1 of `%l%h%p%r`), `%d` (home
 //! directory), `%h` (the host to connect to), `%i` (local uid), `%k` (`HostKeyAlias`, else
 //! the host as given), `%L` (local host name up to the first dot), `%l` (local host name),
@@ -2326,6 +2327,28 @@ AddKeysToAgent confirm
             Some(PathBuf::from("/home/ann/h.sock"))
         );
         assert_eq!(get(text, "h").forward_agent_socket, None);
+    }
+
+    #[test]
+    fn send_env_of_the_system_file_alone_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("config");
+        let system = dir.path().join("ssh_config");
+        fs::write(&user, "SendEnv LEADPIPE_* LANG\n").unwrap();
+        fs::write(&system, "Host *\n    SendEnv LANG LC_*\n").unwrap();
+        let sources = [
+            Source {
+                path: user,
+                user: true,
+            },
+            Source {
+                path: system,
+                user: false,
+            },
+        ];
+        let config = resolve_sources(&sources, "h", &ctx(), &[]).unwrap();
+        assert_eq!(config.send_env, ["LEADPIPE_*", "LANG", "LANG", "LC_*"]);
+        assert_eq!(config.system_send_env, ["LC_*"]);
     }
 
     #[test]
