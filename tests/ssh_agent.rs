@@ -11,42 +11,10 @@ mod support;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use leadpipe::SshMachine;
-use support::sshd::{CertKind, Sshd, keygen, sign};
-
-/// An `ssh-agent`, killed and reaped on drop.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `ssh-agent -D -a SOCKET` and waits for its socket.
-fn agent(socket: &Path) -> Agent {
-    let child = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-agent runs");
-    let guard = Agent(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent made no socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    guard
-}
+use support::sshd::{CertKind, SshAgent, Sshd, keygen, sign};
 
 /// The first host's config: the harness key, its known_hosts, and `extra` lines.
 fn config(sshd: &Sshd, dir: &Path, extra: &str) -> PathBuf {
@@ -95,16 +63,11 @@ async fn the_forwarded_agent_logs_the_remote_ssh_in_with_the_local_certificate()
     let Some(second) = Sshd::start_with(&[&trusted, "AuthorizedKeysFile none"]) else {
         return;
     };
-    let socket = dir.path().join("agent.sock");
-    let _agent = agent(&socket);
+    let agent = SshAgent::start(&dir.path().join("agent.sock"));
     // `ssh-add KEY` adds KEY-cert.pub beside it too; the key file then goes.
-    let added = Command::new("ssh-add")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &socket)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    agent.add(&key);
     fs::remove_file(&key).unwrap();
+    let socket = agent.socket.clone();
 
     // `ssh` on the first host, with no key file of its own: only an agent can log it in.
     let hop = format!(

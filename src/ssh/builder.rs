@@ -331,7 +331,7 @@ impl SshBuilder {
     }
 
     /// Connects although ssh_config uses `keyword` (any case, such as
-    /// `"CertificateFile"`): a keyword leadpipe refuses (see the list above) no longer
+    /// `"IdentityAgent"`): a keyword leadpipe refuses (see the list above) no longer
     /// stops the connection, and an unknown one is skipped. It does not turn off a keyword
     /// leadpipe honours. The value still shows in [`resolve`](SshBuilder::resolve) where
     /// leadpipe reads it.
@@ -339,9 +339,10 @@ impl SshBuilder {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// // ~/.ssh/config names a CertificateFile for this host; the key alone will do.
+    /// // ~/.ssh/config names another agent's socket for this host; $SSH_AUTH_SOCK's
+    /// // agent holds the key too.
     /// let web1 = leadpipe::SshMachine::builder("web1")
-    ///     .ignore_config_keyword("CertificateFile")
+    ///     .ignore_config_keyword("IdentityAgent")
     ///     .connect()
     ///     .await?;
     /// # Ok(()) }

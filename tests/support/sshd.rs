@@ -511,6 +511,62 @@ impl Drop for Sshd {
     }
 }
 
+/// An `ssh-agent -D` listening on a socket of the test's choosing, killed and reaped on
+/// drop. Nothing of the test process's environment changes.
+pub struct SshAgent {
+    /// The agent's socket (what `SSH_AUTH_SOCK` would name).
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl SshAgent {
+    /// Starts the agent on `socket` and waits until the socket exists; panics if it
+    /// cannot.
+    pub fn start(socket: &Path) -> SshAgent {
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs");
+        let agent = SshAgent {
+            socket: socket.to_owned(),
+            child,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// `ssh-add KEY`: the key, and `KEY-cert.pub` when it is beside it.
+    pub fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh-add runs");
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Makes an ed25519 key pair without passphrase at `path` (and `path.pub`), with
 /// `ssh-keygen`; panics when it fails.
 pub fn keygen(path: &Path) {
