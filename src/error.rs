@@ -166,7 +166,7 @@ pub enum Error {
         /// Which case: unknown, changed, revoked, ...
         problem: HostKeyProblem,
         /// The fingerprint of the key the server presented (`SHA256:...`, as
-        /// `ssh-keygen -l` prints it), when it presented a plain key.
+        /// `ssh-keygen -l` prints it; for a host certificate, of the key inside it).
         fingerprint: Option<String>,
         /// Why, with the key's fingerprint (`SHA256:...`) and the file and line involved.
         reason: String,

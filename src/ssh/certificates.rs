@@ -202,7 +202,111 @@ fn utc(seconds: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use std::{path::Path, process::Command};
+
+    use russh::keys::Certificate;
+
+    use super::{check_host, outside_validity, utc};
+    use crate::{HostKeyProblem, ssh::known_hosts::Authority};
+
+    /// `ssh-keygen` with `args`, in `dir`; panics when it fails.
+    fn keygen(dir: &Path, args: &[&str]) {
+        let out = Command::new("ssh-keygen")
+            .current_dir(dir)
+            .arg("-q")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// The CA `name` as an `@cert-authority` line would give it.
+    fn authority(dir: &Path, name: &str) -> Authority {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap();
+        let mut fields = text.split_whitespace();
+        let key_type = fields.next().unwrap().to_owned();
+        let key_blob = data_encoding::BASE64
+            .decode(fields.next().unwrap().as_bytes())
+            .unwrap();
+        Authority {
+            key_type,
+            key_blob,
+            path: dir.join("known_hosts"),
+            line: 3,
+        }
+    }
+
+    #[test]
+    fn host_certificates_are_checked_for_type_ca_time_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["ca", "other_ca", "host", "user"] {
+            keygen(d, &["-t", "ed25519", "-N", "", "-f", name]);
+        }
+        let sign = |key: &str, extra: &[&str]| -> Certificate {
+            let mut args = vec!["-s", "ca", "-I", "id-1", "-V", "20200101:20300101"];
+            args.extend_from_slice(extra);
+            let public = format!("{key}.pub");
+            args.push(&public);
+            keygen(d, &args);
+            Certificate::read_file(&d.join(format!("{key}-cert.pub"))).unwrap()
+        };
+        let ca = [authority(d, "ca")];
+        let other = [authority(d, "other_ca")];
+        let in_2025 = 1_735_689_600;
+
+        let host = sign("host", &["-h", "-n", "web1,web1.example.com"]);
+        assert_eq!(check_host(&host, &ca, "web1", in_2025).unwrap().line, 3);
+        assert!(check_host(&host, &ca, "WEB1.example.com", in_2025).is_ok());
+        let refused =
+            |cert, cas: &[Authority], name, at| check_host(cert, cas, name, at).unwrap_err();
+        let wrong_name = refused(&host, &ca, "web2", in_2025);
+        assert_eq!(wrong_name.problem, HostKeyProblem::CertificatePrincipal);
+        assert!(
+            wrong_name.reason.contains("not for \"web2\""),
+            "{}",
+            wrong_name.reason
+        );
+        let expired = refused(&host, &ca, "web1", 1_900_000_000);
+        assert_eq!(expired.problem, HostKeyProblem::CertificateExpired);
+        assert!(
+            expired.reason.contains("expired on 2030-01-01"),
+            "{}",
+            expired.reason
+        );
+        let early = refused(&host, &ca, "web1", 1_000_000_000);
+        assert!(
+            early.reason.contains("not valid before 2020-01-01"),
+            "{}",
+            early.reason
+        );
+        let untrusted = refused(&host, &other, "web1", in_2025);
+        assert_eq!(untrusted.problem, HostKeyProblem::Certificate);
+        assert!(
+            untrusted.reason.contains("name other CAs"),
+            "{}",
+            untrusted.reason
+        );
+        assert!(
+            refused(&host, &[], "web1", in_2025)
+                .reason
+                .contains("no @cert-authority")
+        );
+        assert_eq!(outside_validity(&host, in_2025), None);
+
+        // No principals: every name, as in OpenSSH.
+        let any = sign("host", &["-h"]);
+        assert!(check_host(&any, &ca, "anything", in_2025).is_ok());
+        // A user certificate is no host key.
+        let user = sign("user", &["-n", "web1"]);
+        let as_host = refused(&user, &ca, "web1", in_2025);
+        assert_eq!(as_host.problem, HostKeyProblem::Certificate);
+        assert!(
+            as_host.reason.contains("user certificate"),
+            "{}",
+            as_host.reason
+        );
+    }
 
     #[test]
     fn times_read_as_utc_dates() {
