@@ -231,6 +231,38 @@ async fn a_host_certificate_signed_by_a_cert_authority_line_is_trusted() {
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log_text()));
     assert_eq!(machine.cmd("echo").arg("ok").read().await.unwrap(), "ok");
 
+    // A HostKeyAlgorithms list without certificate names asks for a plain key, which
+    // known_hosts does not list.
+    let config = known_hosts.with_file_name("plain_only_config");
+    fs::write(
+        &config,
+        format!(
+            "Host plain\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  \
+             UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
+             HostKeyAlgorithms ssh-ed25519\n",
+            sshd.port,
+            sshd.user,
+            sshd.client_key.display(),
+            known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let error = SshMachine::builder("plain")
+        .ssh_config(Some(config))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::HostKey {
+                problem: HostKeyProblem::Unknown,
+                ..
+            }
+        ),
+        "{error}"
+    );
+
     // A revoked CA vouches for nothing.
     let ca_line = fs::read_to_string(&known_hosts).unwrap();
     let ca_key = ca_line

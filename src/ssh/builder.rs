@@ -57,7 +57,8 @@ use crate::{Error, Result, command::Scope};
 ///   through a proxy, for a host given as an address, or for a loopback address),
 ///   `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms` (applied to what leadpipe
 ///   supports, with OpenSSH's `+`, `-` and `^` forms; a list that leaves nothing
-///   leadpipe supports is an error).
+///   leadpipe supports is an error; the `*-cert-v01@openssh.com` names it allows are the
+///   host certificates asked for where an `@cert-authority` line applies).
 /// - **Refused**, because leadpipe does not do what the line asks and connecting anyway
 ///   would change the destination, the transport, the identity or host-key trust: the
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
@@ -707,6 +708,8 @@ pub struct SshSettings {
     /// to leadpipe's list).
     pub kex_algorithms: Vec<String>,
     /// The host key algorithms accepted (`HostKeyAlgorithms` applied to leadpipe's list).
+    /// Where an `@cert-authority` line applies to the host, the certificate variants the
+    /// list allows are offered ahead of these.
     pub host_key_algorithms: Vec<String>,
     /// The ciphers offered (`Ciphers` applied to leadpipe's list).
     pub ciphers: Vec<String>,

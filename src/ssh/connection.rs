@@ -611,17 +611,12 @@ impl Connection {
             None => (settings.host.clone(), settings.port),
         };
         let mut preferred = settings.preferred.clone();
-        // Host certificates are asked for only where an `@cert-authority` line could vouch
-        // for one, as OpenSSH orders them: elsewhere a plain key is what known_hosts checks.
+        // Host certificates (those `HostKeyAlgorithms` allows) are asked for only where an
+        // `@cert-authority` line could vouch for one, as OpenSSH orders them: elsewhere a
+        // plain key is what known_hosts checks.
         let authorities = known_hosts::authorities(&settings.known_hosts, &key_host, key_port);
-        if authorities.is_ok_and(|found| !found.is_empty()) {
-            let mut offered: Vec<russh::keys::Algorithm> = Vec::new();
-            for algorithm in preferred.key.iter() {
-                if !offered.contains(algorithm) {
-                    offered.push(algorithm.clone());
-                }
-            }
-            preferred.host_key_certificates = offered.into();
+        if !authorities.is_ok_and(|found| !found.is_empty()) {
+            preferred.host_key_certificates = Vec::new().into();
         }
         let config = client::Config {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
