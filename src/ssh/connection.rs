@@ -772,7 +772,9 @@ impl Connection {
 
 /// Tries, in order: the identity files given (builder or ssh_config), the password given,
 /// the ssh-agent's keys, the default identity files (when none were given), then
-/// keyboard-interactive answered with the password. Records every attempt for the error.
+/// keyboard-interactive answered with the password. Each key goes with its certificates
+/// first (`CertificateFile`s that certify it, then `KEY-cert.pub`), each agent certificate
+/// as it is. Records every attempt for the error, and the `CertificateFile`s no key took.
 async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Result<()> {
     let mut auth = Attempts {
         handle,
