@@ -1,8 +1,7 @@
 //! ssh_config end to end against a real OpenSSH sshd (tests/support/sshd.rs): `Match`
 //! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `SendEnv`, `CheckHostIP`,
-//! `ConnectionAttempts`
-//! and `ProxyCommand` (through `socat` and `ssh -W`, the child reaped on drop) are
-//! honoured.
+//! `ConnectionAttempts` and `ProxyCommand` (through `socat` and `ssh -W`, the child
+//! reaped on drop) are honoured.
 
 mod support;
 
