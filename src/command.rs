@@ -10,8 +10,8 @@ use std::{
 };
 
 use crate::{
-    Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job, machine::MachineRef, quote,
-    status::ExitStatus,
+    Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job, machine::MachineRef,
+    observe::Observe, quote, status::ExitStatus,
 };
 
 /// A command to run: a program, its arguments, environment, working directory, where its
@@ -58,6 +58,8 @@ pub(crate) struct CommandSpec {
     pub(crate) ok_codes: Option<Arc<[i32]>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) pty: bool,
+    /// What the run shows of itself: echo, a fleet's prefix and log.
+    pub(crate) observe: Observe,
 }
 
 /// Where a command's stderr was sent.
@@ -71,10 +73,11 @@ pub(crate) enum Stderr {
 }
 
 /// The environment and directory a machine view gives the commands it makes.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub(crate) struct Scope {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) observe: Observe,
 }
 
 impl Scope {
@@ -86,7 +89,7 @@ impl Scope {
     pub(crate) fn with_cwd(&self, dir: &Path) -> Scope {
         Scope {
             cwd: Some(join_dir(self.cwd.as_deref(), dir)),
-            env: self.env.clone(),
+            ..self.clone()
         }
     }
 
@@ -94,9 +97,15 @@ impl Scope {
         let mut env = self.env.clone();
         set_env(&mut env, key, value);
         Scope {
-            cwd: self.cwd.clone(),
             env,
+            ..self.clone()
         }
+    }
+
+    pub(crate) fn with_echo(&self, echo: bool) -> Scope {
+        let mut scope = self.clone();
+        scope.observe.echo = echo;
+        scope
     }
 }
 
@@ -127,6 +136,7 @@ impl Command {
             ok_codes: Some(Arc::new([0])),
             timeout: None,
             pty: false,
+            observe: scope.observe.clone(),
         }))
     }
 
@@ -257,6 +267,24 @@ impl Command {
     /// allocate ptys: starting such a command there is an error.
     pub fn pty(self, pty: bool) -> Command {
         self.edit(|c| c.pty = pty)
+    }
+
+    /// Prints the command line to this process's stderr, as `+ line`, each time the
+    /// command is started, as `set -x` does (a pipeline is printed whole when one of its
+    /// stages echoes). The line is the command's `Display`, so secrets show as `***`.
+    /// [`LocalMachine::echo`](crate::LocalMachine::echo) and
+    /// [`SshMachine::echo`](crate::SshMachine::echo) turn it on for every command of a
+    /// machine view.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// sh.cmd("ls").args(["-l", "my dir"]).echo(true).run().await?; // + ls -l 'my dir'
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(self, echo: bool) -> Command {
+        self.edit(|c| c.observe.echo = echo)
     }
 
     /// The program, as given.

@@ -8,7 +8,6 @@ use std::{
     ffi::{OsStr, OsString},
     fmt,
     future::Future,
-    io::Write,
     path::Path,
     sync::Arc,
     time::Duration,
@@ -16,7 +15,7 @@ use std::{
 
 use futures::{StreamExt, stream::FuturesUnordered};
 
-use crate::{Error, Line, Machine, Result, SshBuilder, SshMachine};
+use crate::{Error, Machine, Result, SshBuilder, SshMachine, observe::HostLog};
 use inventory::{Entry, HostSpec};
 
 pub use inventory::Inventory;
@@ -94,11 +93,15 @@ struct Host<M> {
 }
 
 /// How a fleet call runs its hosts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Options {
     concurrency: usize,
     batch: Option<usize>,
     budget: Budget,
+    /// Each host's commands print their line before they run.
+    echo: bool,
+    /// Where each host's log directory is made.
+    log_dir: Option<Arc<Path>>,
 }
 
 /// How many failures a call takes before it starts no further host.
@@ -120,6 +123,8 @@ impl Default for Options {
             concurrency: DEFAULT_CONCURRENCY,
             batch: None,
             budget: Budget::Unlimited,
+            echo: false,
+            log_dir: None,
         }
     }
 }
@@ -172,6 +177,27 @@ macro_rules! option_setters {
         /// No host starts after the first failure; hosts already running finish.
         pub fn fail_fast(mut self) -> Self {
             self.options.budget = Budget::FailFast;
+            self
+        }
+
+        /// Each host's commands print their command line before they run, prefixed with
+        /// the host's name (`web03 | + systemctl restart app`), as
+        /// [`Command::echo`](crate::Command::echo) does.
+        pub fn echo(mut self, echo: bool) -> Self {
+            self.options.echo = echo;
+            self
+        }
+
+        /// Logs each host's work into `dir/HOST/` (created as needed; `HOST` is the host's
+        /// name, a `/` in it written `_`): `commands.log` has each command line (`$
+        /// line`, secrets as `***`) and how it ended (`# exit code 0 after 0.012 s`), each
+        /// line after the time in seconds since the Unix epoch; `stdout.log` and
+        /// `stderr.log` have what the commands printed, as they printed it. Files are
+        /// appended to. Output handed to the script as a stream
+        /// ([`spawn`](crate::Command::spawn), [`lines`](crate::Command::lines)) is the
+        /// script's to log; everything else (inherited, read, captured) is logged.
+        pub fn log_dir(mut self, dir: impl AsRef<Path>) -> Self {
+            self.options.log_dir = Some(Arc::from(dir.as_ref()));
             self
         }
     };
@@ -265,6 +291,7 @@ impl FleetBuilder {
             connect_timeout,
             template,
         } = self;
+        raise_open_file_limit();
         let entries = inventory.into_entries();
         let mut hosts: Vec<Option<Host<SshMachine>>> = (0..entries.len()).map(|_| None).collect();
         let mut connecting = futures::stream::iter(entries.into_iter().enumerate())
@@ -298,6 +325,12 @@ impl FleetBuilder {
 
 /// Connects one host within `limit`, on leadpipe's runtime (so the timer works whatever
 /// runtime, or none, the caller has).
+///
+/// A connection the server drops before the SSH handshake completes (reset, or closed
+/// before its banner) is tried again after a pause that doubles each time (50 ms to 1.6 s,
+/// with jitter), until the limit: that is how sshd sheds connections over its
+/// `MaxStartups`, which a burst of many hosts behind one sshd (or a jump host) trips. A
+/// refused TCP connection, a host key or a login refused are not retried.
 async fn connect_host(
     spec: HostSpec,
     template: Option<Template>,
@@ -318,7 +351,20 @@ async fn connect_host(
     }
     let name = spec.name;
     crate::lifecycle::run(async move {
-        match tokio::time::timeout(limit, builder.connect()).await {
+        let attempts = async {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match builder.clone().connect().await {
+                    Err(error) if dropped_before_handshake(&error) => {
+                        tokio::time::sleep(jittered(pause, &name)).await;
+                        pause = (pause * 2).min(Duration::from_millis(1600));
+                    }
+                    Err(error) => return Err(explain_open_file_limit(error)),
+                    connected => return connected,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(connected) => connected,
             Err(_) => Err(Error::Connect {
                 destination: name.clone(),
@@ -332,6 +378,85 @@ async fn connect_host(
         }
     })
     .await
+}
+
+/// Whether the server dropped the connection before the SSH handshake was done: reset, or
+/// closed with no banner (sshd over `MaxStartups`).
+fn dropped_before_handshake(error: &Error) -> bool {
+    matches!(error, Error::Connect { source: Some(source), .. }
+    if matches!(
+        source.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionAborted
+    ))
+}
+
+/// `pause` plus up to half of it again, different per host and call, so that hosts
+/// dropped together do not all come back together.
+fn jittered(pause: Duration, host: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(host.as_bytes());
+    let spread = pause.as_micros() as u64 / 2 + 1;
+    pause + Duration::from_micros(hasher.finish() % spread)
+}
+
+/// A connect error for want of file descriptors, with the limit that ran out named.
+fn explain_open_file_limit(error: Error) -> Error {
+    match error {
+        Error::Connect {
+            destination,
+            given,
+            address,
+            reason,
+            source: Some(source),
+        } if source.raw_os_error() == Some(libc::EMFILE) => {
+            let limit = open_file_limit().map_or_else(|| "?".to_owned(), |soft| soft.to_string());
+            Error::Connect {
+                destination,
+                given,
+                address,
+                reason: format!(
+                    "{reason}: this process has used up its open-file limit (RLIMIT_NOFILE, \
+                     `ulimit -n`: {limit}), which the fleet raised to its hard limit; raise \
+                     the hard limit, or lower the fleet's concurrency"
+                ),
+                source: Some(source),
+            }
+        }
+        other => other,
+    }
+}
+
+/// This process's open-file limit (the soft one, which applies).
+fn open_file_limit() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives across the call.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (got == 0).then_some(limit.rlim_cur)
+}
+
+/// Raises this process's open-file limit to its hard limit (each connected host holds a
+/// socket, and each running command a few pipes): what `ulimit -n $(ulimit -Hn)` does.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives across both.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("raising the open-file limit failed");
+            }
+        }
+    }
 }
 
 impl<M: Machine> Fleet<M> {
@@ -389,6 +514,18 @@ impl<M: Machine> Fleet<M> {
 
     /// Runs `work` on every host with that host's machine, under the fleet's options, and
     /// reports what each returned, in host order.
+    ///
+    /// # Output
+    ///
+    /// What the host's commands print to an inherited stdout or stderr (as
+    /// [`Command::run`](crate::Command::run) does) is printed here line by line, prefixed
+    /// with the host's name, `web03 | line` (names padded to one width). Each line is
+    /// written whole with one write under the stream's lock, so lines of different hosts
+    /// never mix mid-line; a line without its newline at the end of the output gets one,
+    /// and a line over 64 KiB is shown in pieces. An inherited stdin is `/dev/null` (many
+    /// hosts cannot share a terminal). The lines are written as `println!` writes: a stdout
+    /// that does not drain (a full pipe nobody reads) holds every host's output back. With
+    /// [`log_dir`](Fleet::log_dir), the same output also goes to the host's log.
     ///
     /// `work` gets the machine by value (a clone of the fleet's: the same connection), so
     /// an `async move` block can own it; write `|m| async move { deploy(&m).await }` for a
@@ -493,7 +630,7 @@ impl<M: Machine> Fleet<M> {
             fleet: self,
             program: program.as_ref().to_owned(),
             args: Vec::new(),
-            options: self.options,
+            options: self.options.clone(),
         }
     }
 }
@@ -550,33 +687,12 @@ impl<M: Machine> FleetCommand<'_, M> {
 
     /// Runs the command on every host, printing each line of its stdout to this process's
     /// stdout, and of its stderr to its stderr, as it comes, prefixed with the host's name:
-    /// `web03 | line` (names padded to one width).
-    ///
-    /// Each line is written whole with one write under the stream's lock, so lines of
-    /// different hosts never mix mid-line. Remote stdin is `/dev/null`. A line that is not
-    /// UTF-8 ends that host's command with [`Error::InvalidUtf8`]; a failing status is that
+    /// `web03 | line` (see [`Fleet::run`] on prefixed output). A failing status is that
     /// host's [`Error::Exit`].
-    ///
-    /// The lines are written as `println!` writes, from the task that awaits the call: a
-    /// stdout that does not drain (a full pipe nobody reads) holds every host's output back.
     pub async fn run(&self) -> FleetReport<()> {
-        let width = self.fleet.hosts().map(str::len).max().unwrap_or(0);
-        drive(&self.fleet.hosts, &self.options, |name: &str, m: M| {
-            let lines = m.cmd(&self.program).args(&self.args).lines();
-            let name = name.to_owned();
-            async move {
-                let mut lines = lines;
-                while let Some(line) = lines.next().await {
-                    let line = line?;
-                    let text = format!("{name:<width$} | {}\n", line.text());
-                    // One write of the whole line under the lock: never mixed mid-line.
-                    let _ = match line {
-                        Line::Stdout(_) => std::io::stdout().lock().write_all(text.as_bytes()),
-                        Line::Stderr(_) => std::io::stderr().lock().write_all(text.as_bytes()),
-                    };
-                }
-                Ok(())
-            }
+        drive(&self.fleet.hosts, &self.options, |_: &str, m: M| {
+            let command = m.cmd(&self.program).args(&self.args);
+            async move { command.run().await }
         })
         .await
     }
@@ -607,11 +723,31 @@ impl<M> fmt::Debug for FleetCommand<'_, M> {
 /// `concurrency` at once, starting nothing more once the failure budget is spent.
 async fn drive<M, T, F, Fut>(hosts: &[Host<M>], options: &Options, work: F) -> FleetReport<T>
 where
-    M: Clone,
+    M: Machine,
     F: Fn(&str, M) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let total = hosts.len();
+    let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+    // The host's machine as its work sees it: output prefixed, echoed and logged.
+    let observed = |host: &Host<M>, machine: &M| -> Result<M> {
+        let log = match &options.log_dir {
+            None => None,
+            Some(dir) => {
+                let dir = dir.join(host.name.replace('/', "_"));
+                let log = HostLog::open(&dir).map_err(|e| {
+                    Error::io(format!("opening the log directory {}", dir.display()), e)
+                })?;
+                Some(Arc::new(log))
+            }
+        };
+        let prefix: Arc<str> = Arc::from(format!("{:<width$} | ", host.name));
+        Ok(machine.observed(&|observe| {
+            observe.prefix = Some(prefix.clone());
+            observe.log = log.clone();
+            observe.echo |= options.echo;
+        }))
+    };
     let allowed = options.allowed(total);
     let batch = options.batch.unwrap_or(total).max(1);
     let mut results: Vec<Option<Result<T>>> = (0..total).map(|_| None).collect();
@@ -642,13 +778,17 @@ where
             while stopped.is_none() && running.len() < options.concurrency && next < end {
                 let i = next;
                 next += 1;
-                match &hosts[i].machine {
+                let machine = match &hosts[i].machine {
+                    Ok(machine) => observed(&hosts[i], machine),
+                    Err(error) => Err(replay(error)),
+                };
+                match machine {
                     Ok(machine) => {
-                        let future = work(&hosts[i].name, machine.clone());
+                        let future = work(&hosts[i].name, machine);
                         running.push(async move { (i, future.await) });
                     }
                     Err(error) => {
-                        results[i] = Some(Err(replay(error)));
+                        results[i] = Some(Err(error));
                         note_failure(i, &mut stopped);
                     }
                 }

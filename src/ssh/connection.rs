@@ -156,6 +156,20 @@ fn connect_failure(error: russh::Error) -> (String, io::Error) {
     (reason, source)
 }
 
+/// [`connect_failure`] for an error of the handshake, before authentication: a server
+/// that closes the connection there (sshd over its `MaxStartups`, or refusing this client)
+/// is `ConnectionAborted`, a kind a caller may retry.
+fn handshake_failure(error: russh::Error) -> (String, io::Error) {
+    match error {
+        russh::Error::Disconnect => {
+            let reason = "the server closed the connection during the SSH handshake".to_owned();
+            let source = io::Error::new(io::ErrorKind::ConnectionAborted, reason.clone());
+            (reason, source)
+        }
+        other => connect_failure(other),
+    }
+}
+
 /// The data of a channel-open failure.
 pub(crate) fn refusal(failure: &ChannelOpenFailure) -> ChannelRefusal {
     match failure {
@@ -655,7 +669,7 @@ impl Connection {
             .map_err(|e| match refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(refused) => refused,
                 None => {
-                    let (reason, source) = connect_failure(e);
+                    let (reason, source) = handshake_failure(e);
                     settings.connect_error(None, reason, Some(source))
                 }
             })?;

@@ -317,6 +317,32 @@ impl SshMachine {
         }
     }
 
+    /// A view whose commands print their command line to stderr before they run, as `+
+    /// line` (`set -x`); see [`Command::echo`](crate::Command::echo).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::connect("deploy@web1").await?.echo(true);
+    /// web1.cmd("systemctl").args(["restart", "app"]).run().await?; // + systemctl restart app
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(&self, echo: bool) -> SshMachine {
+        SshMachine {
+            scope: self.scope.with_echo(echo),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> SshMachine {
+        let mut scope = self.scope.clone();
+        change(&mut scope.observe);
+        SshMachine {
+            scope,
+            ..self.clone()
+        }
+    }
+
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()

@@ -127,9 +127,16 @@ impl Sshd {
     /// `127.0.0.2`, on the same port), with a known_hosts line for each: many hosts for
     /// fleet tests from one sshd.
     pub fn start_on(addresses: &[&str]) -> Option<Sshd> {
-        let listen: Vec<String> = (addresses.iter())
+        Sshd::start_on_with(addresses, &[])
+    }
+
+    /// [`start_on`](Sshd::start_on) with `extra_config` lines, as
+    /// [`start_with`](Sshd::start_with) takes them.
+    pub fn start_on_with(addresses: &[&str], extra_config: &[&str]) -> Option<Sshd> {
+        let mut listen: Vec<String> = (addresses.iter())
             .map(|a| format!("ListenAddress {a}"))
             .collect();
+        listen.extend(extra_config.iter().map(|line| line.to_string()));
         let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
         let sshd = Sshd::start_with(&listen)?;
         let line = fs::read_to_string(&sshd.known_hosts).expect("the harness wrote it");
@@ -754,8 +761,13 @@ fn sshd_config(d: &Path, port: u16, extra_config: &[&str], host_key: &Path) -> S
         keys = d.join("authorized_keys").display(),
     ));
     // Start refusing unauthenticated connections only at 100, not OpenSSH's 10: tests open
-    // many connections at once and a dropped one would look like a client bug.
-    text.push_str("MaxStartups 100:30:200\n");
+    // many connections at once and a dropped one would look like a client bug. Unlike most
+    // keywords, sshd takes the last MaxStartups: a test's own is then the only one.
+    let own_max_startups =
+        (overrides.iter()).any(|line| line.to_ascii_lowercase().starts_with("maxstartups"));
+    if !own_max_startups {
+        text.push_str("MaxStartups 100:30:200\n");
+    }
     // MaxSessions is not set: OpenSSH's default (10 sessions per connection) is what real
     // servers have, and what the client must cope with.
     for line in matches {
