@@ -2,7 +2,8 @@
 //! with a socket path, `forward_agent(true)` with `SSH_AUTH_SOCK`) lets `ssh` on the first
 //! host log in to a second sshd that accepts only a certificate the local agent holds,
 //! with no key file on the remote side; without forwarding it cannot. The agent's
-//! certificate also logs leadpipe itself in.
+//! certificate also logs leadpipe itself in, and the agent signs for an encrypted identity
+//! file it holds.
 //!
 //! A binary of its own: it sets `SSH_AUTH_SOCK` for the whole process.
 
@@ -136,6 +137,47 @@ async fn the_forwarded_agent_logs_the_remote_ssh_in_with_the_local_certificate()
         .await
         .unwrap();
     assert!(!through(&off).await.status.success());
+
+    // An encrypted identity file whose key the agent holds signs there, as with `ssh`,
+    // also under IdentitiesOnly and for a file given to the builder: no passphrase asked.
+    let locked = dir.path().join("id_locked");
+    keygen(&locked);
+    agent.add(&locked);
+    let encrypted = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", "not-given-here", "-f"])
+        .arg(&locked)
+        .output()
+        .unwrap();
+    assert!(encrypted.status.success(), "{encrypted:?}");
+    let authorized = first.dir.path().join("authorized_keys");
+    let mut keys = fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&fs::read_to_string(format!("{}.pub", locked.display())).unwrap());
+    fs::write(&authorized, keys).unwrap();
+    let only = format!(
+        "Host locked\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  \
+         IdentitiesOnly yes\n  UserKnownHostsFile {}\n",
+        first.port,
+        first.user,
+        locked.display(),
+        first.known_hosts.display()
+    );
+    let only_file = dir.path().join("locked_config");
+    fs::write(&only_file, only).unwrap();
+    let machine = SshMachine::builder("locked")
+        .ssh_config(Some(only_file))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", first.log_text()));
+    assert_eq!(machine.cmd("whoami").read().await.unwrap(), first.user);
+    SshMachine::builder(&first.host)
+        .port(first.port)
+        .user(&first.user)
+        .identity_file(&locked)
+        .known_hosts(&first.known_hosts)
+        .ssh_config(None)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", first.log_text()));
 
     // The agent's certificate logs leadpipe itself in where no key is authorized.
     let direct = SshMachine::builder(&second.host)

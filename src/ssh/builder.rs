@@ -95,7 +95,10 @@ use crate::{Error, Result, command::Scope};
 /// was given), then keyboard-interactive answered with the password. A key is offered with
 /// its user certificates first: the [`certificate_file`](SshBuilder::certificate_file)s
 /// (else the config's `CertificateFile`s) that certify it, then `KEY-cert.pub` beside an
-/// identity file; certificates the agent holds are offered as they are. Encrypted keys open
+/// identity file; certificates the agent holds are offered as they are. An identity file
+/// that cannot be opened (encrypted, no passphrase given) is signed with by the agent when
+/// the agent holds its key, even under `IdentitiesOnly` (unless `IdentityAgent none`), as
+/// `ssh` does. Encrypted keys open
 /// with the [`passphrase`](SshBuilder::passphrase) or [`passphrase_with`](SshBuilder::passphrase_with). RSA keys sign with rsa-sha2.
 /// Host certificates are asked for when an `@cert-authority` line of the known_hosts files
 /// (the user's and `GlobalKnownHostsFile`) matches the host, and trusted when that CA
@@ -581,6 +584,7 @@ impl SshBuilder {
             identity_files,
             certificate_files: certificate_files.clone(),
             agent_socket: agent_socket.clone(),
+            agent_for_identities: !file.no_agent,
             // Not the system file's: Debian's `SendEnv LANG LC_*` would pass the locale to
             // every server, where `ssh` passes it only to servers whose AcceptEnv takes it.
             send_env: (file.send_env.iter())

@@ -14,6 +14,7 @@ use russh::{
     client::{self, Handle, Msg},
     keys::{
         HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate, agent::AgentIdentity,
+        ssh_key::public::KeyData,
     },
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -76,6 +77,9 @@ pub(crate) struct Settings {
     pub(crate) send_env: Vec<String>,
     /// Whether to try the ssh-agent's keys (`SSH_AUTH_SOCK`).
     pub(crate) use_agent: bool,
+    /// Whether the agent may sign for an identity file it holds (not after
+    /// `IdentityAgent none`), even when its other keys are not tried.
+    pub(crate) agent_for_identities: bool,
     pub(crate) password: Option<String>,
     pub(crate) passphrase: Option<String>,
     /// Asked for the passphrase of an encrypted key when none was given.
@@ -796,6 +800,7 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
         tried: Vec::new(),
         accepted: Vec::new(),
         offered_certificates: Vec::new(),
+        agent_tried: Vec::new(),
     };
     for path in &settings.identity_files {
         if auth.key(path).await? {
@@ -807,7 +812,8 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
     {
         return Ok(());
     }
-    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() && auth.agent().await? {
+    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() && auth.agent(None).await?
+    {
         return Ok(());
     }
     if settings.identity_files.is_empty() {
@@ -861,6 +867,8 @@ struct Attempts<'a> {
     accepted: Vec<String>,
     /// The `CertificateFile`s offered so far (the others are named in the error).
     offered_certificates: Vec<PathBuf>,
+    /// The agent identities tried so far (wire blobs), so none is offered twice.
+    agent_tried: Vec<Vec<u8>>,
 }
 
 impl Attempts<'_> {
@@ -890,6 +898,16 @@ impl Attempts<'_> {
         let key = match load_key(path, self.settings) {
             Ok(key) => key,
             Err(reason) => {
+                // As `ssh`: a key the agent holds signs there (an encrypted file without
+                // its passphrase, with `IdentitiesOnly` too).
+                if self.settings.agent_for_identities
+                    && std::env::var_os("SSH_AUTH_SOCK").is_some()
+                    && let Some(public) = public_key_of(path)
+                {
+                    if self.agent(Some(&public)).await? {
+                        return Ok(true);
+                    }
+                }
                 self.tried
                     .push(format!("key {} ({reason})", path.display()));
                 return Ok(false);
@@ -957,17 +975,35 @@ impl Attempts<'_> {
         Ok(false)
     }
 
-    async fn agent(&mut self) -> Result<bool> {
+    /// The agent's identities, each tried once per connection; `only` keeps those of one
+    /// key (an identity file the agent holds).
+    async fn agent(&mut self, only: Option<&KeyData>) -> Result<bool> {
         let mut agent = match russh::keys::agent::client::AgentClient::connect_env().await {
             Ok(agent) => agent,
             Err(e) => {
-                self.tried.push(format!("ssh-agent ({e})"));
+                if only.is_none() {
+                    self.tried.push(format!("ssh-agent ({e})"));
+                }
                 return Ok(false);
             }
         };
         let identities = agent.request_identities().await.unwrap_or_default();
         let user = self.settings.user.clone();
         for identity in identities {
+            let data = match &identity {
+                AgentIdentity::PublicKey { key, .. } => key.key_data().clone(),
+                AgentIdentity::Certificate { certificate, .. } => certificate.public_key().clone(),
+            };
+            let identity_key = match &identity {
+                AgentIdentity::PublicKey { key, .. } => key.to_bytes().unwrap_or_default(),
+                AgentIdentity::Certificate { certificate, .. } => {
+                    certificate.to_bytes().unwrap_or_default()
+                }
+            };
+            if only.is_some_and(|only| *only != data) || self.agent_tried.contains(&identity_key) {
+                continue;
+            }
+            self.agent_tried.push(identity_key);
             let (key, comment, mut certificates) = match identity {
                 AgentIdentity::PublicKey { key, comment } => {
                     let certificates = certificates::for_key(
@@ -1090,6 +1126,20 @@ fn load_key(path: &Path, settings: &Settings) -> std::result::Result<PrivateKey,
         }
         other => other.map_err(describe),
     }
+}
+
+/// The public key of an identity file: `PATH.pub`, else the public half an OpenSSH private
+/// key file keeps unencrypted.
+fn public_key_of(path: &Path) -> Option<KeyData> {
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    russh::keys::PublicKey::read_openssh_file(Path::new(&public))
+        .map(|key| key.key_data().clone())
+        .or_else(|_| {
+            russh::keys::PrivateKey::read_openssh_file(path)
+                .map(|key| key.public_key().key_data().clone())
+        })
+        .ok()
 }
 
 /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`: the ones that exist.
