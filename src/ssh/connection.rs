@@ -903,10 +903,9 @@ impl Attempts<'_> {
                 if self.settings.agent_for_identities
                     && std::env::var_os("SSH_AUTH_SOCK").is_some()
                     && let Some(public) = public_key_of(path)
+                    && self.agent(Some(&public)).await?
                 {
-                    if self.agent(Some(&public)).await? {
-                        return Ok(true);
-                    }
+                    return Ok(true);
                 }
                 self.tried
                     .push(format!("key {} ({reason})", path.display()));
