@@ -64,6 +64,11 @@ const CORPUS: &[(&str, &str)] = &[
     ("h", "StrictHostKeyChecking yes\nStrictHostKeyChecking no\n"),
     ("h", "HostKeyAlias MyAlias\nCheckHostIP yes\n"),
     ("h", "CheckHostIP no\nConnectionAttempts 3\n"),
+    ("h", "ForwardAgent ~/.ssh/agent-%h-%p.sock\n"),
+    (
+        "h",
+        "Host h\n  ForwardAgent no\nHost *\n  ForwardAgent /run/agent.sock\n",
+    ),
     (
         "h",
         "CertificateFile ~/.ssh/id_ed25519-cert.pub\nCertificateFile /c/%h-cert.pub\n",
@@ -384,11 +389,22 @@ fn check(index: usize, dest: &str, text: &str) {
         one("proxycommand"),
         "proxycommand, {context}"
     );
-    assert_eq!(
-        ours.forward_agent,
-        one("forwardagent") != "no",
-        "forwardagent, {context}"
-    );
+    // `ssh -G` prints the socket when one is named, and the flag otherwise (a first
+    // `ForwardAgent no` keeps forwarding off, though a later socket path still shows).
+    let forward_agent = one("forwardagent");
+    if ["yes", "no"].contains(&forward_agent.as_str()) {
+        assert_eq!(
+            ours.forward_agent,
+            forward_agent == "yes",
+            "forwardagent, {context}"
+        );
+    } else if ours.forward_agent {
+        assert_eq!(
+            ours.forward_agent_socket,
+            Some(expand_like_ssh(&forward_agent, &ssh, dest)),
+            "forwardagent socket, {context}"
+        );
+    }
     let set_env: Vec<String> = ours
         .set_env
         .iter()

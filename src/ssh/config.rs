@@ -477,7 +477,10 @@ struct Resolver<'a> {
     /// `ProxyCommand`: the outer `Some` records that a value was seen, even `none`.
     proxy_command: Option<Option<Located>>,
     /// `ForwardAgent`: the flag, or the socket it names.
-    forward_agent: Option<(bool, Option<Located>)>,
+    forward_agent: Option<bool>,
+    /// The first socket path `ForwardAgent` named: kept apart from the flag, as OpenSSH
+    /// keeps it (`ForwardAgent no` then a path: not forwarded, the path still shown).
+    forward_agent_path: Option<Located>,
     /// `SetEnv`.
     set_env: Option<Vec<(String, String)>>,
     /// `SendEnv`.
@@ -525,6 +528,7 @@ impl<'a> Resolver<'a> {
             proxy_jump: None,
             proxy_command: None,
             forward_agent: None,
+            forward_agent_path: None,
             set_env: None,
             send_env: Vec::new(),
             send_env_from: (Vec::new(), Vec::new()),
@@ -952,12 +956,15 @@ impl<'a> Resolver<'a> {
             }
             "forwardagent" => {
                 let value = one_value("ForwardAgent", args)?;
-                let setting = match parse_flag("ForwardAgent", value) {
+                let (flag, path) = match parse_flag("ForwardAgent", value) {
                     Ok(flag) => (flag, None),
                     Err(_) => (true, Some(located(value))),
                 };
                 if applies && self.forward_agent.is_none() {
-                    self.forward_agent = Some(setting);
+                    self.forward_agent = Some(flag);
+                }
+                if applies && self.forward_agent_path.is_none() {
+                    self.forward_agent_path = path;
                 }
             }
             "setenv" => {
@@ -1120,8 +1127,8 @@ impl<'a> Resolver<'a> {
         };
         let identity_files = expand_all("IdentityFile", &self.identity_files)?;
         let certificate_files = expand_all("CertificateFile", &self.certificate_files)?;
-        let forward_agent_socket = match &self.forward_agent {
-            Some((_, Some(socket))) => match socket.value.strip_prefix('$') {
+        let forward_agent_socket = match &self.forward_agent_path {
+            Some(socket) => match socket.value.strip_prefix('$') {
                 Some(name) if !name.starts_with('{') => std::env::var_os(name).map(PathBuf::from),
                 _ => Some(expand_path("ForwardAgent", socket)?),
             },
@@ -1183,7 +1190,7 @@ impl<'a> Resolver<'a> {
             server_alive_count_max: self.server_alive_count_max,
             proxy_jump: self.proxy_jump.flatten(),
             proxy_command: proxy_command.map(|c| c.value),
-            forward_agent: self.forward_agent.as_ref().map(|(flag, _)| *flag),
+            forward_agent: self.forward_agent,
             forward_agent_socket,
             set_env: self.set_env.unwrap_or_default(),
             system_send_env: (self.send_env.iter())
@@ -2327,6 +2334,15 @@ AddKeysToAgent confirm
             Some(PathBuf::from("/home/ann/h.sock"))
         );
         assert_eq!(get(text, "h").forward_agent_socket, None);
+        // The flag and the socket each take their first value, as in OpenSSH.
+        let later = get("ForwardAgent no\nForwardAgent /run/a.sock\n", "h");
+        assert_eq!(later.forward_agent, Some(false));
+        let both = get("ForwardAgent yes\nForwardAgent /run/a.sock\n", "h");
+        assert_eq!(both.forward_agent, Some(true));
+        assert_eq!(
+            both.forward_agent_socket,
+            Some(PathBuf::from("/run/a.sock"))
+        );
     }
 
     #[test]
