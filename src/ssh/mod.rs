@@ -13,8 +13,10 @@
 //! reverse tunnels live in [`reverse_forwards`]) and on which [`sftp`] serves the
 //! machine's files.
 
+mod agent_forward;
 mod algorithms;
 mod builder;
+mod certificates;
 mod channel;
 mod config;
 mod connection;
