@@ -345,8 +345,9 @@ impl FleetBuilder {
     /// within the connect timeout. Never fails as a whole: a host that cannot be reached
     /// keeps its error, which every report of the fleet shows.
     ///
-    /// It returns once every host has connected or failed, or once no host has for a
-    /// while (twice the slowest connection so far, between 200 ms and 2 s): the hosts
+    /// It returns once every host has connected or failed, or, after the first has, once
+    /// no host has for a while (twice the slowest connection so far, between 200 ms and
+    /// 2 s): the hosts
     /// still connecting then (a frozen server, a slow link) finish in the background, and
     /// every call of the fleet waits for each of them in its own slot, while the others
     /// run. So one host that never answers costs the fleet its connect timeout in one slot,
@@ -397,16 +398,23 @@ impl FleetBuilder {
             .buffer_unordered(concurrency)
             .for_each(|()| async {});
         let connecting = Arc::new(Background(crate::lifecycle::spawn_handle(connecting)));
-        // Wait for every host, or until none has connected for twice the slowest
+        // Wait for every host, or, once one has, until none has for twice the slowest
         // connection so far (at least 200 ms, at most 2 s): the rest are stragglers.
         crate::lifecycle::run(async move {
-            let mut slowest = Duration::ZERO;
+            let mut slowest: Option<Duration> = None;
             for _ in 0..total {
-                let quiet = (slowest * 2).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
-                match tokio::time::timeout(quiet, settling.recv()).await {
-                    Ok(Some(took)) => slowest = slowest.max(took),
-                    Ok(None) | Err(_) => break,
-                }
+                let took = match slowest {
+                    None => settling.recv().await,
+                    Some(slowest) => {
+                        let quiet = (slowest * 2).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
+                        tokio::time::timeout(quiet, settling.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                };
+                let Some(took) = took else { break };
+                slowest = Some(slowest.unwrap_or_default().max(took));
             }
         })
         .await;
