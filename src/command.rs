@@ -10,8 +10,8 @@ use std::{
 };
 
 use crate::{
-    Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job, machine::MachineRef, quote,
-    status::ExitStatus,
+    ArgValue, Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job,
+    machine::MachineRef, quote, status::ExitStatus,
 };
 
 /// A command to run: a program, its arguments, environment, working directory, where its
@@ -47,6 +47,8 @@ pub(crate) struct CommandSpec {
     pub(crate) machine: MachineRef,
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// Indexes of the arguments that are [`Secret`](crate::Secret)s: shown as `***`.
+    pub(crate) secret_args: Vec<usize>,
     pub(crate) env_clear: bool,
     /// In order of the calls; `None` removes the variable.
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
@@ -118,6 +120,7 @@ impl Command {
             machine,
             program: program.to_os_string(),
             args: Vec::new(),
+            secret_args: Vec::new(),
             env_clear: false,
             env: scope.env.clone(),
             cwd: scope.cwd.clone(),
@@ -140,10 +143,16 @@ impl Command {
     }
 
     /// Adds one argument, passed to the program exactly as given: never split, never
-    /// globbed, never interpreted by a shell.
-    pub fn arg(self, arg: impl AsRef<OsStr>) -> Command {
-        let arg = arg.as_ref().to_os_string();
-        self.edit(|c| c.args.push(arg))
+    /// globbed, never interpreted by a shell. A [`Secret`](crate::Secret) is passed as its bytes and
+    /// shown as `***` (see [`Secret`](crate::Secret) for where an argument remains visible).
+    pub fn arg(self, arg: impl ArgValue) -> Command {
+        let (arg, secret) = arg.into_value();
+        self.edit(|c| {
+            if secret {
+                c.secret_args.push(c.args.len());
+            }
+            c.args.push(arg);
+        })
     }
 
     /// Adds several arguments, each as [`arg`](Command::arg) does. An `Option` adds its
@@ -151,16 +160,27 @@ impl Command {
     pub fn args<I>(self, args: I) -> Command
     where
         I: IntoIterator,
-        I::Item: AsRef<OsStr>,
+        I::Item: ArgValue,
     {
-        let args = args.into_iter().map(|a| a.as_ref().to_os_string());
-        self.edit(|c| c.args.extend(args))
+        self.edit(|c| {
+            for arg in args {
+                let (arg, secret) = arg.into_value();
+                if secret {
+                    c.secret_args.push(c.args.len());
+                }
+                c.args.push(arg);
+            }
+        })
     }
 
     /// Sets an environment variable for this command (the machine's and this process's
-    /// environment are left as they are).
-    pub fn env(self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Command {
-        self.edit(|c| set_env(&mut c.env, key.as_ref(), Some(value.as_ref())))
+    /// environment are left as they are). The value may be a [`Secret`](crate::Secret). No value is
+    /// ever shown by `Display`, `Debug` or errors, nor put in a command line (on an SSH
+    /// machine it travels on the channel's stdin), so an environment variable is the
+    /// best way to hand a program a secret.
+    pub fn env(self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Command {
+        let (value, _) = value.into_value();
+        self.edit(|c| set_env(&mut c.env, key.as_ref(), Some(&value)))
     }
 
     /// Removes an environment variable from what this command inherits.
@@ -409,7 +429,13 @@ impl Command {
         let spec = &self.0;
         let mut line = quote::display_line(
             spec.program.as_bytes(),
-            spec.args.iter().map(|a| a.as_bytes()),
+            spec.args.iter().enumerate().map(|(i, a)| {
+                if spec.secret_args.contains(&i) {
+                    b"***".as_slice()
+                } else {
+                    a.as_bytes()
+                }
+            }),
         );
         let mut redirect = |op: &str, path: &Path| {
             line.push(' ');

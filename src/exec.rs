@@ -39,6 +39,7 @@ pub(crate) fn process_of(command: &Command) -> Process {
         machine: spec.machine.clone(),
         program: spec.program.clone(),
         args: spec.args.clone(),
+        secret_args: spec.secret_args.clone(),
         env_clear: spec.env_clear,
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),

@@ -158,6 +158,7 @@ mod mixed;
 mod pipeline;
 mod quote;
 mod redirect;
+mod secret;
 pub mod signals;
 mod socket;
 #[cfg(feature = "ssh")]
@@ -177,6 +178,7 @@ pub use crate::{
     machine_trait::Machine,
     pipeline::Pipeline,
     redirect::{Input, Redirect},
+    secret::{ArgValue, Secret},
     socket::Socket,
     status::{ExitStatus, Output, Signal},
 };
@@ -186,7 +188,8 @@ pub mod prelude {
     #[cfg(feature = "ssh")]
     pub use crate::SshMachine;
     pub use crate::{
-        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, cmd, local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, Secret, cmd,
+        local,
     };
 }
 

@@ -446,59 +446,139 @@ fn through_env(process: &Process) -> bool {
             .any(|(name, _)| !exportable(name.as_bytes()))
 }
 
-/// `[export NAME=value; ...] exec [env ...] PROGRAM ARGS 3>&- REDIRECTS`.
+/// `[export NAME=value; ...] exec PROGRAM ARGS 3>&- REDIRECTS`, or, when `env` must set
+/// the environment, [`push_exec_through_env`]'s line.
 fn push_exec(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
     let spec = &stage.process;
-    let through_env = through_env(spec);
-    if !through_env {
-        for (name, value) in &spec.env {
-            match value {
-                Some(value) => {
-                    s.extend_from_slice(b"export ");
-                    s.extend_from_slice(name.as_bytes());
-                    s.push(b'=');
-                    push_word(s, value.as_bytes());
-                }
-                None => {
-                    s.extend_from_slice(b"unset ");
-                    s.extend_from_slice(name.as_bytes());
-                }
+    if through_env(spec) {
+        push_exec_through_env(s, stage, merged);
+        return;
+    }
+    for (name, value) in &spec.env {
+        match value {
+            Some(value) => {
+                s.extend_from_slice(b"export ");
+                s.extend_from_slice(name.as_bytes());
+                s.push(b'=');
+                push_word(s, value.as_bytes());
             }
-            s.extend_from_slice(b"; ");
+            None => {
+                s.extend_from_slice(b"unset ");
+                s.extend_from_slice(name.as_bytes());
+            }
         }
+        s.extend_from_slice(b"; ");
     }
     s.extend_from_slice(b"exec ");
-    if through_env {
-        // `--` ends env's options, so no name can be read as one (`-i`, `--chdir`,
-        // `--split-string`); `-u` takes the next word whatever it starts with.
-        s.extend_from_slice(b"env");
-        if spec.env_clear {
-            s.extend_from_slice(b" -i");
-        }
-        for (name, value) in &spec.env {
-            if value.is_none() {
-                s.extend_from_slice(b" -u ");
-                push_word(s, name.as_bytes());
-            }
-        }
-        s.extend_from_slice(b" --");
-        for (name, value) in &spec.env {
-            if let Some(value) = value {
-                let mut pair = name.as_bytes().to_vec();
-                pair.push(b'=');
-                pair.extend_from_slice(value.as_bytes());
-                s.push(b' ');
-                push_word(s, &pair);
-            }
-        }
-        s.push(b' ');
-    }
+    push_program(s, stage, merged);
+}
+
+/// `PROGRAM ARGS 3>&- REDIRECTS`.
+fn push_program(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
+    let spec = &stage.process;
     push_word_one_line(s, spec.program.as_bytes(), true, NEWLINE_VAR);
     for arg in &spec.args {
         s.push(b' ');
         push_word(s, arg.as_bytes());
     }
     push_redirects(s, stage, merged);
+}
+
+/// The delimiter of the here-document that carries environment values past `env`.
+const HEREDOC_END: &str = "lp_EOF";
+
+/// A stage whose environment `env` sets (a cleared environment, or a name `export` must
+/// not set), with no value in any argv where the names allow it:
+///
+/// ```text
+/// eval "exec env -i -- /bin/sh -c '. /dev/fd/9 && exec env -u NAME -- \"\$@\" 9<&-' \
+///     sh ODD.NAME=v PROGRAM ARGS 3>&- REDIRECTS 9<<'lp_EOF'${lp_n}export NAME=value${lp_n}lp_EOF"
+/// ```
+///
+/// The values of names a shell can set travel in a here-document (a pipe or a private
+/// temp file of `sh`, never an argv), which a `/bin/sh` reads before it `exec`s `env`,
+/// which `exec`s the program: the program still replaces the line's processes, so its
+/// status stays exact. The outer `env -i` clears the environment; the inner `env` removes
+/// names (and, for a cleared environment, what that `sh` adds itself: `PWD`, `SHLVL`...)
+/// and sets names no shell can hold (`A.B`, `IFS`): only such a value is in an argv, for
+/// the instant before `env` `exec`s. A here-document needs newlines, which the one-line
+/// script may not hold: `eval` gets them from `$lp_n`.
+fn push_exec_through_env(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
+    const SHELL_ADDS: [&str; 4] = ["PWD", "OLDPWD", "SHLVL", "_"];
+    let spec = &stage.process;
+    let mut inner = b". /dev/fd/9 && exec env".to_vec();
+    let mut removed: Vec<&[u8]> = spec
+        .env
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.as_bytes())
+        .collect();
+    if spec.env_clear {
+        for name in SHELL_ADDS {
+            if !spec
+                .env
+                .iter()
+                .any(|(set, _)| set.as_bytes() == name.as_bytes())
+            {
+                removed.push(name.as_bytes());
+            }
+        }
+    }
+    for name in removed {
+        inner.extend_from_slice(b" -u ");
+        push_word(&mut inner, name);
+    }
+    // `--` ends env's options, so no name can be read as one (`-i`, `--chdir`,
+    // `--split-string`); `-u` takes the next word whatever it starts with.
+    inner.extend_from_slice(b" -- \"$@\" 9<&-");
+    let mut line = b"exec ".to_vec();
+    if spec.env_clear {
+        line.extend_from_slice(b"env -i -- ");
+    }
+    line.extend_from_slice(b"/bin/sh -c ");
+    push_word(&mut line, &inner);
+    line.extend_from_slice(b" sh");
+    let mut exports: Vec<Vec<u8>> = vec![b"lp_n='".to_vec(), b"'".to_vec()];
+    for (name, value) in &spec.env {
+        let Some(value) = value else { continue };
+        if exportable(name.as_bytes()) {
+            let mut export = b"export ".to_vec();
+            export.extend_from_slice(name.as_bytes());
+            export.push(b'=');
+            push_word(&mut export, value.as_bytes());
+            exports.push(export);
+        } else {
+            let mut pair = name.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            line.push(b' ');
+            push_word(&mut line, &pair);
+        }
+    }
+    line.push(b' ');
+    push_program(&mut line, stage, merged);
+    line.extend_from_slice(format!(" 9<<'{HEREDOC_END}'").as_bytes());
+    s.extend_from_slice(b"eval \"");
+    push_double_quoted(s, &line);
+    for export in exports
+        .iter()
+        .map(Vec::as_slice)
+        .chain([HEREDOC_END.as_bytes()])
+    {
+        s.extend_from_slice(b"${lp_n}");
+        push_double_quoted(s, export);
+    }
+    s.push(b'"');
+}
+
+/// `text` escaped for the inside of a double-quoted string.
+fn push_double_quoted(s: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        if matches!(b, b'\\' | b'"' | b'$' | b'`') {
+            s.push(b'\\');
+        }
+        s.push(b);
+    }
 }
 
 /// `merged`: the pipeline as a whole sends stderr to its stdout, so a stage adds nothing.
@@ -569,10 +649,12 @@ pub(crate) fn check(plan: &Plan) -> Result<(), String> {
         };
         word("the program", spec.program.as_bytes())?;
         for (n, arg) in spec.args.iter().enumerate() {
-            word(
-                &format!("argument {} ({})", n + 1, preview(arg)),
-                arg.as_bytes(),
-            )?;
+            let shown = if spec.secret_args.contains(&n) {
+                "`***`".to_owned()
+            } else {
+                preview(arg)
+            };
+            word(&format!("argument {} ({shown})", n + 1), arg.as_bytes())?;
         }
         for (name, value) in &spec.env {
             let shown = preview(name);
@@ -1321,6 +1403,45 @@ mod tests {
                 b"",
             );
             assert_eq!(removed.stdout, b"unset\n", "{inner}");
+        }
+    }
+
+    #[test]
+    fn environment_values_are_in_no_argv_however_they_are_set() {
+        // Every process's argv, read while the stage runs (its own environment is where
+        // the values belong, and only it and root can read that).
+        let spy = "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null; echo; done; \
+                   printf '%s|%s|%s' \"$LP_TOKEN\" \"$LP_PLAIN\" \"${PWD-none}\"";
+        let value = format!("tok'en\n{}", Marker::new().0);
+        let cases = [
+            cmd("sh", &["-c", spy])
+                .env("LP_TOKEN", &value)
+                .env("LP_PLAIN", "p"),
+            cmd("sh", &["-c", spy])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("LP_TOKEN", &value)
+                .env("LP_PLAIN", "p"),
+            cmd("sh", &["-c", spy])
+                .env("LP_TOKEN", &value)
+                .env("A.B", "odd")
+                .env("LP_PLAIN", "p"),
+        ];
+        for inner in inner_shells() {
+            for case in &cases {
+                let ran = run_in(&inner, &plan(vec![case.clone()]), b"");
+                let text = String::from_utf8_lossy(&ran.stdout);
+                let (argvs, seen) = text.rsplit_once('\n').unwrap();
+                assert!(argvs.contains("/proc/[0-9]*"), "{inner}: {text}");
+                assert!(
+                    !argvs.contains(&value[8..]),
+                    "{inner}: a value in an argv: {text}"
+                );
+                assert!(
+                    seen.starts_with(&format!("{}|p|", &value[7..])),
+                    "{inner}: {text}"
+                );
+            }
         }
     }
 
