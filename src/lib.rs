@@ -164,6 +164,7 @@ mod socket;
 #[cfg(feature = "ssh")]
 mod ssh;
 mod status;
+mod sudo;
 
 #[cfg(feature = "ssh")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]

@@ -84,6 +84,14 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     /// A view of this machine whose commands get `key=value` in their environment.
     fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self;
 
+    /// A view on which commands (and, on an SSH machine, file operations) run as root
+    /// through `sudo`.
+    fn sudo(&self) -> Self;
+
+    /// A view on which commands (and, on an SSH machine, file operations) run as `user`
+    /// through `sudo`.
+    fn sudo_as(&self, user: &str) -> Self;
+
     /// The directory this view's commands start in, when the view set one.
     fn get_cwd(&self) -> Option<&Path>;
 
@@ -162,6 +170,14 @@ macro_rules! machine_by_inherent_methods {
 
             fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
                 <$machine>::with_env(self, key, value)
+            }
+
+            fn sudo(&self) -> Self {
+                <$machine>::sudo(self)
+            }
+
+            fn sudo_as(&self, user: &str) -> Self {
+                <$machine>::sudo_as(self, user)
             }
 
             fn get_cwd(&self) -> Option<&Path> {

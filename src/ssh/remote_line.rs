@@ -195,14 +195,16 @@ impl Marker {
 /// What is sent on the channel's stdin before the user's stdin: the marker line and the
 /// script line.
 /// `ask_login`: the script also reports the login shell (`login:$SHELL`).
-pub(crate) fn header(plan: &Plan, marker: &Marker, ask_login: bool) -> Vec<u8> {
+/// `group`: the line runs under sudo, and reports its process group rather than its pid
+/// (see `ssh/sudo.rs`).
+pub(crate) fn header(plan: &Plan, marker: &Marker, ask_login: bool, group: bool) -> Vec<u8> {
     let mut header = Vec::with_capacity(256);
     header.extend_from_slice(marker.0.as_bytes());
     header.push(b'\n');
     if plan.detached {
-        push_detached_script(&mut header, plan, ask_login);
+        push_detached_script(&mut header, plan, ask_login, group);
     } else {
-        push_script(&mut header, plan, ask_login);
+        push_script(&mut header, plan, ask_login, group);
     }
     header.push(b'\n');
     header
@@ -229,8 +231,8 @@ fn push_dir(line: &mut Vec<u8>, dir: &Path) {
 }
 
 /// The pipeline as one line of `sh` (no newline byte in it).
-fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
-    push_first_reports(s, ask_login);
+fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bool) {
+    push_first_reports(s, ask_login, group);
     if plan.stages.iter().any(|stage| stage.process.pty) {
         // The pty was opened without echo and line editing, so that the header is neither
         // echoed into the output nor cut at the terminal's line limit; give the programs
@@ -283,9 +285,17 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
 }
 
 /// What every script does first: fd 3 for the reports, the pid, and (`ask_login`) the
-/// login shell.
-fn push_first_reports(s: &mut Vec<u8>, ask_login: bool) {
-    s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+/// login shell. `group`: the shell's process group instead of its pid (under sudo, the
+/// shell leads no group: sudo, or sudo's terminal session, does).
+fn push_first_reports(s: &mut Vec<u8>, ask_login: bool, group: bool) {
+    if group {
+        s.extend_from_slice(
+            b"exec 3>&2; if read -r lp_g < /proc/$$/stat; then lp_g=${lp_g##*) }; \
+              set -- $lp_g; lp_r pid:$3; else lp_r pid:$$; fi 2>/dev/null; ",
+        );
+    } else {
+        s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+    }
     if ask_login {
         // The login shell as sshd found it (`$SHELL`) and as /etc/passwd names it (an rc
         // file may change `$SHELL`; a user from another name service has no line there).
@@ -321,8 +331,8 @@ fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
 /// descriptor of the channel (fd 3 included), so sshd closes the channel when this line
 /// exits, which it does at once, after one report, `detached:PID`. The session survives
 /// the channel and the connection: nothing sshd signals reaches it.
-fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
-    push_first_reports(s, ask_login);
+fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bool) {
+    push_first_reports(s, ask_login, group);
     let shared_cwd = shared_cwd(plan);
     if let Some(dir) = &shared_cwd {
         s.extend_from_slice(b"lp_c - ");
@@ -1078,7 +1088,7 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {login_shell}: {e}"));
-        let mut input = header(plan, &Marker::fixed(MARKER), true);
+        let mut input = header(plan, &Marker::fixed(MARKER), true, false);
         input.extend_from_slice(stdin);
         let mut pipe = child.stdin.take().unwrap();
         let writer = std::thread::spawn(move || {
@@ -1709,7 +1719,7 @@ mod tests {
             "/bin/sh",
             &["-c", script, "sh", out.to_str().unwrap()],
         )]));
-        let mut input = header(&bare, &Marker::fixed(MARKER), false);
+        let mut input = header(&bare, &Marker::fixed(MARKER), false, false);
         input.push(b'\n');
         let mut child = Std::new("/bin/sh")
             .args(["-c", BOOTSTRAP])
