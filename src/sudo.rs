@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn prompts_are_counted_across_chunks_and_the_ready_line_ends_the_gate() {
         let mut gate = Gate::new("t0k");
-        assert_eq!(gate.feed(b"We trust you have received the usual lecture\nlp-su"), Step::Wait);
+        assert_eq!(
+            gate.feed(b"We trust you have received the usual lecture\nlp-su"),
+            Step::Wait
+        );
         assert_eq!(gate.feed(b"do-t0k:"), Step::Answer);
         assert_eq!(gate.feed(b"\n"), Step::Wait);
         assert_eq!(gate.feed(b"Sorry, try again.\nlp-sudo-t0k:"), Step::Refused);

@@ -53,9 +53,9 @@ use super::{
 };
 use crate::{
     Error,
-    sudo::{Gate, Runas, token},
     files::{Files, Metadata, WriteMode, kind_of_mode, spawn_cleanup},
     machine::{BoxRead, BoxWrite},
+    sudo::{Gate, Runas, token},
 };
 
 /// Requests of one file in flight at once.
@@ -143,16 +143,13 @@ impl SftpFiles {
                 .await
                 .map_err(|_| io::Error::other(connection.lost().to_string()))?;
             let passed =
-                ssh_sudo::pass_gate(&mut channel, &mut gate, runas, &connection.name, false)
-                    .await;
+                ssh_sudo::pass_gate(&mut channel, &mut gate, runas, &connection.name, false).await;
             if let Err(shut) = passed {
                 let _ = channel.eof().await;
                 let _ = channel.close().await;
                 let error = ssh_sudo::shut_error(shut, || connection.lost());
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    error.to_string(),
-                ));
+                // Kind `Other`, so that the file error shows sudo's reason.
+                return Err(io::Error::other(error.to_string()));
             }
         } else {
             let refused = || io::Error::other("the server refused the sftp subsystem");

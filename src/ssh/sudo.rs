@@ -68,10 +68,7 @@ pub(crate) fn line_exec(user: &str, gate: &Gate, pty: bool) -> String {
     } else {
         ""
     };
-    let script = format!(
-        "{quiet}printf %s {} >&2; {BOOTSTRAP_DIRECT}",
-        gate.ready()
-    );
+    let script = format!("{quiet}printf %s {} >&2; {BOOTSTRAP_DIRECT}", gate.ready());
     sudo_exec(user, gate, &script)
 }
 
