@@ -11,7 +11,7 @@ use std::{
 
 use crate::{
     ArgValue, Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job,
-    machine::MachineRef, quote, status::ExitStatus,
+    machine::MachineRef, quote, respond::Responder, status::ExitStatus,
 };
 
 /// A command to run: a program, its arguments, environment, working directory, where its
@@ -60,6 +60,8 @@ pub(crate) struct CommandSpec {
     pub(crate) ok_codes: Option<Arc<[i32]>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) pty: bool,
+    /// Patterns watched for in the output, and their answers (`respond`).
+    pub(crate) responders: Vec<Responder>,
 }
 
 /// Where a command's stderr was sent.
@@ -130,6 +132,7 @@ impl Command {
             ok_codes: Some(Arc::new([0])),
             timeout: None,
             pty: false,
+            responders: Vec::new(),
         }))
     }
 
@@ -277,6 +280,45 @@ impl Command {
     /// allocate ptys: starting such a command there is an error.
     pub fn pty(self, pty: bool) -> Command {
         self.edit(|c| c.pty = pty)
+    }
+
+    /// Answers a prompt: each time `pattern` appears in the command's stdout or stderr
+    /// (as the bytes stream, so a prompt cut across two reads still counts), writes
+    /// `answer` and a newline to its stdin. `answer` may be a [`Secret`](crate::Secret).
+    /// Call it again for more prompts: each pattern is watched on its own.
+    ///
+    /// For interactive installers, `passwd`, a `Continue? [y/N]`: the command's stdin
+    /// becomes leadpipe's (setting a here-string or a file as stdin is an error), and its
+    /// output is read through the watch wherever it goes (captured, `lines`, a `Child`'s
+    /// pipes, or this process's terminal for [`run`](Command::run)). Programs that only
+    /// prompt on a terminal need [`pty(true)`](Command::pty) (SSH machines): the terminal
+    /// echoes what is typed, and the echo of each answer is taken out of the output again,
+    /// so an answer is not captured (a program that turns echo off, as for a password,
+    /// echoes nothing anyway). Answers are never shown: not by `Display`, `Debug`, errors
+    /// or logs. Only a single command responds, not a stage of a pipeline.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// web1.cmd("passwd")
+    ///     .pty(true)
+    ///     .respond("Current password:", Secret::new("old"))
+    ///     .respond("New password:", Secret::new("new"))
+    ///     .respond("Retype new password:", Secret::new("new"))
+    ///     .run()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn respond(self, pattern: impl AsRef<str>, answer: impl ArgValue) -> Command {
+        let (answer, _) = answer.into_value();
+        let mut bytes = answer.as_bytes().to_vec();
+        bytes.push(b'\n');
+        let responder = Responder {
+            pattern: Arc::from(pattern.as_ref().as_bytes()),
+            answer: bytes.into(),
+        };
+        self.edit(|c| c.responders.push(responder))
     }
 
     /// The program, as given.

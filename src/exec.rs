@@ -403,10 +403,28 @@ impl Started {
     /// a channel) outlasts the limit.
     pub(crate) async fn start(job: Job, mode: Mode) -> Result<Started> {
         let deadline = job.deadline();
-        let plan = job.plan(mode);
+        let mut plan = job.plan(mode);
         if plan.detached {
             job.check_detachable(&plan)?;
         }
+        // `respond`: the stage's streams become pipes here, watched once it starts.
+        let responders = &job.stages[0].spec().responders;
+        let responding = if responders.is_empty() || plan.detached {
+            None
+        } else if plan.stages.len() > 1 {
+            return Err(Error::io(
+                format!("cannot answer prompts in `{}`", job.display()),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "respond() works on a single command, not in a pipeline",
+                ),
+            ));
+        } else {
+            Some(crate::respond::prepare(
+                &mut plan.stages[0],
+                &job.machine_name(),
+            )?)
+        };
         let stderr_captured: Vec<bool> = plan
             .stages
             .iter()
@@ -426,6 +444,9 @@ impl Started {
             return Err(job.timed_out());
         };
         let mut running = running?;
+        if let Some(prepared) = &responding {
+            running = crate::respond::wrap(running, &job.stages[0].spec().responders, prepared)?;
+        }
         let mut feeds = Vec::new();
         for (i, bytes) in here_strings {
             if let Some(pipe) = running.take_stdin(i) {

@@ -158,6 +158,7 @@ mod mixed;
 mod pipeline;
 mod quote;
 mod redirect;
+mod respond;
 mod secret;
 pub mod signals;
 mod socket;

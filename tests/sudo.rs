@@ -392,3 +392,46 @@ async fn local_sudo_as_a_normal_user() {
     assert!(format!("{error}").contains("(sudo -u"), "{error}");
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), "local-secret");
 }
+
+/// Asks for a name (echoed by a terminal) and a password (with echo off), on stdout and
+/// stderr, then says what it read.
+const TWO_PROMPTS: &str = "printf 'Your name? '; read -r name; \
+    printf 'Pass' >&2; sleep 0.2; printf 'word: ' >&2; \
+    stty -echo 2>/dev/null; read -r pw; stty echo 2>/dev/null; \
+    echo; echo \"name=$name pw=$pw\" >&2";
+
+#[tokio::test]
+async fn a_responder_answers_two_prompts_as_they_stream() {
+    capture_tracing();
+    let answer = Secret::new("hunter2-answer");
+    let local = local()
+        .cmd("sh")
+        .args(["-c", TWO_PROMPTS])
+        .respond("Your name? ", "alice")
+        .respond("Password: ", &answer);
+    let output = local.output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Your name? \n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Password: name=alice pw=hunter2-answer\n"
+    );
+    let Some(sshd) = Sshd::start() else {
+        return;
+    };
+    let machine = sshd.machine().await;
+    // On a pty both prompts come on one stream; the name is echoed by the terminal, and
+    // that echo is taken out again; the password is not echoed at all.
+    let remote = machine
+        .cmd("sh")
+        .args([
+            "-c",
+            &TWO_PROMPTS.replace("name=$name pw=$pw", "name=$name pw-length=${#pw}"),
+        ])
+        .pty(true)
+        .respond("Your name? ", "alice")
+        .respond("Password: ", &answer);
+    let text = remote.read().await.unwrap();
+    assert_eq!(text, "Your name? Password: \r\nname=alice pw-length=14\r");
+    assert_hidden("Display/Debug", &format!("{remote}\n{remote:?}"), "hunter2");
+    assert_hidden("the tracing output", &TRACE.lock().unwrap(), "hunter2");
+}
