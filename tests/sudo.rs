@@ -353,6 +353,24 @@ async fn secret_arguments_and_environment_values_stay_out_of_ps_and_every_text()
             assert_eq!(output.stdout, expected);
         }
     }
+    // A detached pipeline: its shell outlives the line, and still holds no value in argv.
+    let detached = (machine
+        .cmd("sh")
+        .args(["-c", "sleep 3", "lp-detached"])
+        .env("LP_TOKEN", &env)
+        | machine.cmd("cat"))
+    .spawn_detached()
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listed = process_list(&machine).await;
+    assert!(listed.contains("lp-detached"), "{listed}");
+    assert_hidden("ps", &listed, "env-secret");
+    let _ = machine
+        .cmd("kill")
+        .args(["--", &format!("-{detached}")])
+        .status()
+        .await;
     // Errors show the argument as *** too, however the command fails.
     let failing = machine.cmd("sh").args(["-c", "exit 3", "sh"]).arg(&arg);
     let error = failing.run().await.unwrap_err();

@@ -359,7 +359,8 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bo
     // The detached shell's script. It has none of the helpers, so it defines the newline
     // that words spanning lines are written with; it tells its pid, once it runs in its new
     // session, on the stdout the line reads it from, and then lets go of that pipe.
-    let mut inner = format!("{NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
+    let mut inner =
+        format!("unset lp_dt; {NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
     let merged = plan.stages.len() > 1
         && plan
             .stages
@@ -385,12 +386,16 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bo
     if merged {
         inner.extend_from_slice(b"; } 2>&1");
     }
+    // The script goes to that shell in its environment, not its argv: the environment
+    // values and words in it stay out of `ps` while the detached pipeline runs (a
+    // process's environment is readable only by its user and root). It unsets the
+    // variable first, so no program inherits it.
     s.extend_from_slice(b"lp_dt=");
     push_word(s, &inner);
     s.extend_from_slice(
         b"; if command -v setsid >/dev/null 2>&1; \
-          then lp_dp=$(setsid /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); \
-          else lp_dp=$(trap '' HUP; /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); fi; \
+          then lp_dp=$(lp_dt=$lp_dt setsid /bin/sh -c 'eval \"$lp_dt\"' sh </dev/null 2>/dev/null 3>&- &); \
+          else lp_dp=$(trap '' HUP; lp_dt=$lp_dt /bin/sh -c 'eval \"$lp_dt\"' sh </dev/null 2>/dev/null 3>&- &); fi; \
           lp_r \"detached:$lp_dp\"; exit 0",
     );
 }
