@@ -453,3 +453,22 @@ async fn a_responder_answers_two_prompts_as_they_stream() {
     assert_hidden("Display/Debug", &format!("{remote}\n{remote:?}"), "hunter2");
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), "hunter2");
 }
+
+#[tokio::test]
+async fn secrets_in_cmd_templates_pipelines_and_stdin_show_as_stars() {
+    let secret = Secret::new("tpl-secret it's");
+    let more = [Secret::new("tpl-one"), Secret::new("tpl-two")];
+    let command = leadpipe::cmd!("printf %s,%s,%s {secret} {more...}");
+    assert_eq!(command.to_string(), "printf %s,%s,%s '***' '***' '***'");
+    assert_eq!(
+        command.read().await.unwrap(),
+        "tpl-secret it's,tpl-one,tpl-two"
+    );
+    let sh = local();
+    let fed = (sh.cmd("cat") << &secret) | sh.cmd("cat");
+    let fed = fed.env("LP_UNUSED", &secret);
+    let shown = format!("{fed}\n{fed:?}");
+    assert_hidden("a pipeline", &shown, "tpl-secret");
+    assert_eq!(fed.read().await.unwrap(), "tpl-secret it's");
+    assert_eq!(format!("{secret} {secret:?}"), "*** Secret(***)");
+}
