@@ -158,6 +158,19 @@ impl LocalMachine {
         self.view(self.sudo_user.clone(), SudoPassword::given(password))
     }
 
+    /// A view (and the sudo views made from it) that asks `ask` for sudo's password the
+    /// first time one is needed, and reuses the answer. Called on a blocking thread, so it
+    /// may read a terminal; `None`: there is none.
+    pub fn sudo_password_with(
+        &self,
+        ask: impl Fn(&str) -> Option<Secret> + Send + Sync + 'static,
+    ) -> LocalMachine {
+        self.view(
+            self.sudo_user.clone(),
+            SudoPassword::asked(std::sync::Arc::new(ask)),
+        )
+    }
+
     fn view(&self, user: Option<String>, password: Arc<SudoPassword>) -> LocalMachine {
         let backend: MachineRef = match &user {
             None => LOCAL.clone(),
