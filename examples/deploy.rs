@@ -48,8 +48,7 @@ async fn main() -> Result<()> {
     println!("deploying to {} under {base}", machine.name());
 
     // Root where sudo works; on the embedded server without it, the login stands in.
-    let sudo_works =
-        args.first().is_some() || machine.cmd("sudo").args(["-n", "true"]).success().await?;
+    let sudo_works = !args.is_empty() || machine.cmd("sudo").args(["-n", "true"]).success().await?;
     let root = if sudo_works {
         machine.sudo()
     } else {
