@@ -217,7 +217,8 @@ impl Gate {
         self.answered > 0
     }
 
-    /// What sudo printed, its prompts taken out, trimmed, for an error.
+    /// The end of what sudo printed (its last three lines: the reason comes last, after
+    /// any lecture), its prompts taken out, for an error.
     pub(crate) fn printed(&self) -> String {
         let mut text = Vec::new();
         let mut rest = self.seen.as_slice();
@@ -226,10 +227,13 @@ impl Gate {
             rest = &rest[at + self.prompt.len()..];
         }
         text.extend_from_slice(rest);
-        String::from_utf8_lossy(&text)
-            .replace('\r', "")
-            .trim()
-            .to_owned()
+        let text = String::from_utf8_lossy(&text).replace('\r', "");
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(3)..].join(" / ")
     }
 }
 
@@ -261,7 +265,10 @@ mod tests {
         assert_eq!(gate.feed(b"do-t0k:"), Step::Answer);
         assert_eq!(gate.feed(b"\n"), Step::Wait);
         assert_eq!(gate.feed(b"Sorry, try again.\nlp-sudo-t0k:"), Step::Refused);
-        assert!(gate.printed().starts_with("We trust you"));
+        assert_eq!(
+            gate.printed(),
+            "We trust you have received the usual lecture / Sorry, try again."
+        );
         assert!(!gate.printed().contains("lp-sudo"));
         let mut gate = Gate::new("t0k");
         assert_eq!(gate.feed(b"lp-ready-t0"), Step::Wait);

@@ -215,6 +215,30 @@ async fn requiretty_is_met_with_a_pty() {
         assert_eq!(text.trim(), "0", "{text:?}");
         assert_hidden("the output", &text, TEST_PASSWORD);
     }
+    // On sudo's own terminal the command leads a session of its own: a timeout still
+    // kills it.
+    let error = root
+        .cmd("sleep")
+        .arg("32.75")
+        .timeout(Duration::from_millis(800))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sshd.pgrep("sleep 32.75").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "root's sleep survived its timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Files need sftp-server without a terminal, which this rule refuses: a clear error.
+    let error = root.path("/etc/hostname").read().await.unwrap_err();
+    assert!(
+        format!("{error}").contains("sudo as root failed"),
+        "{error}"
+    );
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), TEST_PASSWORD);
 }
 
@@ -229,6 +253,7 @@ async fn a_wrong_or_missing_password_fails_fast_with_error_sudo() {
         let started = Instant::now();
         let error = machine.sudo().cmd("id").run().await.unwrap_err();
         let took = started.elapsed();
+        eprintln!("a refused password failed in {took:?}: {error}");
         let text = format!("{error}\n{error:?}");
         assert!(matches!(error, Error::Sudo { .. }), "{text}");
         assert!(text.contains("refused"), "{text}");
