@@ -426,6 +426,27 @@ async fn local_sudo_as_a_normal_user() {
         .await
         .unwrap();
     assert_eq!(seen, "local-secret");
+    // A secret argument is in the program's argv only, not in sudo's (its parent for the
+    // whole run).
+    let child = view
+        .cmd("sh")
+        .args(["-c", "printf %s \"$1\"; sleep 2", "lp-local-prog"])
+        .arg(Secret::new("local-arg-secret"))
+        .spawn()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if line.contains("local-arg-secret") {
+            assert!(line.starts_with("sh -c "), "{line}");
+        }
+    }
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(output.stdout, b"local-arg-secret");
     let piped = (view.cmd("printf").arg("a\nb\n") | view.cmd("wc").arg("-l"))
         .read()
         .await

@@ -95,9 +95,41 @@ impl Backend for SudoBackend {
 
 /// `sudo -n -u USER [--preserve-env=NAMES] -- PROGRAM ARGS`: the variables the command sets
 /// are kept through sudo's `env_reset` by name (their values stay in the environment, out
-/// of any argv).
+/// of any argv). sudo stays the program's parent for as long as it runs, so a secret
+/// argument must not be in sudo's argv: it travels in a variable of its own, and a
+/// `/bin/sh` run as the user puts it back in place and `exec`s the program, which alone
+/// has it in its argv:
+///
+/// ```text
+/// sudo -n -u USER --preserve-env=LEADPIPE_SECRET_1 -- /bin/sh -c \
+///     'lp_1=$LEADPIPE_SECRET_1; unset LEADPIPE_SECRET_1; exec "$0" "${1}" "$lp_1"' PROGRAM a ''
+/// ```
 fn wrap(process: &mut Process, user: &str) {
+    let mut program_args: Vec<std::ffi::OsString> = std::mem::take(&mut process.args);
+    let mut program = std::mem::replace(&mut process.program, "sudo".into());
+    let secrets = std::mem::take(&mut process.secret_args);
     let mut args: Vec<std::ffi::OsString> = vec!["-n".into(), "-u".into(), user.into()];
+    if !secrets.is_empty() {
+        let mut script = String::new();
+        let mut call = String::from("exec \"$0\"");
+        for (index, arg) in program_args.iter_mut().enumerate() {
+            if secrets.contains(&index) {
+                let name = format!("LEADPIPE_SECRET_{index}");
+                process
+                    .env
+                    .push((name.clone().into(), Some(std::mem::take(arg))));
+                script.push_str(&format!("lp_{index}=${name}; unset {name}; "));
+                call.push_str(&format!(" \"$lp_{index}\""));
+            } else {
+                call.push_str(&format!(" \"${{{}}}\"", index + 1));
+            }
+        }
+        script.push_str(&call);
+        program_args.insert(0, program);
+        program = "/bin/sh".into();
+        program_args.insert(0, script.into());
+        program_args.insert(0, "-c".into());
+    }
     let names: Vec<String> = process
         .env
         .iter()
@@ -108,11 +140,7 @@ fn wrap(process: &mut Process, user: &str) {
         args.push(format!("--preserve-env={}", names.join(",")).into());
     }
     args.push("--".into());
-    args.push(std::mem::replace(&mut process.program, "sudo".into()));
-    let shift = args.len();
-    args.append(&mut process.args);
+    args.push(program);
+    args.append(&mut program_args);
     process.args = args;
-    for index in &mut process.secret_args {
-        *index += shift;
-    }
 }
