@@ -10,7 +10,7 @@ use std::{
 
 #[cfg(feature = "ssh")]
 use crate::SshMachine;
-use crate::{Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
+use crate::{ArgValue, Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
 
 /// A machine commands run on: [`LocalMachine`] or [`SshMachine`].
 ///
@@ -82,7 +82,7 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     fn with_cwd(&self, dir: impl AsRef<Path>) -> Self;
 
     /// A view of this machine whose commands get `key=value` in their environment.
-    fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self;
+    fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self;
 
     /// A view on which commands (and, on an SSH machine, file operations) run as root
     /// through `sudo`.
@@ -168,7 +168,7 @@ macro_rules! machine_by_inherent_methods {
                 <$machine>::with_cwd(self, dir)
             }
 
-            fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+            fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self {
                 <$machine>::with_env(self, key, value)
             }
 

@@ -18,7 +18,7 @@ use self::{
     process::{LocalBackend, which},
 };
 use crate::{
-    Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
+    ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
     command::Scope,
     machine::MachineRef,
     sudo::{Runas, SudoPassword},
@@ -105,12 +105,14 @@ impl LocalMachine {
         }
     }
 
-    /// A view of this machine whose commands get `key=value` in their environment. The
-    /// process's own environment is not changed.
+    /// A view of this machine whose commands get `key=value` in their environment (the
+    /// value may be a [`Secret`](crate::Secret)). The process's own environment is not
+    /// changed.
     #[doc(alias = "pushenv")]
-    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> LocalMachine {
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> LocalMachine {
+        let (value, _) = value.into_value();
         LocalMachine {
-            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+            scope: self.scope.with_env(key.as_ref(), Some(&value)),
             ..self.clone()
         }
     }

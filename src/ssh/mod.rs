@@ -47,7 +47,7 @@ pub use self::{
     forward::{ReverseTunnel, Tunnel},
 };
 use crate::{
-    Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
+    ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
     command::Scope,
     files::FilesRef,
     machine::{Backend, MachineRef, Plan, Running},
@@ -313,10 +313,12 @@ impl SshMachine {
         }
     }
 
-    /// A view whose commands get `key=value` in their environment.
-    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> SshMachine {
+    /// A view whose commands get `key=value` in their environment (the value may be a
+    /// [`Secret`]; no environment value is in a remote command line).
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> SshMachine {
+        let (value, _) = value.into_value();
         SshMachine {
-            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+            scope: self.scope.with_env(key.as_ref(), Some(&value)),
             ..self.clone()
         }
     }
