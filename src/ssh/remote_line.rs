@@ -1349,18 +1349,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let odd = dir.path().join(OsStr::from_bytes(&all[..46])); // up to '.' (no '/')
         std::fs::create_dir(&odd).unwrap();
-        for inner in inner_shells() {
-            let command = LocalMachine::new()
-                .cmd("sh")
-                .args([
-                    OsStr::new("-c"),
-                    OsStr::new("printf '%s\\0' \"$@\" \"$LP_V\"; pwd"),
-                    OsStr::new("sh"),
-                    word,
-                    OsStr::new("-"),
-                ])
-                .env("LP_V", word)
-                .cwd(&odd);
+        // Set by the shell, and through `env` (a cleared environment: the here-document).
+        let cases = [false, true]
+            .into_iter()
+            .flat_map(|clear| inner_shells().into_iter().map(move |inner| (inner, clear)));
+        for (inner, clear) in cases {
+            let mut command = LocalMachine::new().cmd("sh").args([
+                OsStr::new("-c"),
+                OsStr::new("printf '%s\\0' \"$@\" \"$LP_V\"; pwd"),
+                OsStr::new("sh"),
+                word,
+                OsStr::new("-"),
+            ]);
+            if clear {
+                command = command.env_clear().env("PATH", "/usr/bin:/bin");
+            }
+            let command = command.env("LP_V", word).cwd(&odd);
             let ran = run_in(&inner, &plan(vec![command]), b"");
             let mut expected = all.clone();
             expected.extend_from_slice(b"\0-\0");
