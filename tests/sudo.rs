@@ -83,6 +83,38 @@ async fn setup() -> Option<(Sshd, SudoUsers)> {
     Some((sshd, users))
 }
 
+/// `sleep SECONDS` as `view`'s user, with a timeout: the call returns in time and the
+/// process is gone soon after (the login's own `kill` could not reach it).
+async fn times_out_and_dies(view: &SshMachine, seconds: &str) {
+    let started = Instant::now();
+    let error = view
+        .cmd("sleep")
+        .arg(seconds)
+        .timeout(Duration::from_millis(800))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Every process of the machine: sudo's reset environment and a parent that died would
+    // hide it from `Sshd::pgrep`.
+    let needle = format!("sleep\0{seconds}\0");
+    let alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|line| line.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+    };
+    while alive() {
+        assert!(
+            Instant::now() < deadline,
+            "sleep {seconds} survived its timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn with_password(sshd: &Sshd, user: &str, password: &str) -> SshMachine {
     sshd.builder(user)
         .sudo_password(Secret::new(password))
@@ -140,24 +172,7 @@ async fn sudo_with_a_password_runs_commands_as_root_and_shows_the_password_nowhe
     assert_hidden("the error", &text, TEST_PASSWORD);
     assert_hidden("Debug of the machine", &format!("{root:?}"), TEST_PASSWORD);
     // A timeout kills root's processes too (the login's own kill could not).
-    let started = Instant::now();
-    let error = root
-        .cmd("sleep")
-        .arg("31.25")
-        .timeout(Duration::from_millis(800))
-        .run()
-        .await
-        .unwrap_err();
-    assert!(matches!(error, Error::Timeout { .. }), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(4));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sshd.pgrep("sleep 31.25").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "root's sleep survived its timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    times_out_and_dies(&root, "31.25").await;
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), TEST_PASSWORD);
 }
 
@@ -217,22 +232,7 @@ async fn requiretty_is_met_with_a_pty() {
     }
     // On sudo's own terminal the command leads a session of its own: a timeout still
     // kills it.
-    let error = root
-        .cmd("sleep")
-        .arg("32.75")
-        .timeout(Duration::from_millis(800))
-        .run()
-        .await
-        .unwrap_err();
-    assert!(matches!(error, Error::Timeout { .. }), "{error}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sshd.pgrep("sleep 32.75").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "root's sleep survived its timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    times_out_and_dies(&root, "32.75").await;
     // Files need sftp-server without a terminal, which this rule refuses: a clear error.
     let error = root.path("/etc/hostname").read().await.unwrap_err();
     assert!(
