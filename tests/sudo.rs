@@ -518,3 +518,40 @@ async fn secrets_in_cmd_templates_pipelines_and_stdin_show_as_stars() {
     assert_eq!(fed.read().await.unwrap(), "tpl-secret it's");
     assert_eq!(format!("{secret} {secret:?}"), "*** Secret(***)");
 }
+
+#[tokio::test]
+async fn a_deadline_while_sudo_asks_leaves_no_sudo_behind() {
+    let Some((sshd, users)) = setup().await else {
+        return;
+    };
+    let machine = sshd
+        .builder(users.password)
+        .sudo_password_with(|_| {
+            std::thread::sleep(Duration::from_secs(2));
+            Some(Secret::new(TEST_PASSWORD))
+        })
+        .connect()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = machine
+        .sudo()
+        .cmd("id")
+        .timeout(Duration::from_millis(700))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    // The answer comes later, into a start nobody waits for: that channel is ended.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !sshd.pgrep("lp-sudo-").is_empty() {
+        assert!(Instant::now() < deadline, "a sudo was left waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The password, asked once, serves the next command.
+    assert_eq!(
+        machine.sudo().cmd("id").arg("-u").read().await.unwrap(),
+        "0"
+    );
+}

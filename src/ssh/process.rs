@@ -407,8 +407,19 @@ pub(crate) async fn start(
     })
 }
 
+/// A channel on which sudo has started the line's `/bin/sh`, waiting for its header.
+type SudoChannel = (
+    russh::ChannelReadHalf,
+    russh::ChannelWriteHalf<Msg>,
+    OwnedSemaphorePermit,
+);
+
 /// A channel on which sudo has started the line's `/bin/sh` as `runas`'s user, waiting
 /// for its header; and whether it has a pty (the plan asked for one, or sudo needs one).
+///
+/// Each attempt runs in a task of its own on leadpipe's runtime, so that a caller dropped
+/// in the middle (a deadline, while sudo still asks) leaves no channel behind: the task
+/// ends the channel itself when nobody takes it.
 async fn sudo_channel(
     connection: &Arc<Connection>,
     runas: &Runas,
@@ -419,53 +430,84 @@ async fn sudo_channel(
     OwnedSemaphorePermit,
     bool,
 )> {
-    let user = runas.checked_user(&connection.name)?;
+    runas.checked_user(&connection.name)?;
     pty |= runas.needs_pty.load(std::sync::atomic::Ordering::Relaxed);
     loop {
-        let (channel, permit) = connection.open_session(false).await?;
-        let (mut read, write) = channel.split();
-        let mut gate = Gate::new(&token());
-        if pty {
-            write
-                .request_pty(false, "xterm", 80, 24, 0, 0, &QUIET_PTY)
-                .await
-                .map_err(|_| connection.lost())?;
-        }
-        let exec = ssh_sudo::line_exec(user, &gate, pty);
-        write
-            .exec(true, exec)
-            .await
-            .map_err(|_| connection.lost())?;
-        let passed = ssh_sudo::pass_gate(
-            &mut Halves(&mut read, &write),
-            &mut gate,
-            runas,
-            &connection.name,
-            pty,
-        )
-        .await;
-        let shut = match passed {
-            Ok(_) => return Ok((read, write, permit, pty)),
-            Err(shut) => shut,
-        };
-        // Ended here: sudo (waiting for a password it will not get) sees end of file, and
-        // the channel is drained until the server closes it.
+        let (sender, receiver) = oneshot::channel();
+        let attempt = sudo_attempt(connection.clone(), runas.clone(), pty);
         crate::lifecycle::spawn(async move {
-            let _ = write.eof().await;
-            let _ = write.close().await;
-            while read.wait().await.is_some() {}
-            drop(permit);
+            if let Err(Ok((read, write, permit))) = sender.send(attempt.await) {
+                end_channel(read, write, permit).await;
+            }
         });
-        match shut {
-            Shut::NoTerminal(_) if !pty => {
+        match receiver.await {
+            Ok(Ok((read, write, permit))) => return Ok((read, write, permit, pty)),
+            Ok(Err((_, true))) if !pty => {
                 runas
                     .needs_pty
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 pty = true;
             }
-            shut => return Err(ssh_sudo::shut_error(shut, || connection.lost())),
+            Ok(Err((error, _))) => return Err(error),
+            Err(_) => return Err(connection.lost()),
         }
     }
+}
+
+/// One start through sudo: the channel, its exec and the gate. The error says whether sudo
+/// refused without a terminal (worth one more try with a pty).
+async fn sudo_attempt(
+    connection: Arc<Connection>,
+    runas: Runas,
+    pty: bool,
+) -> std::result::Result<SudoChannel, (Error, bool)> {
+    let user = runas
+        .checked_user(&connection.name)
+        .map_err(|error| (error, false))?;
+    let (channel, permit) = (connection.open_session(false).await).map_err(|e| (e, false))?;
+    let (mut read, write) = channel.split();
+    let lost = || (connection.lost(), false);
+    let mut gate = Gate::new(&token());
+    if pty {
+        (write
+            .request_pty(false, "xterm", 80, 24, 0, 0, &QUIET_PTY)
+            .await)
+            .map_err(|_| lost())?;
+    }
+    let exec = ssh_sudo::line_exec(user, &gate, pty);
+    write.exec(true, exec).await.map_err(|_| lost())?;
+    let passed = ssh_sudo::pass_gate(
+        &mut Halves(&mut read, &write),
+        &mut gate,
+        &runas,
+        &connection.name,
+        pty,
+    )
+    .await;
+    match passed {
+        Ok(_) => Ok((read, write, permit)),
+        Err(shut) => {
+            crate::lifecycle::spawn(end_channel(read, write, permit));
+            let no_terminal = matches!(shut, Shut::NoTerminal(_));
+            Err((
+                ssh_sudo::shut_error(shut, || connection.lost()),
+                no_terminal,
+            ))
+        }
+    }
+}
+
+/// Ends a channel whose line will not run: sudo (or the shell waiting for its header)
+/// sees end of file, and the channel is drained until the server closes it.
+async fn end_channel(
+    mut read: russh::ChannelReadHalf,
+    write: russh::ChannelWriteHalf<Msg>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = write.eof().await;
+    let _ = write.close().await;
+    while read.wait().await.is_some() {}
+    drop(permit);
 }
 
 /// A start that did not finish (an error, or its future dropped by a deadline): the
