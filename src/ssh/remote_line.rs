@@ -1426,6 +1426,28 @@ mod tests {
     }
 
     #[test]
+    fn a_value_env_must_set_is_written_only_into_the_here_document() {
+        let command = cmd("env", &[])
+            .env_clear()
+            .env("LP_TOKEN", "value-42")
+            .env("A.B", "odd-7");
+        let script = header(&plan(vec![command]), &Marker::fixed(MARKER), false, false);
+        let at = |needle: &str| {
+            script
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .unwrap_or_else(|| panic!("{needle} missing"))
+        };
+        assert!(
+            at("value-42") > at("9<<"),
+            "{}",
+            String::from_utf8_lossy(&script)
+        );
+        // A name no shell can hold is the one exception: env's own argument.
+        assert!(at("odd-7") < at("9<<"));
+    }
+
+    #[test]
     fn environment_values_are_in_no_argv_however_they_are_set() {
         // Every process's argv, read while the stage runs (its own environment is where
         // the values belong, and only it and root can read that).
