@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadpipe::{Error, Secret, SshMachine, local};
+use leadpipe::{Error, Machine, Secret, SshMachine, local};
 use support::sshd::{Sshd, SudoUsers, TEST_PASSWORD};
 
 /// Everything every tracing span and event of this binary said.
@@ -409,12 +409,28 @@ async fn secret_arguments_and_environment_values_stay_out_of_ps_and_every_text()
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), "env-secret");
 }
 
+/// Who `machine` runs as once it becomes `user`: one body for every machine.
+async fn whoami_as(machine: &impl Machine, user: &str) -> String {
+    machine
+        .sudo_as(user)
+        .cmd("id")
+        .arg("-un")
+        .read()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn local_sudo_as_a_normal_user() {
-    let Some((sshd, _users)) = setup().await else {
+    let Some((sshd, users)) = setup().await else {
         return;
     };
     let user = sshd.user.clone();
+    assert_eq!(whoami_as(&local(), &user).await, user);
+    assert_eq!(
+        whoami_as(&sshd.login(users.nopasswd).await, &user).await,
+        user
+    );
     let view = local().sudo_as(&user);
     assert_eq!(view.cmd("id").arg("-un").read().await.unwrap(), user);
     let token = Secret::new("local-secret");

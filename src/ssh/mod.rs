@@ -383,6 +383,10 @@ impl SshMachine {
     /// reach another user's processes, so timeouts and dropped children kill through
     /// `sudo` too (with the password, when one was needed).
     ///
+    /// sudo starts in the login's directory, as `sudo` typed in a shell does: relative
+    /// paths of a view without [`with_cwd`](SshMachine::with_cwd) are taken there, which
+    /// `user` may not be allowed to enter; give absolute paths or a directory.
+    ///
     /// A `user` that is not a plain name or `#UID` is refused with [`Error::Sudo`] before
     /// anything is sent.
     ///
