@@ -11,7 +11,7 @@ use std::{
 
 use crate::{
     ArgValue, Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job,
-    machine::MachineRef, quote, respond::Responder, status::ExitStatus,
+    machine::MachineRef, observe::Observe, quote, respond::Responder, status::ExitStatus,
 };
 
 /// A command to run: a program, its arguments, environment, working directory, where its
@@ -62,6 +62,8 @@ pub(crate) struct CommandSpec {
     pub(crate) pty: bool,
     /// Patterns watched for in the output, and their answers (`respond`).
     pub(crate) responders: Vec<Responder>,
+    /// What the run shows of itself: echo, a fleet's prefix and log.
+    pub(crate) observe: Observe,
 }
 
 /// Where a command's stderr was sent.
@@ -75,10 +77,11 @@ pub(crate) enum Stderr {
 }
 
 /// The environment and directory a machine view gives the commands it makes.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub(crate) struct Scope {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) observe: Observe,
 }
 
 impl Scope {
@@ -90,7 +93,7 @@ impl Scope {
     pub(crate) fn with_cwd(&self, dir: &Path) -> Scope {
         Scope {
             cwd: Some(join_dir(self.cwd.as_deref(), dir)),
-            env: self.env.clone(),
+            ..self.clone()
         }
     }
 
@@ -98,9 +101,15 @@ impl Scope {
         let mut env = self.env.clone();
         set_env(&mut env, key, value);
         Scope {
-            cwd: self.cwd.clone(),
             env,
+            ..self.clone()
         }
+    }
+
+    pub(crate) fn with_echo(&self, echo: bool) -> Scope {
+        let mut scope = self.clone();
+        scope.observe.echo = echo;
+        scope
     }
 }
 
@@ -133,6 +142,7 @@ impl Command {
             timeout: None,
             pty: false,
             responders: Vec::new(),
+            observe: scope.observe.clone(),
         }))
     }
 
@@ -319,6 +329,24 @@ impl Command {
             answer: bytes.into(),
         };
         self.edit(|c| c.responders.push(responder))
+    }
+
+    /// Prints the command line to this process's stderr, as `+ line`, each time the
+    /// command is started, as `set -x` does (a pipeline is printed whole when one of its
+    /// stages echoes). The line is the command's `Display`, so secrets show as `***`.
+    /// [`LocalMachine::echo`](crate::LocalMachine::echo) and
+    /// [`SshMachine::echo`](crate::SshMachine::echo) turn it on for every command of a
+    /// machine view.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// sh.cmd("ls").args(["-l", "my dir"]).echo(true).run().await?; // + ls -l 'my dir'
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(self, echo: bool) -> Command {
+        self.edit(|c| c.observe.echo = echo)
     }
 
     /// The program, as given.

@@ -166,7 +166,7 @@ pub enum Error {
         /// Which case: unknown, changed, revoked, ...
         problem: HostKeyProblem,
         /// The fingerprint of the key the server presented (`SHA256:...`, as
-        /// `ssh-keygen -l` prints it), when it presented a plain key.
+        /// `ssh-keygen -l` prints it; for a host certificate, of the key inside it).
         fingerprint: Option<String>,
         /// Why, with the key's fingerprint (`SHA256:...`) and the file and line involved.
         reason: String,
@@ -251,8 +251,15 @@ pub enum HostKeyProblem {
     NotRecorded,
     /// The known_hosts files cannot be read.
     Unreadable,
-    /// The server presented a host certificate; leadpipe checks plain host keys only.
+    /// The server presented a host certificate that is not to be trusted: signed by a CA
+    /// no `@cert-authority` line names for the host, a signature that does not verify, a
+    /// user certificate, or critical options.
     Certificate,
+    /// The server's host certificate is expired, or not yet valid.
+    CertificateExpired,
+    /// The server's host certificate does not name the host (or its `HostKeyAlias`) among
+    /// its principals.
+    CertificatePrincipal,
 }
 
 /// Why an SSH server refused to open a channel: the reason code of RFC 4254 (section 5.1),

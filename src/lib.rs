@@ -174,6 +174,7 @@ mod local;
 mod machine;
 mod machine_trait;
 mod mixed;
+mod observe;
 mod pipeline;
 mod quote;
 mod redirect;

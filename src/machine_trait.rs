@@ -92,6 +92,10 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     /// through `sudo`.
     fn sudo_as(&self, user: &str) -> Self;
 
+    /// A view whose commands print their command line to stderr before they run (`+
+    /// line`, as `set -x`); see [`Command::echo`].
+    fn echo(&self, echo: bool) -> Self;
+
     /// The directory this view's commands start in, when the view set one.
     fn get_cwd(&self) -> Option<&Path>;
 
@@ -133,9 +137,15 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     fn connect_unix(&self, path: impl AsRef<Path>) -> impl Future<Output = Result<Socket>> + Send;
 }
 
-mod sealed {
-    /// Only leadpipe's machines implement [`Machine`](super::Machine).
-    pub trait Sealed {}
+pub(crate) mod sealed {
+    use crate::observe::Observe;
+
+    /// Only leadpipe's machines implement [`Machine`](super::Machine); what the crate
+    /// itself needs of every machine, out of the public API.
+    pub trait Sealed {
+        /// A view whose commands are observed as `change` says (a fleet's prefix and log).
+        fn observed(&self, change: &dyn Fn(&mut Observe)) -> Self;
+    }
 }
 
 /// Implements [`Machine`] for a machine type by calling its inherent methods of the same
@@ -145,7 +155,11 @@ mod sealed {
 /// so they are `Send` whatever argument types the caller passes.
 macro_rules! machine_by_inherent_methods {
     ($machine:ty) => {
-        impl sealed::Sealed for $machine {}
+        impl sealed::Sealed for $machine {
+            fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> Self {
+                <$machine>::observed(self, change)
+            }
+        }
 
         impl Machine for $machine {
             fn name(&self) -> &str {
@@ -178,6 +192,10 @@ macro_rules! machine_by_inherent_methods {
 
             fn sudo_as(&self, user: &str) -> Self {
                 <$machine>::sudo_as(self, user)
+            }
+
+            fn echo(&self, echo: bool) -> Self {
+                <$machine>::echo(self, echo)
             }
 
             fn get_cwd(&self) -> Option<&Path> {

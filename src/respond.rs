@@ -212,6 +212,10 @@ impl Running for Responding {
         self.inner.id()
     }
 
+    fn logged_pid(&self) -> Option<u32> {
+        self.inner.logged_pid()
+    }
+
     fn detached_pid(&self) -> Option<u32> {
         self.inner.detached_pid()
     }

@@ -117,6 +117,32 @@ impl LocalMachine {
         }
     }
 
+    /// A view whose commands print their command line to stderr before they run, as `+
+    /// line` (`set -x`); see [`Command::echo`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local().echo(true);
+    /// sh.cmd("make").arg("release").run().await?; // + make release
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(&self, echo: bool) -> LocalMachine {
+        LocalMachine {
+            scope: self.scope.with_echo(echo),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> LocalMachine {
+        let mut scope = self.scope.clone();
+        change(&mut scope.observe);
+        LocalMachine {
+            scope,
+            ..self.clone()
+        }
+    }
+
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()

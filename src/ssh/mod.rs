@@ -13,8 +13,10 @@
 //! reverse tunnels live in [`reverse_forwards`]) and on which [`sftp`] serves the
 //! machine's files.
 
+mod agent_forward;
 mod algorithms;
 mod builder;
+mod certificates;
 mod channel;
 mod config;
 mod connection;
@@ -319,6 +321,32 @@ impl SshMachine {
         let (value, _) = value.into_value();
         SshMachine {
             scope: self.scope.with_env(key.as_ref(), Some(&value)),
+            ..self.clone()
+        }
+    }
+
+    /// A view whose commands print their command line to stderr before they run, as `+
+    /// line` (`set -x`); see [`Command::echo`](crate::Command::echo).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::connect("deploy@web1").await?.echo(true);
+    /// web1.cmd("systemctl").args(["restart", "app"]).run().await?; // + systemctl restart app
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(&self, echo: bool) -> SshMachine {
+        SshMachine {
+            scope: self.scope.with_echo(echo),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> SshMachine {
+        let mut scope = self.scope.clone();
+        change(&mut scope.observe);
+        SshMachine {
+            scope,
             ..self.clone()
         }
     }

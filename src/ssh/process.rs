@@ -716,6 +716,10 @@ impl Running for SshRunning {
         None
     }
 
+    fn logged_pid(&self) -> Option<u32> {
+        *self.control.pid.borrow()
+    }
+
     fn detached_pid(&self) -> Option<u32> {
         self.control.detached.get().copied()
     }

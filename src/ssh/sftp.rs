@@ -305,6 +305,7 @@ fn metadata_of(attrs: &FileAttributes) -> Metadata {
         modified: attrs
             .mtime
             .map(|secs| UNIX_EPOCH + Duration::from_secs(u64::from(secs))),
+        owner: attrs.uid.zip(attrs.gid),
     }
 }
 
