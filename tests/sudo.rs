@@ -335,8 +335,35 @@ async fn files_are_written_and_uploaded_into_a_root_owned_directory_with_their_m
 
 /// Every process's command line on the machine, one per line.
 async fn process_list(machine: &SshMachine) -> String {
-    let script = "for p in /proc/[0-9]*; do tr '\\000' ' ' < $p/cmdline 2>/dev/null; echo; done";
-    machine.cmd("sh").args(["-c", script]).read().await.unwrap()
+    // One grep for all of them (a process per entry is slow on a busy machine): each
+    // argument comes as `/proc/PID/cmdline:ARG`, NUL-terminated.
+    let listed = machine
+        .cmd("sh")
+        .args([
+            "-c",
+            "exec grep -a -H -z '^' /proc/[0-9]*/cmdline 2>/dev/null",
+        ])
+        .unchecked()
+        .output()
+        .await
+        .unwrap()
+        .stdout;
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for record in listed.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let record = String::from_utf8_lossy(record);
+        let Some((file, arg)) = record.split_once(":") else {
+            continue;
+        };
+        match lines.last_mut() {
+            Some((last, line)) if last == file => {
+                line.push(' ');
+                line.push_str(arg);
+            }
+            _ => lines.push((file.to_owned(), arg.to_owned())),
+        }
+    }
+    let lines: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+    lines.join("\n")
 }
 
 #[tokio::test]
