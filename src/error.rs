@@ -205,6 +205,21 @@ pub enum Error {
         /// Why: the failures that stopped the fleet.
         reason: String,
     },
+    /// `sudo` did not run the command as another user
+    /// ([`sudo`](crate::SshMachine::sudo) / [`sudo_as`](crate::SshMachine::sudo_as) views):
+    /// the password was refused (sudo asked for it a second time), none was given, or sudo
+    /// ended before starting the command (the user may not use sudo, requiretty without a
+    /// terminal, no `sudo` on the machine). Decided by sudo's prompts and exit, never by
+    /// its wording; nothing of the password is in it.
+    #[non_exhaustive]
+    Sudo {
+        /// The machine.
+        machine: String,
+        /// The user the command was to run as.
+        user: String,
+        /// What happened, with what sudo printed (its prompts taken out).
+        reason: String,
+    },
 }
 
 /// The details of [`Error::Exit`]: which command failed, how, and the tails of its output.
@@ -491,6 +506,11 @@ impl fmt::Display for Error {
             Error::ConnectionLost { machine } => write!(f, "the connection to {machine} was lost"),
             Error::File(error) => fmt::Display::fmt(error, f),
             Error::NotRun { host, reason } => write!(f, "not run on {host}: {reason}"),
+            Error::Sudo {
+                machine,
+                user,
+                reason,
+            } => write!(f, "sudo as {user} failed on {machine}: {reason}"),
         }
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn process_of(command: &Command) -> Process {
         machine: spec.machine.clone(),
         program: spec.program.clone(),
         args: spec.args.clone(),
+        secret_args: spec.secret_args.clone(),
         env_clear: spec.env_clear,
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
@@ -463,6 +464,24 @@ impl Started {
         if observe.echo || observe.log.is_some() {
             observe.starting(&job.display());
         }
+        // `respond`: the stage's streams become pipes here, watched once it starts.
+        let responders = &job.stages[0].spec().responders;
+        let responding = if responders.is_empty() || plan.detached {
+            None
+        } else if plan.stages.len() > 1 {
+            return Err(Error::io(
+                format!("cannot answer prompts in `{}`", job.display()),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "respond() works on a single command, not in a pipeline",
+                ),
+            ));
+        } else {
+            Some(crate::respond::prepare(
+                &mut plan.stages[0],
+                &job.machine_name(),
+            )?)
+        };
         let stderr_captured: Vec<bool> = plan
             .stages
             .iter()
@@ -498,6 +517,9 @@ impl Started {
         };
         if let Some(pid) = running.logged_pid() {
             span.record("pid", pid);
+        }
+        if let Some(prepared) = &responding {
+            running = crate::respond::wrap(running, &job.stages[0].spec().responders, prepared)?;
         }
         let mut feeds = Vec::new();
         for (i, bytes) in here_strings {

@@ -170,6 +170,8 @@ pub(crate) struct Process {
     /// As the command names it: a path, or a name looked up in `PATH`.
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// Indexes of the arguments that are secrets: no message shows them.
+    pub(crate) secret_args: Vec<usize>,
     /// Start from an empty environment, before `env` is applied.
     pub(crate) env_clear: bool,
     /// Applied in order; `None` removes the variable.

@@ -10,7 +10,7 @@ use std::{
 
 #[cfg(feature = "ssh")]
 use crate::SshMachine;
-use crate::{Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
+use crate::{ArgValue, Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
 
 /// A machine commands run on: [`LocalMachine`] or [`SshMachine`].
 ///
@@ -82,7 +82,15 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     fn with_cwd(&self, dir: impl AsRef<Path>) -> Self;
 
     /// A view of this machine whose commands get `key=value` in their environment.
-    fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self;
+    fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self;
+
+    /// A view on which commands (and, on an SSH machine, file operations) run as root
+    /// through `sudo`.
+    fn sudo(&self) -> Self;
+
+    /// A view on which commands (and, on an SSH machine, file operations) run as `user`
+    /// through `sudo`.
+    fn sudo_as(&self, user: &str) -> Self;
 
     /// A view whose commands print their command line to stderr before they run (`+
     /// line`, as `set -x`); see [`Command::echo`].
@@ -174,8 +182,16 @@ macro_rules! machine_by_inherent_methods {
                 <$machine>::with_cwd(self, dir)
             }
 
-            fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+            fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self {
                 <$machine>::with_env(self, key, value)
+            }
+
+            fn sudo(&self) -> Self {
+                <$machine>::sudo(self)
+            }
+
+            fn sudo_as(&self, user: &str) -> Self {
+                <$machine>::sudo_as(self, user)
             }
 
             fn echo(&self, echo: bool) -> Self {

@@ -16,7 +16,7 @@ use super::{
     connection::{self, Connection, HostKeyPolicy, Settings},
     sftp,
 };
-use crate::{Error, Result, command::Scope};
+use crate::{Error, Result, Secret, command::Scope, sudo::SudoPassword};
 
 /// How to connect: user, port, keys, host-key policy, timeouts. From
 /// [`SshMachine::builder`].
@@ -150,6 +150,8 @@ pub struct SshBuilder {
     /// Lowercased keywords to skip.
     ignored_keywords: Vec<String>,
     jump: Option<SshMachine>,
+    /// sudo's password for the machine's [`sudo`](SshMachine::sudo) views.
+    sudo_password: Option<Arc<SudoPassword>>,
 }
 
 impl SshBuilder {
@@ -175,7 +177,46 @@ impl SshBuilder {
             system_config: true,
             ignored_keywords: Vec::new(),
             jump: None,
+            sudo_password: None,
         }
+    }
+
+    /// The password sudo asks for on this machine's [`sudo`](SshMachine::sudo) and
+    /// [`sudo_as`](SshMachine::sudo_as) views. It goes only to sudo's stdin: never echoed,
+    /// never in `Debug`, an error or a log.
+    pub fn sudo_password(mut self, password: Secret) -> SshBuilder {
+        self.sudo_password = Some(SudoPassword::given(password));
+        self
+    }
+
+    /// Asks `ask` for sudo's password (given the machine's name) the first time sudo asks
+    /// for it on this machine, then reuses the answer for every command and view of the
+    /// machine. `None`: there is none (the command fails with
+    /// [`Error::Sudo`](crate::Error::Sudo)). Called on a blocking thread, so it may read a
+    /// terminal.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::{Secret, SshMachine};
+    /// let web1 = SshMachine::builder("web1")
+    ///     .sudo_password_with(|machine| {
+    ///         eprint!("sudo password for {machine}: ");
+    ///         let mut line = String::new();
+    ///         std::io::stdin().read_line(&mut line).ok()?;
+    ///         Some(Secret::new(line.trim_end_matches('\n')))
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// web1.sudo().cmd("systemctl").args(["restart", "app"]).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sudo_password_with(
+        mut self,
+        ask: impl Fn(&str) -> Option<Secret> + Send + Sync + 'static,
+    ) -> SshBuilder {
+        self.sudo_password = Some(SudoPassword::asked(Arc::new(ask)));
+        self
     }
 
     /// A builder for `destination` as `ssh` takes it: `host`, `user@host`, `host:port`,
@@ -425,11 +466,15 @@ impl SshBuilder {
         }
         Ok(SshMachine {
             backend: Arc::new(SshBackend {
+                name: connection.name.clone(),
                 connection: connection.clone(),
+                runas: None,
             }),
             files: Arc::new(sftp::SftpFiles::new(connection.clone())),
             connection,
             scope,
+            sudo_password: self.sudo_password.clone().unwrap_or_default(),
+            sudo_user: None,
         })
     }
 

@@ -831,6 +831,99 @@ fn ensure_test_user() -> Result<(), String> {
     .clone()
 }
 
+/// Logins for sudo tests, each with its own rule in `/etc/sudoers.d/leadpipe-tests`, all
+/// with [`TEST_PASSWORD`] and the harness's keys; and a user to become.
+pub struct SudoUsers {
+    /// `ALL` with a password: sudo asks every time (`timestamp_timeout=0`), with a
+    /// lecture, its own prompt text and its own bad-password message.
+    pub password: &'static str,
+    /// `NOPASSWD: ALL`.
+    pub nopasswd: &'static str,
+    /// `ALL` with a password and `requiretty`.
+    pub tty: &'static str,
+    /// A service account to become (`/bin/sh`, home `/var/lib/leadpipe-pg`), as
+    /// `postgres` is.
+    pub service: &'static str,
+}
+
+/// The sudo rules of [`SudoUsers`].
+const SUDOERS: &str = "\
+Defaults:leadpipe-sudo-pw timestamp_timeout=0, lecture=always, passprompt=\"Custom prompt for %p: \", badpass_message=\"Nope, again.\"
+leadpipe-sudo-pw ALL=(ALL:ALL) ALL
+leadpipe-sudo-nopw ALL=(ALL:ALL) NOPASSWD: ALL
+Defaults:leadpipe-sudo-tty requiretty, timestamp_timeout=0
+leadpipe-sudo-tty ALL=(ALL:ALL) ALL
+";
+
+impl Sshd {
+    /// Creates the [`SudoUsers`] and their sudoers file (once per test binary, left in
+    /// place). `None` (skip) when not root or without `sudo`; in CI a missing `sudo` fails,
+    /// since `.ci/run` installs it.
+    pub fn sudo_users(&self) -> Option<SudoUsers> {
+        if !self.privileged {
+            eprintln!("skipped: sudo tests need root");
+            return None;
+        }
+        if !Path::new("/usr/bin/sudo").exists() {
+            assert!(std::env::var_os("CI").is_none(), "sudo is not installed");
+            eprintln!("skipped: no sudo");
+            return None;
+        }
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            for name in [
+                "leadpipe-sudo-pw",
+                "leadpipe-sudo-nopw",
+                "leadpipe-sudo-tty",
+            ] {
+                create_user(name, &["-m", "-s", "/bin/sh"]);
+                set_password(name, TEST_PASSWORD);
+            }
+            create_user(
+                "leadpipe-pg",
+                &["-m", "-d", "/var/lib/leadpipe-pg", "-s", "/bin/sh"],
+            );
+            let file = Path::new("/etc/sudoers.d/leadpipe-tests");
+            let partial = file.with_extension("partial");
+            fs::write(&partial, SUDOERS).expect("write the sudoers file");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o440)).unwrap();
+            let check = Command::new("visudo")
+                .args(["-c", "-q", "-f"])
+                .arg(&partial)
+                .output()
+                .expect("visudo");
+            assert!(check.status.success(), "{check:?}");
+            fs::rename(&partial, file).expect("install the sudoers file");
+        });
+        Some(SudoUsers {
+            password: "leadpipe-sudo-pw",
+            nopasswd: "leadpipe-sudo-nopw",
+            tty: "leadpipe-sudo-tty",
+            service: "leadpipe-pg",
+        })
+    }
+}
+
+/// Sets `name`'s password (retried while another process holds the shadow lock).
+fn set_password(name: &str, password: &str) {
+    for _ in 0..100 {
+        let mut chpasswd = Command::new("/usr/sbin/chpasswd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chpasswd");
+        let mut stdin = chpasswd.stdin.take().expect("piped stdin");
+        let _ = writeln!(stdin, "{name}:{password}");
+        drop(stdin);
+        if chpasswd.wait().is_ok_and(|status| status.success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cannot set the password of {name}");
+}
+
 /// The name `whoami` prints for a login as `user`: `root` for [`ROOT_ALIAS`].
 pub fn unix_name(user: &str) -> &str {
     if user == ROOT_ALIAS { "root" } else { user }
