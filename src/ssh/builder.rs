@@ -393,8 +393,8 @@ impl SshBuilder {
     pub async fn connect(self) -> Result<SshMachine> {
         // `Match exec` runs local commands: keep them off the async threads. At most 4
         // resolve at once (process-wide): a fleet connecting 100 hosts otherwise started
-        // ~100 blocking threads at once for work of about a millisecond each, their stacks
-        // and allocator caches resident (~15 KiB per host at 100 hosts).
+        // up to ~100 blocking threads at once for work of about a millisecond each, their
+        // stacks and allocator caches resident (up to ~10 KiB per connected host).
         static LANES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
         let builder = self.clone();
         // Never closed: `None` would only mean no bound.
