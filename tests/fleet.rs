@@ -598,6 +598,32 @@ async fn uploads_to_every_host_and_downloads_into_a_directory_per_host() {
     assert!(!into.join(&hosts[1]).exists());
 }
 
+/// Threads of leadpipe's runtime (its workers and blocking threads) alive now; an idle
+/// blocking thread lives on for 10 s.
+fn leadpipe_threads() -> usize {
+    (fs::read_dir("/proc/self/task").unwrap())
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "leadpipe")
+        .count()
+}
+
+/// Connecting many hosts at once resolves their settings on a few blocking threads, not
+/// on a thread per host (each thread's stack and allocator cache would stay resident).
+#[tokio::test]
+async fn connecting_many_hosts_at_once_starts_few_threads() {
+    let Some(sshd) = sshd_on(4) else { return };
+    let hosts: Vec<String> = addresses(4).into_iter().cycle().take(60).collect();
+    let fleet = builder(&sshd, Inventory::new(destinations(&sshd, &hosts)))
+        .concurrency(60)
+        .connect()
+        .await;
+    let connected = fleet.connected().await;
+    assert!(connected.is_ok(), "{connected}");
+    let threads = leadpipe_threads();
+    // 2 workers, 4 resolving, up to 4 more just done, and the other tests' blocking work.
+    assert!(threads <= 16, "{threads} threads for 60 connections");
+}
+
 /// This process's open-file limit: (soft, hard).
 fn open_file_limit() -> (libc::rlim_t, libc::rlim_t) {
     let mut limit = libc::rlimit {
