@@ -392,14 +392,30 @@ fn print_table(runs: &[Run]) {
             run.load,
         );
     }
+    // Memory after connecting, per size: what each host adds is the slope between sizes
+    // (the process's own few MiB of code and runtime are not per host).
+    let mut after: Vec<(usize, u64)> = Vec::new();
     for run in runs.iter().filter(|r| r.tool.starts_with("leadpipe")) {
-        if let Ok(log) = std::fs::read_to_string(&run.log) {
-            for line in log
-                .lines()
-                .filter(|l| l.starts_with("connected ") || l.contains("hosts:"))
-            {
-                println!("{} at {} hosts: {line}", run.tool, run.hosts);
+        let Ok(log) = std::fs::read_to_string(&run.log) else {
+            continue;
+        };
+        for line in (log.lines()).filter(|l| l.starts_with("connected ") || l.contains("hosts:")) {
+            println!("{} at {} hosts: {line}", run.tool, run.hosts);
+            let kib = line
+                .split(" KiB after")
+                .next()
+                .and_then(|l| l.rsplit(' ').next());
+            if let (true, Some(Ok(kib))) = (run.tool == "leadpipe", kib.map(str::parse)) {
+                after.push((run.hosts, kib));
             }
+        }
+    }
+    after.sort();
+    for pair in after.windows(2) {
+        let ((n1, kib1), (n2, kib2)) = (pair[0], pair[1]);
+        if n2 > n1 {
+            let slope = kib2.saturating_sub(kib1) as f64 / (n2 - n1) as f64;
+            println!("leadpipe memory from {n1} to {n2} hosts: {slope:.0} KiB per added host");
         }
     }
 }
