@@ -6,6 +6,8 @@
 pub(crate) mod files;
 mod process;
 mod sudo;
+#[cfg(feature = "ssh")]
+mod sudo_files;
 
 use std::{
     ffi::OsStr,
@@ -20,6 +22,7 @@ use self::{
 use crate::{
     ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
     command::Scope,
+    files::FilesRef,
     machine::MachineRef,
     sudo::{Runas, SudoPassword},
 };
@@ -48,6 +51,8 @@ pub struct LocalMachine {
     sudo_password: Arc<SudoPassword>,
     /// The user this view's commands run as, through sudo.
     sudo_user: Option<String>,
+    /// This view's files: `std::fs`, or SFTP through sudo as `sudo_user`.
+    files: FilesRef,
 }
 
 /// Every `LocalMachine` shares one backend, so commands from different views (or from
@@ -68,6 +73,7 @@ impl LocalMachine {
             scope: Scope::default(),
             sudo_password: Arc::default(),
             sudo_user: None,
+            files: LOCAL_FILES.clone(),
         }
     }
 
@@ -200,15 +206,23 @@ impl LocalMachine {
     }
 
     fn view(&self, user: Option<String>, password: Arc<SudoPassword>) -> LocalMachine {
-        let backend: MachineRef = match &user {
-            None => LOCAL.clone(),
-            Some(user) => Arc::new(sudo::SudoBackend::new(Runas::new(user, password.clone()))),
+        let (backend, files): (MachineRef, FilesRef) = match &user {
+            None => (LOCAL.clone(), LOCAL_FILES.clone()),
+            Some(user) => {
+                let runas = Runas::new(user, password.clone());
+                #[cfg(feature = "ssh")]
+                let files = sudo_files::files(runas.clone());
+                #[cfg(not(feature = "ssh"))]
+                let files = LOCAL_FILES.clone();
+                (Arc::new(sudo::SudoBackend::new(runas)), files)
+            }
         };
         LocalMachine {
             backend,
             scope: self.scope.clone(),
             sudo_password: password,
             sudo_user: user,
+            files,
         }
     }
 
@@ -231,7 +245,7 @@ impl LocalMachine {
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
         let path = self.scope.resolve(path.as_ref());
-        MachinePath::in_view(LOCAL_FILES.clone(), self.scope.cwd.as_deref(), path)
+        MachinePath::in_view(self.files.clone(), self.scope.cwd.as_deref(), path)
     }
 
     /// A new private directory under `$TMPDIR`, removed with its contents when dropped.
@@ -250,7 +264,7 @@ impl LocalMachine {
     /// # Ok(()) }
     /// ```
     pub async fn tempdir(&self) -> Result<TempDir> {
-        TempDir::create(LOCAL_FILES.clone()).await
+        TempDir::create(self.files.clone()).await
     }
 
     /// Copies a file or tree to this machine, with the meaning of
