@@ -500,6 +500,137 @@ async fn local_sudo_as_a_normal_user() {
     assert_hidden("the tracing output", &TRACE.lock().unwrap(), "local-secret");
 }
 
+/// The processes running `sftp-server` that descend from this test process (each with
+/// the chain of parents between: sudo).
+fn my_sftp_servers() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !support::process_cmdline(pid).contains("sftp-server") {
+            continue;
+        }
+        let mut chain = vec![pid];
+        let mut at = pid;
+        while let Some((parent, _, _)) = support::process_ids(at) {
+            if parent == me {
+                found.append(&mut chain);
+                break;
+            }
+            if parent <= 1 || chain.len() > 4 {
+                break;
+            }
+            chain.push(parent);
+            at = parent;
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn local_sudo_files_are_the_users_own() {
+    let Some((_sshd, users)) = setup().await else {
+        return;
+    };
+    let user = users.service;
+    let uid: u32 = local()
+        .cmd("id")
+        .args(["-u", user])
+        .read()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0);
+    // A root-owned 0755 directory, and one the user owns inside it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(uid), None).unwrap();
+    let view = local().sudo_as(user);
+    // Written by the user, read back through the view.
+    view.path(own.join("a.txt"))
+        .write("as the user\n")
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(own.join("a.txt")).unwrap();
+    assert_eq!(meta.uid(), uid);
+    assert_eq!(
+        view.path(own.join("a.txt")).read_to_string().await.unwrap(),
+        "as the user\n"
+    );
+    view.path(own.join("a.txt")).chmod(0o600).await.unwrap();
+    let meta = std::fs::metadata(own.join("a.txt")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    view.path(own.join("sub")).mkdir().await.unwrap();
+    assert_eq!(std::fs::metadata(own.join("sub")).unwrap().uid(), uid);
+    // The root-owned directory refuses the user (this process, root, could write there).
+    let error = view
+        .path(dir.path().join("b.txt"))
+        .write("x")
+        .await
+        .unwrap_err();
+    assert!(format!("{error}").contains("ermission"), "{error}");
+    assert!(format!("{error}").contains("(sudo -u"), "{error}");
+    assert!(!dir.path().join("b.txt").exists());
+    // A temp dir is the user's.
+    let temp = view.tempdir().await.unwrap();
+    assert_eq!(std::fs::metadata(temp.path()).unwrap().uid(), uid);
+    let temp_path = temp.path().as_path().to_owned();
+    drop(temp);
+    // An upload lands as the user's.
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), b"uploaded").unwrap();
+    std::fs::set_permissions(source.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    view.upload(source.path(), own.join("up")).await.unwrap();
+    let up = std::fs::metadata(own.join("up")).unwrap();
+    assert_eq!((up.uid(), up.mode() & 0o7777), (uid, 0o640));
+    assert_eq!(std::fs::read(own.join("up")).unwrap(), b"uploaded");
+    // The view's sftp-server (and the sudo above it) end with the view, reaped.
+    let servers = my_sftp_servers();
+    assert!(!servers.is_empty(), "no sftp-server under this process");
+    drop(view);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while servers
+        .iter()
+        .any(|pid| support::process_state(*pid).is_some())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "still there: {:?}",
+            servers
+                .iter()
+                .map(|pid| (pid, support::process_state(*pid)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A user sudo cannot become: sudo's reason, named.
+    let error = local()
+        .sudo_as("leadpipe-no-such-user")
+        .path(&own)
+        .metadata()
+        .await
+        .unwrap_err();
+    let text = format!("{error}");
+    assert!(text.contains("leadpipe-no-such-user"), "{text}");
+    assert!(text.contains("sudo"), "{text}");
+    assert!(my_sftp_servers().is_empty());
+    // The dropped temp dir was removed (by the user, in the background).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while temp_path.exists() {
+        assert!(Instant::now() < deadline, "{} stayed", temp_path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Asks for a name (echoed by a terminal) and a password (with echo off), on stdout and
 /// stderr, then says what it read.
 const TWO_PROMPTS: &str = "printf 'Your name? '; read -r name; \

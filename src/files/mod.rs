@@ -5,7 +5,9 @@
 //! [`transfer`], [`glob`] and [`tempdir`], against [`Files`]: a handful of primitive
 //! operations (stat, list, open for reading or writing, mkdir, remove, rename, chmod,
 //! links). This machine implements them with `std::fs` (`local/files.rs`); the SSH machine
-//! with SFTP on a channel of its connection (`ssh/sftp.rs`). Primitive operations report
+//! with SFTP on a channel of its connection (`ssh/sftp.rs`); a local `sudo` view with the
+//! same SFTP client on a local `sftp-server` run through sudo (`local/sudo_files.rs`).
+//! Primitive operations report
 //! `io::Error`; [`MachinePath`] turns each into an [`Error::File`] naming the operation,
 //! the machine and the path, so no backend has to.
 

@@ -6,6 +6,8 @@
 pub(crate) mod files;
 mod process;
 mod sudo;
+#[cfg(feature = "ssh")]
+mod sudo_files;
 
 use std::{
     ffi::OsStr,
@@ -20,6 +22,7 @@ use self::{
 use crate::{
     ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
     command::Scope,
+    files::FilesRef,
     machine::MachineRef,
     sudo::{Runas, SudoPassword},
 };
@@ -48,6 +51,8 @@ pub struct LocalMachine {
     sudo_password: Arc<SudoPassword>,
     /// The user this view's commands run as, through sudo.
     sudo_user: Option<String>,
+    /// This view's files: `std::fs`, or SFTP through sudo as `sudo_user`.
+    files: FilesRef,
 }
 
 /// Every `LocalMachine` shares one backend, so commands from different views (or from
@@ -68,6 +73,7 @@ impl LocalMachine {
             scope: Scope::default(),
             sudo_password: Arc::default(),
             sudo_user: None,
+            files: LOCAL_FILES.clone(),
         }
     }
 
@@ -148,23 +154,41 @@ impl LocalMachine {
         self.scope.cwd.as_deref()
     }
 
-    /// A view whose commands run as root through `sudo`: as
+    /// A view whose commands and file operations run as root through `sudo`: as
     /// [`sudo_as`](LocalMachine::sudo_as)`("root")`.
     pub fn sudo(&self) -> LocalMachine {
         self.sudo_as("root")
     }
 
-    /// A view whose commands run as `user`, each stage as `sudo -n -u USER -- PROGRAM
-    /// ARGS` (stages still joined by OS pipes, without a shell). With a password
+    /// A view whose commands and file operations run as `user`; each stage of a command
+    /// as `sudo -n -u USER -- PROGRAM ARGS` (stages still joined by OS pipes, without a
+    /// shell). With a password
     /// ([`sudo_password`](LocalMachine::sudo_password)), the view's first command first
     /// runs `sudo -S -v` with it, counting prompts as on an SSH machine (a refused password
     /// is [`Error::Sudo`]); sudo's credential cache then serves the stages, which never
     /// prompt. Without one, sudo must not need a password (root, `NOPASSWD`, a cache).
     ///
-    /// Differences from an SSH machine's [`sudo_as`](crate::SshMachine::sudo_as), which
-    /// runs everything, files included, as the user:
-    /// - **file operations** of this view ([`path`](LocalMachine::path),
-    ///   [`tempdir`](LocalMachine::tempdir), transfers) still run as this process's user;
+    /// **Files**: the view's file operations ([`path`](LocalMachine::path) reads, writes,
+    /// `mkdir`, `chmod`, metadata, [`tempdir`](LocalMachine::tempdir),
+    /// [`upload`](LocalMachine::upload)/[`download`](LocalMachine::download) and every
+    /// transfer to or from its paths) run as `user` too, as on an SSH machine: over SFTP to
+    /// a local `sftp-server` (OpenSSH's, at `/usr/lib/openssh/sftp-server`,
+    /// `/usr/libexec/openssh/sftp-server`, `/usr/lib/ssh/sftp-server`,
+    /// `/usr/libexec/sftp-server`, `/usr/lib/sftp-server` or
+    /// `/usr/local/libexec/sftp-server`) started as `sudo -S -p PROMPT -u USER -- /bin/sh
+    /// -c ...`, without a terminal, on first use. Its password is handled as a command's
+    /// (written once to sudo's stdin at leadpipe's prompt; a second prompt is
+    /// [`Error::Sudo`]'s reason in the file error). Written files belong to `user` and keep
+    /// the modes asked for; a directory `user` may not write into refuses, as it would
+    /// refuse `user`. One `sftp-server` serves the view and every path and temp dir made
+    /// from it; it ends, and is reaped, when the last of them is dropped. A temp dir of
+    /// the view is made in `/tmp` (not `$TMPDIR`, which may be this user's own). Needed:
+    /// `sftp-server` (Debian: `openssh-sftp-server`), and a sudoers rule letting this
+    /// process's user run `/bin/sh` as `user` without `requiretty` (the usual `ALL`
+    /// does). Without the `ssh` feature (which brings the SFTP client), file operations
+    /// of a sudo view run as this process's user.
+    ///
+    /// Differences from an SSH machine's [`sudo_as`](crate::SshMachine::sudo_as):
     /// - the program is looked up by sudo (its `secure_path`): one it cannot find is sudo's
     ///   exit 1 ([`Error::Exit`]), not [`Error::CommandNotFound`];
     /// - variables the command sets reach it through `--preserve-env=NAMES`, which sudo
@@ -175,6 +199,8 @@ impl LocalMachine {
     /// # async fn demo() -> leadpipe::Result<()> {
     /// let me = leadpipe::local().sudo_as("nobody").cmd("id").arg("-un").read().await?;
     /// assert_eq!(me, "nobody");
+    /// // Written by root, in a directory only root may write into.
+    /// leadpipe::local().sudo().path("/etc/app.conf").write("port = 8080\n").await?;
     /// # Ok(()) }
     /// ```
     pub fn sudo_as(&self, user: &str) -> LocalMachine {
@@ -200,15 +226,23 @@ impl LocalMachine {
     }
 
     fn view(&self, user: Option<String>, password: Arc<SudoPassword>) -> LocalMachine {
-        let backend: MachineRef = match &user {
-            None => LOCAL.clone(),
-            Some(user) => Arc::new(sudo::SudoBackend::new(Runas::new(user, password.clone()))),
+        let (backend, files): (MachineRef, FilesRef) = match &user {
+            None => (LOCAL.clone(), LOCAL_FILES.clone()),
+            Some(user) => {
+                let runas = Runas::new(user, password.clone());
+                #[cfg(feature = "ssh")]
+                let files = sudo_files::files(runas.clone());
+                #[cfg(not(feature = "ssh"))]
+                let files = LOCAL_FILES.clone();
+                (Arc::new(sudo::SudoBackend::new(runas)), files)
+            }
         };
         LocalMachine {
             backend,
             scope: self.scope.clone(),
             sudo_password: password,
             sudo_user: user,
+            files,
         }
     }
 
@@ -231,7 +265,7 @@ impl LocalMachine {
     /// ```
     pub fn path(&self, path: impl AsRef<Path>) -> MachinePath {
         let path = self.scope.resolve(path.as_ref());
-        MachinePath::in_view(LOCAL_FILES.clone(), self.scope.cwd.as_deref(), path)
+        MachinePath::in_view(self.files.clone(), self.scope.cwd.as_deref(), path)
     }
 
     /// A new private directory under `$TMPDIR`, removed with its contents when dropped.
@@ -250,7 +284,7 @@ impl LocalMachine {
     /// # Ok(()) }
     /// ```
     pub async fn tempdir(&self) -> Result<TempDir> {
-        TempDir::create(LOCAL_FILES.clone()).await
+        TempDir::create(self.files.clone()).await
     }
 
     /// Copies a file or tree to this machine, with the meaning of

@@ -158,6 +158,22 @@ impl ChannelEnd {
         let mut ended = self.0.clone();
         let _ = ended.wait_for(Option::is_some).await;
     }
+
+    /// An end for a stream that is not a channel (a local child's pipes): over once the
+    /// returned [`EndMark`] is dropped.
+    pub(crate) fn marked() -> (EndMark, ChannelEnd) {
+        let (set_ended, ended) = watch::channel(None);
+        (EndMark(set_ended), ChannelEnd(ended))
+    }
+}
+
+/// Marks its [`ChannelEnd`] over when dropped.
+pub(crate) struct EndMark(watch::Sender<Option<Ended>>);
+
+impl Drop for EndMark {
+    fn drop(&mut self) {
+        let _ = self.0.send(Some(Ended::Closed));
+    }
 }
 
 fn channel_over(ended: Ended) -> io::Error {

@@ -17,7 +17,7 @@ mod agent_forward;
 mod algorithms;
 mod builder;
 mod certificates;
-mod channel;
+pub(crate) mod channel;
 mod config;
 mod connection;
 mod forward;
@@ -26,9 +26,9 @@ mod process;
 mod proxy;
 mod remote_line;
 mod reverse_forwards;
-mod sftp;
+pub(crate) mod sftp;
 mod spill;
-mod sudo;
+pub(crate) mod sudo;
 
 use std::{
     ffi::OsStr,

@@ -1,4 +1,6 @@
-//! The remote machine's files over SFTP, on a channel of the machine's one connection.
+//! The remote machine's files over SFTP, on a channel of the machine's one connection
+//! (and this machine's files as another user, on a local `sftp-server` started through
+//! sudo: only the start differs, see [`Server`]).
 //!
 //! One `sftp` subsystem channel per connection, opened on first use and shared by every
 //! clone of the machine; it holds one of the connection's channel slots for as long as it
@@ -26,6 +28,7 @@
 //! an existing target). SFTP names are UTF-8 strings in russh-sftp; other paths are refused.
 
 use std::{
+    any::Any,
     ffi::OsString,
     io,
     path::{Path, PathBuf},
@@ -41,10 +44,7 @@ use russh_sftp::{
     client::{Config, RawSftpSession, error::Error as SftpError},
     protocol::{Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::OwnedSemaphorePermit,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
     channel::{ChannelEnd, ChannelSocket},
@@ -68,24 +68,61 @@ const PORTABLE_CHUNK: u64 = 32 * 1024;
 /// How long one request may wait for its answer.
 const REQUEST_TIMEOUT_SECS: u64 = 600;
 
-/// A remote machine's files: SFTP over its connection.
+/// A byte stream an SFTP session runs on.
+pub(crate) trait SftpStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> SftpStream for T {}
+
+/// A started `sftp-server`: the stream that reaches it, when that stream is over, and
+/// what must live as long as the session (a channel slot, the child's guard).
+pub(crate) struct Transport {
+    pub(crate) stream: Box<dyn SftpStream>,
+    pub(crate) end: ChannelEnd,
+    pub(crate) hold: Box<dyn Any + Send + Sync>,
+}
+
+/// Where a session's `sftp-server` comes from: a channel of an SSH connection, or a local
+/// child (`local/sudo_files.rs`). Everything past the start is the same for both.
+pub(crate) trait Server: Send + Sync + 'static {
+    /// Starts a server (run on leadpipe's runtime).
+    fn start(&self) -> BoxFuture<'static, io::Result<Transport>>;
+
+    /// The error every call reports when the machine itself is gone.
+    fn gone(&self) -> Option<Error>;
+}
+
+/// A machine's files over SFTP: a remote machine's, or this machine's as another user.
 pub(crate) struct SftpFiles {
-    connection: Arc<Connection>,
+    server: Box<dyn Server>,
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
-    /// Files as another user: `sftp-server` run through sudo (see `ssh/sudo.rs`).
-    runas: Option<Runas>,
     /// How errors name the machine (with the sudo user, for such a view).
     name: String,
 }
 
-/// An SFTP session on one channel.
+/// An SFTP session on one stream.
 struct Live {
     raw: Arc<Raw>,
-    /// Over when the channel ends: the session is dead, open another.
+    /// Over when the stream ends: the session is dead, start another.
     end: ChannelEnd,
     posix_rename: bool,
     chunk: u32,
-    _slot: OwnedSemaphorePermit,
+}
+
+/// The `sftp` subsystem on a channel of a connection, or `sftp-server` through sudo.
+struct ChannelServer {
+    connection: Arc<Connection>,
+    /// Files as another user: `sftp-server` run through sudo (see `ssh/sudo.rs`).
+    runas: Option<Runas>,
+}
+
+impl Server for ChannelServer {
+    fn start(&self) -> BoxFuture<'static, io::Result<Transport>> {
+        open_channel(self.connection.clone(), self.runas.clone()).boxed()
+    }
+
+    fn gone(&self) -> Option<Error> {
+        self.connection.is_closed().then(|| self.connection.lost())
+    }
 }
 
 impl SftpFiles {
@@ -99,10 +136,14 @@ impl SftpFiles {
             Some(runas) => runas.view_name(&connection.name),
             None => connection.name.clone(),
         };
+        SftpFiles::over(Box::new(ChannelServer { connection, runas }), name)
+    }
+
+    /// The files `server`'s sessions reach; errors name the machine `name`.
+    pub(crate) fn over(server: Box<dyn Server>, name: String) -> SftpFiles {
         SftpFiles {
-            connection,
+            server,
             live: tokio::sync::Mutex::new(None),
-            runas,
             name,
         }
     }
@@ -116,59 +157,14 @@ impl SftpFiles {
         }
         // On leadpipe's runtime: the session's reader task must outlive the caller's runtime
         // (a dropped remote TempDir is removed through it, see `lifecycle`).
-        let live = Arc::new(
-            crate::lifecycle::run(SftpFiles::start(
-                self.connection.clone(),
-                self.runas.clone(),
-            ))
-            .await?,
-        );
+        let transport = self.server.start();
+        let live = Arc::new(crate::lifecycle::run(SftpFiles::start(transport)).await?);
         *slot = Some(live.clone());
         Ok(live)
     }
 
-    async fn start(connection: Arc<Connection>, runas: Option<Runas>) -> io::Result<Live> {
-        let (mut channel, slot) =
-            (connection.open_session(false).await).map_err(|e| io::Error::other(e.to_string()))?;
-        if let Some(runas) = &runas {
-            // `sftp-server` through sudo, as Ansible's become does: no pty (it would mangle
-            // the binary protocol), so sudo must not require one for it.
-            let user = runas
-                .checked_user(&connection.name)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-            let mut gate = Gate::new(&token());
-            let exec = ssh_sudo::sftp_exec(user, &gate);
-            channel
-                .exec(true, exec)
-                .await
-                .map_err(|_| io::Error::other(connection.lost().to_string()))?;
-            let passed =
-                ssh_sudo::pass_gate(&mut channel, &mut gate, runas, &connection.name, false).await;
-            if let Err(shut) = passed {
-                let _ = channel.eof().await;
-                let _ = channel.close().await;
-                let error = ssh_sudo::shut_error(shut, || connection.lost());
-                // Kind `Other`, so that the file error shows sudo's reason.
-                return Err(io::Error::other(error.to_string()));
-            }
-        } else {
-            let refused = || io::Error::other("the server refused the sftp subsystem");
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(|_| refused())?;
-            loop {
-                match channel.wait().await {
-                    Some(ChannelMsg::Success) => break,
-                    Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
-                        return Err(refused());
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let stream = ChannelSocket::new(channel);
-        let end = stream.end();
+    async fn start(transport: BoxFuture<'static, io::Result<Transport>>) -> io::Result<Live> {
+        let Transport { stream, end, hold } = transport.await?;
         let config = Config {
             max_packet_len: 256 * 1024 + 1024,
             request_timeout_secs: REQUEST_TIMEOUT_SECS,
@@ -192,13 +188,63 @@ impl SftpFiles {
             raw: Arc::new(Raw {
                 session: raw,
                 end: end.clone(),
+                _hold: hold,
             }),
             end,
             posix_rename: has("posix-rename@openssh.com"),
             chunk: u32::try_from(chunk).unwrap_or(32 * 1024),
-            _slot: slot,
         })
     }
+}
+
+/// Opens an `sftp` channel on `connection` (through sudo as `runas`'s user, when given).
+async fn open_channel(connection: Arc<Connection>, runas: Option<Runas>) -> io::Result<Transport> {
+    let (mut channel, slot) =
+        (connection.open_session(false).await).map_err(|e| io::Error::other(e.to_string()))?;
+    if let Some(runas) = &runas {
+        // `sftp-server` through sudo, as Ansible's become does: no pty (it would mangle
+        // the binary protocol), so sudo must not require one for it.
+        let user = runas
+            .checked_user(&connection.name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut gate = Gate::new(&token());
+        let exec = ssh_sudo::sftp_exec(user, &gate);
+        channel
+            .exec(true, exec)
+            .await
+            .map_err(|_| io::Error::other(connection.lost().to_string()))?;
+        let passed =
+            ssh_sudo::pass_gate(&mut channel, &mut gate, runas, &connection.name, false).await;
+        if let Err(shut) = passed {
+            let _ = channel.eof().await;
+            let _ = channel.close().await;
+            let error = ssh_sudo::shut_error(shut, || connection.lost());
+            // Kind `Other`, so that the file error shows sudo's reason.
+            return Err(io::Error::other(error.to_string()));
+        }
+    } else {
+        let refused = || io::Error::other("the server refused the sftp subsystem");
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|_| refused())?;
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                    return Err(refused());
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let stream = ChannelSocket::new(channel);
+    let end = stream.end();
+    Ok(Transport {
+        stream: Box::new(stream),
+        end,
+        hold: Box::new(slot),
+    })
 }
 
 /// The SFTP session, each request of which fails once its channel is over.
@@ -209,6 +255,9 @@ impl SftpFiles {
 struct Raw {
     session: RawSftpSession,
     end: ChannelEnd,
+    /// Dropped after the session (which ends the stream): the channel slot, or the guard
+    /// that reaps a local child.
+    _hold: Box<dyn Any + Send + Sync>,
 }
 
 /// The requests leadpipe makes, each as `RawSftpSession`'s, ended with the channel.
@@ -332,7 +381,7 @@ impl Files for SftpFiles {
     }
 
     fn gone(&self) -> Option<Error> {
-        self.connection.is_closed().then(|| self.connection.lost())
+        self.server.gone()
     }
 
     fn metadata<'a>(&'a self, path: &'a Path, follow: bool) -> BoxFuture<'a, io::Result<Metadata>> {

@@ -45,7 +45,7 @@ pub(crate) const GATE_SILENCE: Duration = Duration::from_secs(10);
 
 /// Where the server keeps `sftp-server`, tried in order: Debian and Ubuntu, Red Hat and
 /// SUSE, Arch, the BSDs and macOS, others.
-const SFTP_SERVERS: &str = "/usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server \
+pub(crate) const SFTP_SERVERS: &str = "/usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server \
                             /usr/lib/ssh/sftp-server /usr/libexec/sftp-server \
                             /usr/lib/sftp-server /usr/local/libexec/sftp-server";
 
