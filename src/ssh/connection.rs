@@ -167,6 +167,51 @@ pub(crate) struct Client {
     refusal: Arc<Mutex<Option<Error>>>,
     /// Our reverse tunnels: the only forwarded channels accepted.
     forwards: Arc<Forwards>,
+    /// The TCP socket while connecting, for [`QuickAck`].
+    quick_ack: QuickAck,
+}
+
+/// The TCP socket under a connection while it is being set up (none through a jump host or
+/// a `ProxyCommand`): acknowledging the server's packets at once rather than after the
+/// kernel's delayed-ACK timer spares the ~40 ms stall on the first channel (see
+/// `openssh_ext_host_keys_announced`). Released once the connection is set up, so that
+/// it never keeps the socket open.
+#[derive(Clone, Default)]
+pub(crate) struct QuickAck(Arc<Mutex<Option<std::os::fd::OwnedFd>>>);
+
+impl QuickAck {
+    fn of(stream: &tokio::net::TcpStream) -> QuickAck {
+        use std::os::fd::AsFd;
+        let fd = stream.as_fd().try_clone_to_owned().ok();
+        QuickAck(Arc::new(Mutex::new(fd)))
+    }
+
+    /// Leaves delayed-ACK mode (the kernel returns to it on its own): acknowledges what has
+    /// arrived now, and the next packets as they are read.
+    fn ack_now(&self) {
+        use std::os::fd::AsRawFd;
+        if let Ok(fd) = self.0.lock()
+            && let Some(fd) = &*fd
+        {
+            let on: libc::c_int = 1;
+            // SAFETY: a valid descriptor of our own, an int option of the right size.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&raw const on).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut fd) = self.0.lock() {
+            fd.take();
+        }
+    }
 }
 
 impl client::Handler for Client {
@@ -187,6 +232,20 @@ impl client::Handler for Client {
             reply.accept().await;
             serve_forwarded(channel, target);
         }
+        Ok(())
+    }
+
+    /// OpenSSH announces its host keys right after authentication, then sends debug
+    /// messages (the key's options), and its answer to our first channel open follows them;
+    /// sshd leaves Nagle's algorithm on for non-interactive sessions, so each of its packets
+    /// waits until the one before is acknowledged, and a delayed ACK from here costs ~40 ms.
+    /// Quick ACKs now let them through (russh reports no packet after this one).
+    async fn openssh_ext_host_keys_announced(
+        &mut self,
+        _keys: Vec<russh::keys::PublicKey>,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        self.quick_ack.ack_now();
         Ok(())
     }
 
@@ -351,6 +410,7 @@ impl Connection {
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
         let mut proxy = None;
+        let mut quick_ack_done = QuickAck::default();
         let handle = match &via {
             None if settings.proxy_command.is_some() => {
                 let command = settings.proxy_command.as_deref().unwrap_or_default();
@@ -359,7 +419,8 @@ impl Connection {
                     settings.connect_error(None, reason, Some(e))
                 })?;
                 proxy = Some(guard);
-                Connection::handshake(settings, stream, forwards.clone()).await?
+                Connection::handshake(settings, stream, forwards.clone(), QuickAck::default())
+                    .await?
             }
             None => {
                 let mut attempt = 1;
@@ -380,9 +441,13 @@ impl Connection {
                 stream
                     .set_nodelay(true)
                     .map_err(|e| settings.connect_error(at, e.to_string(), Some(e)))?;
-                Connection::handshake(settings, stream, forwards.clone())
-                    .await
-                    .map_err(|e| e.at_address(address))?
+                let quick_ack = QuickAck::of(&stream);
+                let handle =
+                    Connection::handshake(settings, stream, forwards.clone(), quick_ack.clone())
+                        .await
+                        .map_err(|e| e.at_address(address));
+                quick_ack_done = quick_ack;
+                handle?
             }
             Some(bastion) => {
                 let channel = bastion
@@ -405,7 +470,9 @@ impl Connection {
                             format!("the jump host {} could not reach it: {why}", bastion.name);
                         settings.connect_error(None, reason, None)
                     })?;
-                Connection::handshake(settings, channel.into_stream(), forwards.clone()).await?
+                let stream = channel.into_stream();
+                Connection::handshake(settings, stream, forwards.clone(), QuickAck::default())
+                    .await?
             }
         };
         // Leave one of the server's channel slots for kills (see `kill_slot`).
@@ -424,8 +491,9 @@ impl Connection {
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
         // open the spare now, inside connect, rather than in the first command.
-        let spare = connection.open_fresh().await?;
-        connection.put_spare(spare);
+        let spare = connection.open_fresh().await;
+        quick_ack_done.release();
+        connection.put_spare(spare?);
         Ok(connection)
     }
 
@@ -450,6 +518,7 @@ impl Connection {
         settings: &Settings,
         stream: S,
         forwards: Arc<Forwards>,
+        quick_ack: QuickAck,
     ) -> Result<Handle<Client>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -480,6 +549,7 @@ impl Connection {
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
             forwards,
+            quick_ack,
         };
         let handshake = client::connect_stream(Arc::new(config), stream, client);
         let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
