@@ -25,6 +25,7 @@ mod proxy;
 mod remote_line;
 mod reverse_forwards;
 mod sftp;
+mod slots;
 mod spill;
 
 use std::{

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use russh::{ChannelMsg, Pty, Sig, client::Msg};
 use tokio::{
     io::AsyncWriteExt,
-    sync::{OwnedSemaphorePermit, oneshot, watch},
+    sync::{oneshot, watch},
 };
 
 use super::{
@@ -399,7 +399,7 @@ struct Pump {
     pid: watch::Sender<Option<u32>>,
     control: Arc<Control>,
     /// The channel's slot, given back when the server has closed it.
-    _permit: OwnedSemaphorePermit,
+    _permit: super::slots::Slot,
 }
 
 impl Pump {

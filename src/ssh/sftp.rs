@@ -41,10 +41,7 @@ use russh_sftp::{
     client::{Config, RawSftpSession, error::Error as SftpError},
     protocol::{Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::OwnedSemaphorePermit,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
     channel::{ChannelEnd, ChannelSocket},
@@ -79,7 +76,7 @@ struct Live {
     end: ChannelEnd,
     posix_rename: bool,
     chunk: u32,
-    _slot: OwnedSemaphorePermit,
+    _slot: super::slots::Slot,
 }
 
 impl SftpFiles {
