@@ -52,8 +52,18 @@ async fn main() -> leadpipe::Result<()> {
     println!(
         "connect + auth: median {:.1} ms (min {:.1}, max {:.1}, 10 connections)\n",
         lab::median(&connects).as_secs_f64() * 1e3,
-        connects.iter().min().unwrap_or(&Duration::ZERO).as_secs_f64() * 1e3,
-        connects.iter().max().unwrap_or(&Duration::ZERO).as_secs_f64() * 1e3,
+        connects
+            .iter()
+            .min()
+            .unwrap_or(&Duration::ZERO)
+            .as_secs_f64()
+            * 1e3,
+        connects
+            .iter()
+            .max()
+            .unwrap_or(&Duration::ZERO)
+            .as_secs_f64()
+            * 1e3,
     );
 
     let socket = std::env::temp_dir().join(format!("leadpipe-bench-{}.sock", std::process::id()));
@@ -115,10 +125,8 @@ async fn main() -> leadpipe::Result<()> {
     if let Ok(dir) = std::env::var("LAB_FEW_SESSIONS_DIR") {
         let few = lab::Server::from_dir(&dir);
         let machine = few.connect().await?;
-        let few_socket = std::env::temp_dir().join(format!(
-            "leadpipe-bench-{}-few.sock",
-            std::process::id()
-        ));
+        let few_socket =
+            std::env::temp_dir().join(format!("leadpipe-bench-{}-few.sock", std::process::id()));
         let few_socket_arg = format!("ControlPath={}", few_socket.display());
         start_master(&few.ssh_config, &few_socket_arg);
         at_once(&machine, &few, &mux_options(&few_socket_arg), rounds).await;
@@ -214,7 +222,12 @@ fn max_sessions(server: &lab::Server) -> String {
 
 /// 200 `true` at once on `remote` and through the ControlMaster `mux` names: the time and
 /// how many succeeded, for each.
-async fn at_once(remote: &leadpipe::SshMachine, server: &lab::Server, mux: &[String], rounds: usize) {
+async fn at_once(
+    remote: &leadpipe::SshMachine,
+    server: &lab::Server,
+    mux: &[String],
+    rounds: usize,
+) {
     let mux: Vec<&str> = mux.iter().map(String::as_str).collect();
     let (mut ours, mut muxed) = (Vec::new(), Vec::new());
     let (mut ours_ok, mut muxed_ok) = (Vec::new(), Vec::new());

@@ -152,8 +152,10 @@ async fn a_server_with_fewer_sessions_makes_work_wait_instead_of_failing() {
 fn session_opens(sshd: &Sshd) -> (usize, usize) {
     let log = sshd.log_text();
     (
-        log.matches("server_input_channel_open: confirm session").count(),
-        log.matches("server_input_channel_open: failure session").count(),
+        log.matches("server_input_channel_open: confirm session")
+            .count(),
+        log.matches("server_input_channel_open: failure session")
+            .count(),
     )
 }
 

@@ -17,8 +17,8 @@ use russh::{
 
 use super::{
     known_hosts::{self, Verdict},
-    slots::{Refused, Slot, Slots, Taken},
     reverse_forwards::{Forwards, serve_forwarded},
+    slots::{Refused, Slot, Slots, Taken},
 };
 use crate::{ChannelRefusal, Error, HostKeyProblem, Result};
 

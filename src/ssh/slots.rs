@@ -177,7 +177,11 @@ impl Slots {
 
     /// Keeps `channel` as the spare, for the first caller. Returns it when there already is
     /// one (to be closed).
-    pub(crate) fn put_spare(&self, channel: Channel<Msg>, slot: Slot) -> Option<(Channel<Msg>, Slot)> {
+    pub(crate) fn put_spare(
+        &self,
+        channel: Channel<Msg>,
+        slot: Slot,
+    ) -> Option<(Channel<Msg>, Slot)> {
         let mut state = self.state();
         if state.spare.is_some() {
             return Some((channel, slot));
