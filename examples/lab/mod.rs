@@ -30,7 +30,7 @@ pub struct Server {
 impl Server {
     /// The server the environment names (`LAB_*`).
     pub fn from_env() -> Server {
-        Server::from_lookup(|name| var(name))
+        Server::from_lookup(var)
     }
 
     /// The server of another lab directory (its `env.sh`), for a second server beside the
