@@ -349,7 +349,6 @@ async fn check(
         "{who} ({case:?}) left (files, bytes) = {found:?} at {}",
         target.display()
     );
-    println!("\nload average at the end: {}", lab::load());
     Ok(())
 }
 
