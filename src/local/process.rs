@@ -158,6 +158,10 @@ mod path_cache {
             if !dir.is_absolute() {
                 return;
             }
+            // Listed twice: its first stamp stands for both.
+            if searched.iter().any(|(seen, _)| *seen == dir) {
+                continue;
+            }
             // A directory missing now is remembered as missing: created later, it shows.
             let stamp = stamp(&dir);
             if let Some((_, _, secs, nanos)) = stamp {
