@@ -38,6 +38,7 @@ async fn main() -> leadpipe::Result<()> {
     let rounds: usize = std::env::args()
         .nth(1)
         .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
         .unwrap_or(3);
     let config = lab::var("LAB_SSH_CONFIG");
     println!("load average at start: {}\n", lab::load());
