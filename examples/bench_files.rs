@@ -26,6 +26,7 @@
 //! unset), and `BENCH_FILES_LIMIT` (seconds, default 120) cuts an OpenSSH run that takes
 //! longer: the run is stopped, its cell shows `> LIMIT`, and its ratio is a lower bound.
 
+#[allow(dead_code)]
 mod lab;
 
 use std::{

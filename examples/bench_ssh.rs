@@ -17,6 +17,7 @@
 //! `LAB_MAX_SESSIONS=10`), adds the 200-at-once row against it: the environment's server
 //! allows 1000 sessions per connection, OpenSSH's default is 10.
 
+#[allow(dead_code)]
 mod lab;
 
 use std::{

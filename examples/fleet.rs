@@ -35,7 +35,7 @@ async fn main() -> Result<()> {
             embedded_fleet(&servers).await?
         }
     };
-    println!("{}", fleet.connected());
+    println!("{}", fleet.connected().await);
 
     println!("\n$ uptime   (live, each line prefixed with its host)");
     let report = fleet.cmd("uptime").run().await;

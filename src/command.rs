@@ -10,8 +10,8 @@ use std::{
 };
 
 use crate::{
-    Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job, machine::MachineRef, quote,
-    status::ExitStatus,
+    ArgValue, Child, Input, Lines, Output, Pipeline, Redirect, Result, exec::Job,
+    machine::MachineRef, observe::Observe, quote, respond::Responder, status::ExitStatus,
 };
 
 /// A command to run: a program, its arguments, environment, working directory, where its
@@ -47,6 +47,8 @@ pub(crate) struct CommandSpec {
     pub(crate) machine: MachineRef,
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// Indexes of the arguments that are [`Secret`](crate::Secret)s: shown as `***`.
+    pub(crate) secret_args: Vec<usize>,
     pub(crate) env_clear: bool,
     /// In order of the calls; `None` removes the variable.
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
@@ -58,6 +60,10 @@ pub(crate) struct CommandSpec {
     pub(crate) ok_codes: Option<Arc<[i32]>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) pty: bool,
+    /// Patterns watched for in the output, and their answers (`respond`).
+    pub(crate) responders: Vec<Responder>,
+    /// What the run shows of itself: echo, a fleet's prefix and log.
+    pub(crate) observe: Observe,
 }
 
 /// Where a command's stderr was sent.
@@ -71,10 +77,11 @@ pub(crate) enum Stderr {
 }
 
 /// The environment and directory a machine view gives the commands it makes.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub(crate) struct Scope {
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) observe: Observe,
 }
 
 impl Scope {
@@ -86,7 +93,7 @@ impl Scope {
     pub(crate) fn with_cwd(&self, dir: &Path) -> Scope {
         Scope {
             cwd: Some(join_dir(self.cwd.as_deref(), dir)),
-            env: self.env.clone(),
+            ..self.clone()
         }
     }
 
@@ -94,9 +101,15 @@ impl Scope {
         let mut env = self.env.clone();
         set_env(&mut env, key, value);
         Scope {
-            cwd: self.cwd.clone(),
             env,
+            ..self.clone()
         }
+    }
+
+    pub(crate) fn with_echo(&self, echo: bool) -> Scope {
+        let mut scope = self.clone();
+        scope.observe.echo = echo;
+        scope
     }
 }
 
@@ -118,6 +131,7 @@ impl Command {
             machine,
             program: program.to_os_string(),
             args: Vec::new(),
+            secret_args: Vec::new(),
             env_clear: false,
             env: scope.env.clone(),
             cwd: scope.cwd.clone(),
@@ -127,6 +141,8 @@ impl Command {
             ok_codes: Some(Arc::new([0])),
             timeout: None,
             pty: false,
+            responders: Vec::new(),
+            observe: scope.observe.clone(),
         }))
     }
 
@@ -140,10 +156,16 @@ impl Command {
     }
 
     /// Adds one argument, passed to the program exactly as given: never split, never
-    /// globbed, never interpreted by a shell.
-    pub fn arg(self, arg: impl AsRef<OsStr>) -> Command {
-        let arg = arg.as_ref().to_os_string();
-        self.edit(|c| c.args.push(arg))
+    /// globbed, never interpreted by a shell. A [`Secret`](crate::Secret) is passed as its bytes and
+    /// shown as `***` (see [`Secret`](crate::Secret) for where an argument remains visible).
+    pub fn arg(self, arg: impl ArgValue) -> Command {
+        let (arg, secret) = arg.into_value();
+        self.edit(|c| {
+            if secret {
+                c.secret_args.push(c.args.len());
+            }
+            c.args.push(arg);
+        })
     }
 
     /// Adds several arguments, each as [`arg`](Command::arg) does. An `Option` adds its
@@ -151,16 +173,27 @@ impl Command {
     pub fn args<I>(self, args: I) -> Command
     where
         I: IntoIterator,
-        I::Item: AsRef<OsStr>,
+        I::Item: ArgValue,
     {
-        let args = args.into_iter().map(|a| a.as_ref().to_os_string());
-        self.edit(|c| c.args.extend(args))
+        self.edit(|c| {
+            for arg in args {
+                let (arg, secret) = arg.into_value();
+                if secret {
+                    c.secret_args.push(c.args.len());
+                }
+                c.args.push(arg);
+            }
+        })
     }
 
     /// Sets an environment variable for this command (the machine's and this process's
-    /// environment are left as they are).
-    pub fn env(self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Command {
-        self.edit(|c| set_env(&mut c.env, key.as_ref(), Some(value.as_ref())))
+    /// environment are left as they are). The value may be a [`Secret`](crate::Secret). No value is
+    /// ever shown by `Display`, `Debug` or errors, nor put in a command line (on an SSH
+    /// machine it travels on the channel's stdin), so an environment variable is the
+    /// best way to hand a program a secret.
+    pub fn env(self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Command {
+        let (value, _) = value.into_value();
+        self.edit(|c| set_env(&mut c.env, key.as_ref(), Some(&value)))
     }
 
     /// Removes an environment variable from what this command inherits.
@@ -257,6 +290,63 @@ impl Command {
     /// allocate ptys: starting such a command there is an error.
     pub fn pty(self, pty: bool) -> Command {
         self.edit(|c| c.pty = pty)
+    }
+
+    /// Answers a prompt: each time `pattern` appears in the command's stdout or stderr
+    /// (as the bytes stream, so a prompt cut across two reads still counts), writes
+    /// `answer` and a newline to its stdin. `answer` may be a [`Secret`](crate::Secret).
+    /// Call it again for more prompts: each pattern is watched on its own.
+    ///
+    /// For interactive installers, `passwd`, a `Continue? [y/N]`: the command's stdin
+    /// becomes leadpipe's (setting a here-string or a file as stdin is an error), and its
+    /// output is read through the watch wherever it goes (captured, `lines`, a `Child`'s
+    /// pipes, or this process's terminal for [`run`](Command::run)). Programs that only
+    /// prompt on a terminal need [`pty(true)`](Command::pty) (SSH machines): the terminal
+    /// echoes what is typed, and the echo of each answer is taken out of the output again,
+    /// so an answer is not captured (a program that turns echo off, as for a password,
+    /// echoes nothing anyway). Answers are never shown: not by `Display`, `Debug`, errors
+    /// or logs. Only a single command responds, not a stage of a pipeline.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// web1.cmd("passwd")
+    ///     .pty(true)
+    ///     .respond("Current password:", Secret::new("old"))
+    ///     .respond("New password:", Secret::new("new"))
+    ///     .respond("Retype new password:", Secret::new("new"))
+    ///     .run()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn respond(self, pattern: impl AsRef<str>, answer: impl ArgValue) -> Command {
+        let (answer, _) = answer.into_value();
+        let mut bytes = answer.as_bytes().to_vec();
+        bytes.push(b'\n');
+        let responder = Responder {
+            pattern: Arc::from(pattern.as_ref().as_bytes()),
+            answer: bytes.into(),
+        };
+        self.edit(|c| c.responders.push(responder))
+    }
+
+    /// Prints the command line to this process's stderr, as `+ line`, each time the
+    /// command is started, as `set -x` does (a pipeline is printed whole when one of its
+    /// stages echoes). The line is the command's `Display`, so secrets show as `***`.
+    /// [`LocalMachine::echo`](crate::LocalMachine::echo) and
+    /// [`SshMachine::echo`](crate::SshMachine::echo) turn it on for every command of a
+    /// machine view.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local();
+    /// sh.cmd("ls").args(["-l", "my dir"]).echo(true).run().await?; // + ls -l 'my dir'
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(self, echo: bool) -> Command {
+        self.edit(|c| c.observe.echo = echo)
     }
 
     /// The program, as given.
@@ -409,7 +499,13 @@ impl Command {
         let spec = &self.0;
         let mut line = quote::display_line(
             spec.program.as_bytes(),
-            spec.args.iter().map(|a| a.as_bytes()),
+            spec.args.iter().enumerate().map(|(i, a)| {
+                if spec.secret_args.contains(&i) {
+                    b"***".as_slice()
+                } else {
+                    a.as_bytes()
+                }
+            }),
         );
         let mut redirect = |op: &str, path: &Path| {
             line.push(' ');

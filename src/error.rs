@@ -166,7 +166,7 @@ pub enum Error {
         /// Which case: unknown, changed, revoked, ...
         problem: HostKeyProblem,
         /// The fingerprint of the key the server presented (`SHA256:...`, as
-        /// `ssh-keygen -l` prints it), when it presented a plain key.
+        /// `ssh-keygen -l` prints it; for a host certificate, of the key inside it).
         fingerprint: Option<String>,
         /// Why, with the key's fingerprint (`SHA256:...`) and the file and line involved.
         reason: String,
@@ -205,6 +205,21 @@ pub enum Error {
         /// Why: the failures that stopped the fleet.
         reason: String,
     },
+    /// `sudo` did not run the command as another user
+    /// ([`sudo`](crate::SshMachine::sudo) / [`sudo_as`](crate::SshMachine::sudo_as) views):
+    /// the password was refused (sudo asked for it a second time), none was given, or sudo
+    /// ended before starting the command (the user may not use sudo, requiretty without a
+    /// terminal, no `sudo` on the machine). Decided by sudo's prompts and exit, never by
+    /// its wording; nothing of the password is in it.
+    #[non_exhaustive]
+    Sudo {
+        /// The machine.
+        machine: String,
+        /// The user the command was to run as.
+        user: String,
+        /// What happened, with what sudo printed (its prompts taken out).
+        reason: String,
+    },
 }
 
 /// The details of [`Error::Exit`]: which command failed, how, and the tails of its output.
@@ -236,8 +251,15 @@ pub enum HostKeyProblem {
     NotRecorded,
     /// The known_hosts files cannot be read.
     Unreadable,
-    /// The server presented a host certificate; leadpipe checks plain host keys only.
+    /// The server presented a host certificate that is not to be trusted: signed by a CA
+    /// no `@cert-authority` line names for the host, a signature that does not verify, a
+    /// user certificate, or critical options.
     Certificate,
+    /// The server's host certificate is expired, or not yet valid.
+    CertificateExpired,
+    /// The server's host certificate does not name the host (or its `HostKeyAlias`) among
+    /// its principals.
+    CertificatePrincipal,
 }
 
 /// Why an SSH server refused to open a channel: the reason code of RFC 4254 (section 5.1),
@@ -484,6 +506,11 @@ impl fmt::Display for Error {
             Error::ConnectionLost { machine } => write!(f, "the connection to {machine} was lost"),
             Error::File(error) => fmt::Display::fmt(error, f),
             Error::NotRun { host, reason } => write!(f, "not run on {host}: {reason}"),
+            Error::Sudo {
+                machine,
+                user,
+                reason,
+            } => write!(f, "sudo as {user} failed on {machine}: {reason}"),
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::{
         BoxRead, BoxWrite, Line, MachineRef, Plan, Process, ReadEnd, Running, StagePlan,
         StderrPlan, StdinPlan, StdoutPlan,
     },
+    observe::{Observe, Sink, Stream},
 };
 
 /// What `command` runs, as a [`Plan`] carries it to the machine.
@@ -39,6 +40,7 @@ pub(crate) fn process_of(command: &Command) -> Process {
         machine: spec.machine.clone(),
         program: spec.program.clone(),
         args: spec.args.clone(),
+        secret_args: spec.secret_args.clone(),
         env_clear: spec.env_clear,
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
@@ -98,6 +100,23 @@ impl Job {
     pub(crate) fn display(&self) -> String {
         let lines: Vec<String> = self.stages.iter().map(Command::display_line).collect();
         lines.join(" | ")
+    }
+
+    /// What the job shows of itself: echo when a stage echoes; the prefix and log of the
+    /// first stage that has them.
+    pub(crate) fn observe(&self) -> Observe {
+        let mut observe = Observe::default();
+        for command in &self.stages {
+            let theirs = &command.spec().observe;
+            observe.echo |= theirs.echo;
+            if observe.prefix.is_none() {
+                observe.prefix = theirs.prefix.clone();
+            }
+            if observe.log.is_none() {
+                observe.log = theirs.log.clone();
+            }
+        }
+        observe
     }
 
     /// The pipeline's limit, or the tightest limit of a stage.
@@ -247,8 +266,6 @@ impl Job {
 
     /// Starts the job on its machine.
     async fn start(&self, plan: Plan) -> Result<Box<dyn Running>> {
-        // Both fields are built only when the event is enabled: not on every start.
-        tracing::debug!(machine = self.machine_name(), command = %self.display(), "starting");
         match self.machine() {
             Some(machine) => machine.start(plan).await,
             None => crate::mixed::start(plan).await,
@@ -326,9 +343,24 @@ pub(crate) fn tail(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Reads a pipe to its end; with `keep_tail`, only the last [`TAIL_BYTES`] are kept, so a
-/// chatty stderr costs bounded memory.
-async fn drain(mut pipe: BoxRead, keep_tail: bool) -> io::Result<Vec<u8>> {
+/// chatty stderr costs bounded memory. Every byte also goes to `sink`, as it is read.
+async fn drain(mut pipe: BoxRead, keep_tail: bool, mut sink: Option<Sink>) -> io::Result<Vec<u8>> {
     let mut buffer = Vec::new();
+    if let Some(sink) = &mut sink {
+        let mut chunk = vec![0; 64 * 1024];
+        loop {
+            let n = pipe.read(&mut chunk).await?;
+            if n == 0 {
+                sink.finish();
+                return Ok(buffer);
+            }
+            sink.write(&chunk[..n]);
+            buffer.extend_from_slice(&chunk[..n]);
+            if keep_tail && buffer.len() > 2 * TAIL_BYTES {
+                buffer.drain(..buffer.len() - TAIL_BYTES);
+            }
+        }
+    }
     if !keep_tail {
         pipe.read_to_end(&mut buffer).await?;
         return Ok(buffer);
@@ -391,6 +423,17 @@ pub(crate) struct Started {
     cancel: CancelOnDrop,
     /// Once every stage has ended (or was killed and reaped).
     statuses: Option<Vec<ExitStatus>>,
+    /// What the job shows of itself (see [`Observe`]).
+    observe: Observe,
+    /// Per stage: its stderr was meant for this process's own stderr and is read here
+    /// (to prefix or log it).
+    diverted_stderr: Vec<bool>,
+    /// The last stage's stdout was meant for this process's own stdout and is read here.
+    diverted_stdout: bool,
+    /// The command's tracing span: machine, command line, pid; at the end, status and
+    /// duration. Closed when the job is dropped.
+    span: tracing::Span,
+    began: Instant,
 }
 
 impl Started {
@@ -401,11 +444,44 @@ impl Started {
     /// The machine's start errors; [`Error::Timeout`] when the start (on SSH: the wait for
     /// a channel) outlasts the limit.
     pub(crate) async fn start(job: Job, mode: Mode) -> Result<Started> {
+        let began = Instant::now();
         let deadline = job.deadline();
-        let plan = job.plan(mode);
+        let mut plan = job.plan(mode);
         if plan.detached {
             job.check_detachable(&plan)?;
         }
+        let observe = job.observe();
+        let (diverted_stdout, diverted_stderr) = divert(&mut plan, &observe);
+        // The fields are rendered only when a subscriber wants the span.
+        let span = tracing::info_span!(
+            "command",
+            machine = %job.machine_name(),
+            command = %job.display(),
+            pid = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        if observe.echo || observe.log.is_some() {
+            observe.starting(&job.display());
+        }
+        // `respond`: the stage's streams become pipes here, watched once it starts.
+        let responders = &job.stages[0].spec().responders;
+        let responding = if responders.is_empty() || plan.detached {
+            None
+        } else if plan.stages.len() > 1 {
+            return Err(Error::io(
+                format!("cannot answer prompts in `{}`", job.display()),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "respond() works on a single command, not in a pipeline",
+                ),
+            ));
+        } else {
+            Some(crate::respond::prepare(
+                &mut plan.stages[0],
+                &job.machine_name(),
+            )?)
+        };
         let stderr_captured: Vec<bool> = plan
             .stages
             .iter()
@@ -421,10 +497,30 @@ impl Started {
             })
             .collect();
         let shared_stderr = job.machine().is_some_and(|m| m.shares_stderr());
-        let Some(running) = until(deadline, job.start(plan)).await else {
+        let started = {
+            let _entered = span.enter();
+            tracing::debug!("starting");
+            until(deadline, job.start(plan)).await
+        };
+        let Some(running) = started else {
+            observe.ended("timed out before it started", began.elapsed());
             return Err(job.timed_out());
         };
-        let mut running = running?;
+        let mut running = match running {
+            Ok(running) => running,
+            Err(error) => {
+                let first = error.to_string();
+                let first = first.lines().next().unwrap_or_default();
+                observe.ended(&format!("not started: {first}"), began.elapsed());
+                return Err(error);
+            }
+        };
+        if let Some(pid) = running.logged_pid() {
+            span.record("pid", pid);
+        }
+        if let Some(prepared) = &responding {
+            running = crate::respond::wrap(running, &job.stages[0].spec().responders, prepared)?;
+        }
         let mut feeds = Vec::new();
         for (i, bytes) in here_strings {
             if let Some(pipe) = running.take_stdin(i) {
@@ -447,7 +543,29 @@ impl Started {
             feeds,
             cancel: CancelOnDrop::default(),
             statuses: None,
+            observe,
+            diverted_stderr,
+            diverted_stdout,
+            span,
+            began,
         })
+    }
+
+    /// Records how the job ended in its span and its log.
+    fn ended(&self, outcome: &str) {
+        let took = self.began.elapsed();
+        // A remote pid is known once the remote shell reported it, after the start.
+        if let Some(pid) = self.running.logged_pid() {
+            self.span.record("pid", pid);
+        }
+        self.span.record("status", outcome);
+        self.span.record("duration_ms", took.as_millis() as u64);
+        self.observe.ended(outcome, took);
+    }
+
+    /// Where the bytes read from the last stage's stdout go besides the call, as read.
+    pub(crate) fn stdout_sink(&self) -> Option<Sink> {
+        self.observe.sink(Stream::Stdout, self.diverted_stdout)
     }
 
     pub(crate) fn job(&self) -> &Job {
@@ -505,14 +623,16 @@ impl Started {
     /// # Errors
     /// [`Error::Io`] when a pipe cannot be registered with the runtime.
     pub(crate) fn drain_stderr(&mut self, keep_tail: bool) -> Result<()> {
-        for slot in &mut self.stderr {
+        for (stage, slot) in self.stderr.iter_mut().enumerate() {
             if let StageStderr::Pipe(_) = slot {
                 let StageStderr::Pipe(pipe) = std::mem::replace(slot, StageStderr::Elsewhere)
                 else {
                     unreachable!("matched just above")
                 };
                 let pipe = pipe.into_async().map_err(pipe_error)?;
-                *slot = StageStderr::Draining(tokio::spawn(drain(pipe, keep_tail)));
+                let diverted = self.diverted_stderr.get(stage).copied().unwrap_or(false);
+                let sink = self.observe.sink(Stream::Stderr, diverted);
+                *slot = StageStderr::Draining(tokio::spawn(drain(pipe, keep_tail, sink)));
             }
         }
         Ok(())
@@ -610,7 +730,15 @@ impl Started {
         let done = until(*deadline, work).await;
         match done {
             Some(statuses) => {
-                let statuses = statuses?;
+                let statuses = match statuses {
+                    Ok(statuses) => statuses,
+                    Err(error) => {
+                        let text = error.to_string();
+                        self.ended(text.lines().next().unwrap_or_default());
+                        return Err(error);
+                    }
+                };
+                self.ended(&self.job.status_of(&statuses).to_string());
                 self.statuses = Some(statuses.clone());
                 Ok(statuses)
             }
@@ -630,6 +758,7 @@ impl Started {
         if let Ok(Ok(statuses)) = tokio::time::timeout(STOP_WAIT, self.running.wait()).await {
             self.statuses = Some(statuses);
         }
+        self.ended("timed out");
         self.job.timed_out()
     }
 
@@ -723,20 +852,64 @@ async fn until<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> O
 /// Returns the job with the statuses and stdout, not checked.
 async fn collect(job: Job, mode: Mode) -> Result<(Started, Vec<ExitStatus>, Vec<u8>)> {
     let mut started = Started::start(job, mode).await?;
-    let stdout = started
-        .take_stdout()
-        .map(|end| end.read_to_end(started.cancel_flag()));
+    let sink = started.stdout_sink();
+    let stdout = started.take_stdout();
     started.drain_stderr(mode != Mode::Output)?;
     let mut bytes = Vec::new();
-    let statuses = started
-        .finish(async {
-            if let Some(task) = stdout {
-                bytes = task.await.map_err(io::Error::other)??;
-            }
-            Ok(())
-        })
-        .await?;
+    let statuses = match (stdout, sink) {
+        (None, _) => started.finish(async { Ok(()) }).await?,
+        (Some(end), None) => {
+            let task = end.read_to_end(started.cancel_flag());
+            started
+                .finish(async {
+                    bytes = task.await.map_err(io::Error::other)??;
+                    Ok(())
+                })
+                .await?
+        }
+        // Read here as it comes, to be shown or logged live: only what the call returns
+        // is kept whole (output meant for this process's stdout: its tail, for errors).
+        (Some(end), Some(sink)) => {
+            let pipe = end.into_async().map_err(pipe_error)?;
+            let keep_tail = started.diverted_stdout;
+            started
+                .finish(async {
+                    bytes = drain(pipe, keep_tail, Some(sink)).await?;
+                    Ok(())
+                })
+                .await?
+        }
+    };
     Ok((started, statuses, bytes))
+}
+
+/// Diverts to this process the streams `observe` wants to see that the plan leaves
+/// inherited: the last stage's stdout and every stage's stderr, then read by the call and
+/// written on (prefixed, logged). Under a prefix (a fleet's host) an inherited stdin
+/// becomes `/dev/null`: many hosts cannot share one terminal's input. Returns whether the
+/// stdout, and each stage's stderr, were diverted.
+fn divert(plan: &mut Plan, observe: &Observe) -> (bool, Vec<bool>) {
+    let count = plan.stages.len();
+    if !observe.diverts_output() || plan.detached {
+        return (false, vec![false; count]);
+    }
+    let mut stdout = false;
+    let mut stderr = Vec::with_capacity(count);
+    for (i, stage) in plan.stages.iter_mut().enumerate() {
+        if i + 1 == count && stage.stdout == StdoutPlan::Inherit {
+            stage.stdout = StdoutPlan::Pipe;
+            stdout = true;
+        }
+        let inherited = stage.stderr == StderrPlan::Inherit;
+        if inherited {
+            stage.stderr = StderrPlan::Pipe;
+        }
+        stderr.push(inherited);
+        if observe.prefix.is_some() && stage.stdin == StdinPlan::Inherit {
+            stage.stdin = StdinPlan::Null;
+        }
+    }
+    (stdout, stderr)
 }
 
 /// The calls: the one entry of the command model into running ([`Command`] and

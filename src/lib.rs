@@ -84,6 +84,25 @@
 //! connection remotely. [`SshMachine::upload`], [`SshMachine::download`] and [`copy`] move
 //! files and trees between machines; `tempdir()` gives a [`TempDir`] on either machine.
 //!
+//! # Another user, prompts, secrets
+//!
+//! `machine.sudo()` / `sudo_as("postgres")` is a view on which commands (and, on an SSH
+//! machine, file operations too) run as that user; sudo's password comes from
+//! [`SshBuilder::sudo_password`] or a callback asked once, and a refused one is an
+//! [`Error::Sudo`] at once. [`Command::respond`] answers a program's prompts as they
+//! appear. A [`Secret`] is an argument, environment value, stdin or answer whose bytes
+//! reach the program while `Display`, `Debug`, errors and logs show `***`.
+//!
+//! ```no_run
+//! # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+//! use leadpipe::prelude::*;
+//! let token = Secret::new(std::env::var("DEPLOY_TOKEN").unwrap_or_default());
+//! let root = web1.sudo_password(Secret::new("s3cret")).sudo();
+//! root.upload("dist/app.service", "/etc/systemd/system/app.service").await?;
+//! root.cmd("/srv/app/bin/migrate").env("DEPLOY_TOKEN", &token).run().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Without async
 //!
 //! [`blocking`] gives every call to a plain `fn main`: write `.wait()` where async code
@@ -155,14 +174,18 @@ mod local;
 mod machine;
 mod machine_trait;
 mod mixed;
+mod observe;
 mod pipeline;
 mod quote;
 mod redirect;
+mod respond;
+mod secret;
 pub mod signals;
 mod socket;
 #[cfg(feature = "ssh")]
 mod ssh;
 mod status;
+mod sudo;
 
 #[cfg(feature = "ssh")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ssh")))]
@@ -177,6 +200,7 @@ pub use crate::{
     machine_trait::Machine,
     pipeline::Pipeline,
     redirect::{Input, Redirect},
+    secret::{ArgValue, Secret},
     socket::Socket,
     status::{ExitStatus, Output, Signal},
 };
@@ -186,7 +210,8 @@ pub mod prelude {
     #[cfg(feature = "ssh")]
     pub use crate::SshMachine;
     pub use crate::{
-        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, cmd, local,
+        Command, Error, Input, LocalMachine, Machine, Pipeline, Redirect, Result, Secret, cmd,
+        local,
     };
 }
 

@@ -77,6 +77,20 @@ pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
+/// Runs `task` on leadpipe's runtime (on the current one if leadpipe's cannot start), and
+/// returns its handle; `None` when there is no runtime to run it on.
+#[cfg(feature = "ssh")]
+pub(crate) fn spawn_handle(
+    task: impl Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match runtime() {
+        Ok(runtime) => Some(runtime.spawn(task)),
+        Err(_) => tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|current| current.spawn(task)),
+    }
+}
+
 /// Runs `future` on leadpipe's runtime and waits for it, from any runtime or none; dropping
 /// the returned future cancels it. For work that creates I/O objects or tasks that must
 /// outlive the caller's runtime (a connection, an SFTP session).

@@ -170,6 +170,8 @@ pub(crate) struct Process {
     /// As the command names it: a path, or a name looked up in `PATH`.
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
+    /// Indexes of the arguments that are secrets: no message shows them.
+    pub(crate) secret_args: Vec<usize>,
     /// Start from an empty environment, before `env` is applied.
     pub(crate) env_clear: bool,
     /// Applied in order; `None` removes the variable.
@@ -278,6 +280,11 @@ pub(crate) trait Running: Send {
     fn signal(&mut self, signal: Signal) -> Result<()>;
     /// The first stage's process id, where the machine has one to give.
     fn id(&self) -> Option<u32>;
+    /// The pid logs and tracing show: the first stage's, or on a remote machine the pid of
+    /// the remote shell that leads the pipeline's process group, once known.
+    fn logged_pid(&self) -> Option<u32> {
+        self.id()
+    }
     /// For a detached plan, once [`Running::wait`] has returned: the pid of the process
     /// that leads the detached session.
     fn detached_pid(&self) -> Option<u32> {

@@ -10,7 +10,7 @@ use std::{
 
 #[cfg(feature = "ssh")]
 use crate::SshMachine;
-use crate::{Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
+use crate::{ArgValue, Command, LocalMachine, MachinePath, Result, Socket, TempDir, Transfer};
 
 /// A machine commands run on: [`LocalMachine`] or [`SshMachine`].
 ///
@@ -82,7 +82,19 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     fn with_cwd(&self, dir: impl AsRef<Path>) -> Self;
 
     /// A view of this machine whose commands get `key=value` in their environment.
-    fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self;
+    fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self;
+
+    /// A view on which commands (and, on an SSH machine, file operations) run as root
+    /// through `sudo`.
+    fn sudo(&self) -> Self;
+
+    /// A view on which commands (and, on an SSH machine, file operations) run as `user`
+    /// through `sudo`.
+    fn sudo_as(&self, user: &str) -> Self;
+
+    /// A view whose commands print their command line to stderr before they run (`+
+    /// line`, as `set -x`); see [`Command::echo`].
+    fn echo(&self, echo: bool) -> Self;
 
     /// The directory this view's commands start in, when the view set one.
     fn get_cwd(&self) -> Option<&Path>;
@@ -125,9 +137,15 @@ pub trait Machine: Clone + fmt::Debug + Send + Sync + 'static + sealed::Sealed {
     fn connect_unix(&self, path: impl AsRef<Path>) -> impl Future<Output = Result<Socket>> + Send;
 }
 
-mod sealed {
-    /// Only leadpipe's machines implement [`Machine`](super::Machine).
-    pub trait Sealed {}
+pub(crate) mod sealed {
+    use crate::observe::Observe;
+
+    /// Only leadpipe's machines implement [`Machine`](super::Machine); what the crate
+    /// itself needs of every machine, out of the public API.
+    pub trait Sealed {
+        /// A view whose commands are observed as `change` says (a fleet's prefix and log).
+        fn observed(&self, change: &dyn Fn(&mut Observe)) -> Self;
+    }
 }
 
 /// Implements [`Machine`] for a machine type by calling its inherent methods of the same
@@ -137,7 +155,11 @@ mod sealed {
 /// so they are `Send` whatever argument types the caller passes.
 macro_rules! machine_by_inherent_methods {
     ($machine:ty) => {
-        impl sealed::Sealed for $machine {}
+        impl sealed::Sealed for $machine {
+            fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> Self {
+                <$machine>::observed(self, change)
+            }
+        }
 
         impl Machine for $machine {
             fn name(&self) -> &str {
@@ -160,8 +182,20 @@ macro_rules! machine_by_inherent_methods {
                 <$machine>::with_cwd(self, dir)
             }
 
-            fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+            fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Self {
                 <$machine>::with_env(self, key, value)
+            }
+
+            fn sudo(&self) -> Self {
+                <$machine>::sudo(self)
+            }
+
+            fn sudo_as(&self, user: &str) -> Self {
+                <$machine>::sudo_as(self, user)
+            }
+
+            fn echo(&self, echo: bool) -> Self {
+                <$machine>::echo(self, echo)
             }
 
             fn get_cwd(&self) -> Option<&Path> {

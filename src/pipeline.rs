@@ -3,7 +3,7 @@
 use std::{ffi::OsStr, fmt, path::Path, time::Duration};
 
 use crate::{
-    Child, Command, Input, Lines, Output, Redirect, Result, exec::Job, status::ExitStatus,
+    ArgValue, Child, Command, Input, Lines, Output, Redirect, Result, exec::Job, status::ExitStatus,
 };
 
 /// Commands connected stdout to stdin, made with `|`: `a | b | c`.
@@ -97,8 +97,9 @@ impl Pipeline {
     }
 
     /// Sets an environment variable for every stage.
-    pub fn env(self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Pipeline {
-        self.each(|c| c.env(key.as_ref(), value.as_ref()))
+    pub fn env(self, key: impl AsRef<OsStr>, value: impl ArgValue) -> Pipeline {
+        let (value, _) = value.into_value();
+        self.each(|c| c.env(key.as_ref(), &value))
     }
 
     /// Removes an environment variable from every stage.

@@ -126,6 +126,11 @@ async fn parity<M: Machine>(m: M, name: String) {
         root.join("sub").to_str().unwrap()
     );
     assert!(m.path(root.join("sub/inner")).is_dir().await.unwrap());
+    // The owner, as `stat` gives it.
+    let meta = there.path("sub/note.txt").metadata().await.unwrap();
+    let stat = deeper.cmd("stat").args(["-c", "%u %g", "note.txt"]);
+    let owner = format!("{} {}", meta.uid().unwrap(), meta.gid().unwrap());
+    assert_eq!(owner, stat.read().await.unwrap());
 
     // with_env: on the view's commands only, views stack, the machine is unchanged.
     let env = m.with_env("LP_PARITY", "one two").with_env("LP_OTHER", "x");

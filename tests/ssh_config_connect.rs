@@ -1,7 +1,7 @@
 //! ssh_config end to end against a real OpenSSH sshd (tests/support/sshd.rs): `Match`
-//! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `ConnectionAttempts`
-//! and `ProxyCommand` (through `socat` and `ssh -W`, the child reaped on drop) are
-//! honoured.
+//! variants log in where `ssh` logs in; `HostKeyAlias`, `SetEnv`, `SendEnv`, `CheckHostIP`,
+//! `ConnectionAttempts` and `ProxyCommand` (through `socat` and `ssh -W`, the child
+//! reaped on drop) are honoured.
 
 mod support;
 
@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leadpipe::{Error, SshMachine};
+use leadpipe::{Error, HostKeyProblem, SshMachine};
 use support::sshd::Sshd;
 
 /// Writes `text` as a config file next to the harness's files, with `{port}`, `{key}`,
@@ -141,6 +141,139 @@ async fn set_env_reaches_every_command() {
         .await
         .unwrap();
     assert_eq!(value, "a b");
+}
+
+#[tokio::test]
+async fn send_env_passes_the_local_variables_it_names_and_set_env_wins() {
+    let Some(sshd) = Sshd::start() else { return };
+    // Set by cargo for the tests; the harness's sshd accepts only LEADPIPE_* env requests.
+    let local = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let file = config(
+        &sshd,
+        "sendenv",
+        &format!(
+            "{BASE}    User {{user}}\n    SendEnv CARGO_MANIFEST_* CARGO_PKG_NAME\n    \
+             SetEnv CARGO_PKG_NAME=from-setenv\n"
+        ),
+    );
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(file))
+        .connect()
+        .await
+        .unwrap();
+    let printenv = async |name: &str| machine.cmd("printenv").arg(name).read().await;
+    assert_eq!(printenv("CARGO_MANIFEST_DIR").await.unwrap(), local);
+    assert_eq!(printenv("CARGO_PKG_NAME").await.unwrap(), "from-setenv");
+    // Without SendEnv nothing local is passed.
+    let file = config(&sshd, "nosendenv", &format!("{BASE}    User {{user}}\n"));
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(file))
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        machine
+            .cmd("printenv")
+            .arg("CARGO_MANIFEST_DIR")
+            .read()
+            .await
+            .is_err()
+    );
+}
+
+/// A non-loopback address of this machine (`hostname -I`), where CheckHostIP applies.
+fn outside_address() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| !a.is_loopback())
+        })
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn check_host_ip_records_the_address_and_refuses_it_listing_another_key() {
+    let Some(address) = outside_address() else {
+        eprintln!("skipped: no non-loopback IPv4 address");
+        return;
+    };
+    let listen = format!("ListenAddress {address}");
+    let Some(sshd) = Sshd::start_with(&[&listen]) else {
+        return;
+    };
+    // The address as one number, which the resolver turns into the address: for leadpipe
+    // a name (not an address as written), so the address connected to is checked, with
+    // no /etc/hosts entry. (`ssh` itself reads this form as the address, so it cannot be
+    // compared here; the refusal below is the one `ssh` prints as "the host key for ...
+    // differs from the key for the IP address".)
+    let numeric: u32 = address.parse::<std::net::Ipv4Addr>().unwrap().into();
+    let known = sshd.dir.path().join("known_hosts_ip");
+    let line = fs::read_to_string(&sshd.known_hosts).unwrap();
+    let key = line.split_once(' ').unwrap().1.trim().to_owned();
+    fs::write(&known, format!("[{numeric}]:{} {key}\n", sshd.port)).unwrap();
+    let file = config(
+        &sshd,
+        "checkhostip",
+        &format!(
+            "Host web\n    HostName {numeric}\n    Port {{port}}\n    User {{user}}\n    \
+             IdentityFile {{key}}\n    UserKnownHostsFile {}\n    \
+             GlobalKnownHostsFile /dev/null\n    CheckHostIP yes\n",
+            known.display()
+        ),
+    );
+    let machine = SshMachine::builder("web")
+        .ssh_config(Some(file.clone()))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log_text()));
+    assert_eq!(machine.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+    // The address's entry was added, as ssh adds it.
+    let recorded = fs::read_to_string(&known).unwrap();
+    assert!(
+        recorded.contains(&format!("[{address}]:{} {key}", sshd.port)),
+        "{recorded}"
+    );
+    // The address listing another key: refused, naming it.
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMjhWeb0/nh+pF88fiwvI39dFP8NLYgLbqVG7L1Z0HXX";
+    fs::write(
+        &known,
+        format!(
+            "[{numeric}]:{port} {key}\n[{address}]:{port} {other}\n",
+            port = sshd.port
+        ),
+    )
+    .unwrap();
+    let error = SshMachine::builder("web")
+        .ssh_config(Some(file.clone()))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::HostKey {
+                problem: HostKeyProblem::Changed,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&format!("IP address {address}")),
+        "{error}"
+    );
+    // Without CheckHostIP (OpenSSH's default) the address is not looked at.
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("CheckHostIP yes", "");
+    let without = config(&sshd, "nocheckhostip", &text);
+    SshMachine::builder("web")
+        .ssh_config(Some(without))
+        .connect()
+        .await
+        .unwrap();
 }
 
 /// Whether process `pid` still exists (a zombie, unreaped, still does).

@@ -64,6 +64,11 @@ const CORPUS: &[(&str, &str)] = &[
     ("h", "StrictHostKeyChecking yes\nStrictHostKeyChecking no\n"),
     ("h", "HostKeyAlias MyAlias\nCheckHostIP yes\n"),
     ("h", "CheckHostIP no\nConnectionAttempts 3\n"),
+    ("h", "ForwardAgent ~/.ssh/agent-%h-%p.sock\n"),
+    (
+        "h",
+        "Host h\n  ForwardAgent no\nHost *\n  ForwardAgent /run/agent.sock\n",
+    ),
     (
         "h",
         "CertificateFile ~/.ssh/id_ed25519-cert.pub\nCertificateFile /c/%h-cert.pub\n",
@@ -270,8 +275,6 @@ fn check(index: usize, dest: &str, text: &str) {
     let ssh = ssh_g(&file, dest);
     let ours: SshSettings = SshMachine::builder(dest)
         .ssh_config(Some(file.clone()))
-        .ignore_config_keyword("CertificateFile")
-        .ignore_config_keyword("CheckHostIP")
         .resolve()
         .unwrap_or_else(|e| panic!("corpus #{index} ({dest}):\n{text}\nleadpipe: {e}"));
     let context = format!("corpus #{index} ({dest}):\n{text}\nleadpipe: {ours:#?}\n");
@@ -386,11 +389,22 @@ fn check(index: usize, dest: &str, text: &str) {
         one("proxycommand"),
         "proxycommand, {context}"
     );
-    assert_eq!(
-        ours.forward_agent,
-        one("forwardagent") == "yes",
-        "forwardagent, {context}"
-    );
+    // `ssh -G` prints the socket when one is named, and the flag otherwise (a first
+    // `ForwardAgent no` keeps forwarding off, though a later socket path still shows).
+    let forward_agent = one("forwardagent");
+    if ["yes", "no"].contains(&forward_agent.as_str()) {
+        assert_eq!(
+            ours.forward_agent,
+            forward_agent == "yes",
+            "forwardagent, {context}"
+        );
+    } else if ours.forward_agent {
+        assert_eq!(
+            ours.forward_agent_socket,
+            Some(expand_like_ssh(&forward_agent, &ssh, dest)),
+            "forwardagent socket, {context}"
+        );
+    }
     let set_env: Vec<String> = ours
         .set_env
         .iter()
@@ -459,15 +473,15 @@ fn a_keyword_leadpipe_does_not_honour_stops_resolve_and_connect() {
     let file = dir.path().join("config");
     fs::write(
         &file,
-        "Host web1\n  User deploy\n\n  CertificateFile ~/.ssh/id_ed25519-cert.pub\n",
+        "Host web1\n  User deploy\n\n  IdentityAgent ~/.other-agent.sock\n",
     )
     .unwrap();
     let builder = SshMachine::builder("web1").ssh_config(Some(file.clone()));
     let error = builder.resolve().unwrap_err().to_string();
     assert!(error.contains(&format!("{}:4:", file.display())), "{error}");
-    assert!(error.contains("CertificateFile"), "{error}");
+    assert!(error.contains("IdentityAgent"), "{error}");
     assert!(
-        error.contains("ignore_config_keyword(\"CertificateFile\")"),
+        error.contains("ignore_config_keyword(\"IdentityAgent\")"),
         "{error}"
     );
     let error = tokio::runtime::Runtime::new()
@@ -475,14 +489,14 @@ fn a_keyword_leadpipe_does_not_honour_stops_resolve_and_connect() {
         .block_on(builder.clone().connect())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("CertificateFile"), "{error}");
+    assert!(error.contains("IdentityAgent"), "{error}");
     // Ignored by name, in any case; or overridden by identity files given to the builder.
     let settings = builder
         .clone()
-        .ignore_config_keyword("certificatefile")
+        .ignore_config_keyword("identityagent")
         .resolve()
         .unwrap();
-    assert_eq!(settings.certificate_files.len(), 1);
+    assert!(settings.use_agent);
     assert_eq!(settings.user, "deploy");
     assert!(builder.identity_file("/k/id").resolve().is_ok());
 }

@@ -4,8 +4,6 @@
 //! `LAB_KEY`, `LAB_KNOWN_HOSTS` and `LAB_SSH_CONFIG` (whose host `lab` is the same server
 //! for OpenSSH's clients), and keep them in `LAB_DIR/env.sh`.
 
-#![allow(dead_code)] // each benchmark uses part of it
-
 use std::{collections::HashMap, time::Duration};
 
 use leadpipe::SshMachine;

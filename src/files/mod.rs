@@ -159,6 +159,7 @@ pub struct Metadata {
     pub(crate) len: u64,
     pub(crate) mode: u32,
     pub(crate) modified: Option<SystemTime>,
+    pub(crate) owner: Option<(u32, u32)>,
 }
 
 impl Metadata {
@@ -201,6 +202,17 @@ impl Metadata {
     /// The last modification time, when the machine reports one (SFTP: whole seconds).
     pub fn modified(&self) -> Option<SystemTime> {
         self.modified
+    }
+
+    /// The numeric user id of the owner, when the machine reports one (local files and
+    /// OpenSSH's SFTP server always do).
+    pub fn uid(&self) -> Option<u32> {
+        self.owner.map(|(uid, _)| uid)
+    }
+
+    /// The numeric group id of the file, when the machine reports one.
+    pub fn gid(&self) -> Option<u32> {
+        self.owner.map(|(_, gid)| gid)
     }
 }
 

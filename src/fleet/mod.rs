@@ -8,15 +8,22 @@ use std::{
     ffi::{OsStr, OsString},
     fmt,
     future::Future,
-    io::Write,
     path::Path,
     sync::Arc,
     time::Duration,
 };
 
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{
+    FutureExt, StreamExt,
+    future::{BoxFuture, Shared},
+    stream::FuturesUnordered,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
-use crate::{Error, Line, Machine, Result, SshBuilder, SshMachine};
+use crate::{Error, Machine, Result, SshBuilder, SshMachine, observe::HostLog};
 use inventory::{Entry, HostSpec};
 
 pub use inventory::Inventory;
@@ -45,7 +52,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// output printed live, prefixed with its name (`web03 | ...`).
 ///
 /// Everything runs in the task that awaits the call: no thread and no task per host. A
-/// host's closure that panics unwinds out of the call.
+/// host's closure that panics unwinds out of the call. A host still connecting when the
+/// fleet was returned (see [`FleetBuilder::connect`]) is awaited in its slot.
 ///
 /// # Options
 ///
@@ -84,21 +92,76 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Fleet<M = SshMachine> {
     hosts: Vec<Host<M>>,
     options: Options,
+    /// The task still connecting stragglers, stopped once no fleet (or straggler) needs it.
+    _connecting: Option<Arc<Background>>,
+}
+
+/// How long [`FleetBuilder::connect`] waits, at least and at most, with no host connecting,
+/// before it leaves the hosts still connecting to finish in the background.
+const STRAGGLER_WAIT_MIN: Duration = Duration::from_millis(200);
+const STRAGGLER_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// A background task, aborted when dropped.
+struct Background(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// One host: its name and its machine, or why it has none.
 #[derive(Clone)]
 struct Host<M> {
     name: String,
-    machine: std::result::Result<M, Arc<Error>>,
+    machine: Link<M>,
+}
+
+/// A host's machine, or why it has none.
+type Outcome<M> = std::result::Result<M, Arc<Error>>;
+
+/// A host's connection: made (or failed), or still being made in the background.
+///
+/// [`FleetBuilder::connect`] waits for every host, except stragglers: once no host has
+/// connected for a while, the hosts still connecting go on in the background and the
+/// fleet is returned. The calls then await each straggler in its own slot, so a frozen
+/// host costs the others nothing beyond the slot it holds.
+#[derive(Clone)]
+enum Link<M> {
+    Settled(Outcome<M>),
+    Connecting(Shared<BoxFuture<'static, Outcome<M>>>),
+}
+
+impl<M: Clone> Link<M> {
+    /// The outcome, if it is known.
+    fn now(&self) -> Option<&Outcome<M>> {
+        match self {
+            Link::Settled(outcome) => Some(outcome),
+            Link::Connecting(connecting) => connecting.peek(),
+        }
+    }
+
+    /// The outcome, once known.
+    async fn get(&self) -> Outcome<M> {
+        match self {
+            Link::Settled(outcome) => outcome.clone(),
+            Link::Connecting(connecting) => connecting.clone().await,
+        }
+    }
 }
 
 /// How a fleet call runs its hosts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Options {
     concurrency: usize,
     batch: Option<usize>,
     budget: Budget,
+    /// Each host's commands print their line before they run.
+    echo: bool,
+    /// Where each host's log directory is made.
+    log_dir: Option<Arc<Path>>,
 }
 
 /// How many failures a call takes before it starts no further host.
@@ -120,6 +183,8 @@ impl Default for Options {
             concurrency: DEFAULT_CONCURRENCY,
             batch: None,
             budget: Budget::Unlimited,
+            echo: false,
+            log_dir: None,
         }
     }
 }
@@ -172,6 +237,27 @@ macro_rules! option_setters {
         /// No host starts after the first failure; hosts already running finish.
         pub fn fail_fast(mut self) -> Self {
             self.options.budget = Budget::FailFast;
+            self
+        }
+
+        /// Each host's commands print their command line before they run, prefixed with
+        /// the host's name (`web03 | + systemctl restart app`), as
+        /// [`Command::echo`](crate::Command::echo) does.
+        pub fn echo(mut self, echo: bool) -> Self {
+            self.options.echo = echo;
+            self
+        }
+
+        /// Logs each host's work into `dir/HOST/` (created as needed; `HOST` is the host's
+        /// name, a `/` in it written `_`): `commands.log` has each command line (`$
+        /// line`, secrets as `***`) and how it ended (`# exit code 0 after 0.012 s`), each
+        /// line after the time in seconds since the Unix epoch; `stdout.log` and
+        /// `stderr.log` have what the commands printed, as they printed it. Files are
+        /// appended to. Output handed to the script as a stream
+        /// ([`spawn`](crate::Command::spawn), [`lines`](crate::Command::lines)) is the
+        /// script's to log; everything else (inherited, read, captured) is logged.
+        pub fn log_dir(mut self, dir: impl AsRef<Path>) -> Self {
+            self.options.log_dir = Some(Arc::from(dir.as_ref()));
             self
         }
     };
@@ -258,6 +344,15 @@ impl FleetBuilder {
     /// Connects to every host, [`concurrency`](FleetBuilder::concurrency) at a time, each
     /// within the connect timeout. Never fails as a whole: a host that cannot be reached
     /// keeps its error, which every report of the fleet shows.
+    ///
+    /// It returns once every host has connected or failed, or, after the first has, once
+    /// no host has for a while (twice the slowest connection so far, between 200 ms and
+    /// 2 s): the hosts
+    /// still connecting then (a frozen server, a slow link) finish in the background, and
+    /// every call of the fleet waits for each of them in its own slot, while the others
+    /// run. So one host that never answers costs the fleet its connect timeout in one slot,
+    /// not a stall of every host. Connections are made on leadpipe's runtime (no thread,
+    /// and no task, per host).
     pub async fn connect(self) -> Fleet {
         let FleetBuilder {
             inventory,
@@ -265,13 +360,27 @@ impl FleetBuilder {
             connect_timeout,
             template,
         } = self;
+        raise_open_file_limit();
         let entries = inventory.into_entries();
-        let mut hosts: Vec<Option<Host<SshMachine>>> = (0..entries.len()).map(|_| None).collect();
-        let mut connecting = futures::stream::iter(entries.into_iter().enumerate())
-            .map(|(i, entry)| {
+        let total = entries.len();
+        let names: Vec<String> = entries.iter().map(|e| e.name().to_owned()).collect();
+        let mut receivers = Vec::with_capacity(total);
+        let mut jobs = Vec::with_capacity(total);
+        for entry in entries {
+            let (sender, receiver) = oneshot::channel::<Outcome<SshMachine>>();
+            receivers.push(receiver);
+            jobs.push((entry, sender));
+        }
+        // Each host's connection is made by one task on leadpipe's runtime, `concurrency`
+        // at a time; it goes on after this call returns while stragglers connect.
+        let (settled, mut settling) = mpsc::unbounded_channel::<Duration>();
+        let concurrency = options.concurrency;
+        let connecting = futures::stream::iter(jobs)
+            .map(move |(entry, sender)| {
                 let template = template.clone();
+                let settled = settled.clone();
                 async move {
-                    let name = entry.name().to_owned();
+                    let began = Instant::now();
                     let machine = match entry {
                         Entry::Host(spec) => connect_host(spec, template, connect_timeout).await,
                         Entry::Invalid { name, reason } => Err(Error::Connect {
@@ -282,22 +391,75 @@ impl FleetBuilder {
                             source: None,
                         }),
                     };
-                    (i, name, machine.map_err(Arc::new))
+                    let _ = sender.send(machine.map_err(Arc::new));
+                    let _ = settled.send(began.elapsed());
                 }
             })
-            .buffer_unordered(options.concurrency);
-        while let Some((i, name, machine)) = connecting.next().await {
-            hosts[i] = Some(Host { name, machine });
-        }
+            .buffer_unordered(concurrency)
+            .for_each(|()| async {});
+        let connecting = Arc::new(Background(crate::lifecycle::spawn_handle(connecting)));
+        // Wait for every host, or, once one has, until none has for twice the slowest
+        // connection so far (at least 200 ms, at most 2 s): the rest are stragglers.
+        crate::lifecycle::run(async move {
+            let mut slowest: Option<Duration> = None;
+            for _ in 0..total {
+                let took = match slowest {
+                    None => settling.recv().await,
+                    Some(slowest) => {
+                        let quiet = (slowest * 2).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
+                        tokio::time::timeout(quiet, settling.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                };
+                let Some(took) = took else { break };
+                slowest = Some(slowest.unwrap_or_default().max(took));
+            }
+        })
+        .await;
+        let hosts = (names.into_iter().zip(receivers))
+            .map(|(name, mut receiver)| {
+                let machine = match receiver.try_recv() {
+                    Ok(outcome) => Link::Settled(outcome),
+                    Err(_) => {
+                        let straggler = name.clone();
+                        let keep = connecting.clone();
+                        Link::Connecting(
+                            async move {
+                                let outcome = receiver.await.unwrap_or_else(|_| {
+                                    Err(Arc::new(Error::NotRun {
+                                        host: straggler,
+                                        reason: "its connection was abandoned".to_owned(),
+                                    }))
+                                });
+                                drop(keep);
+                                outcome
+                            }
+                            .boxed()
+                            .shared(),
+                        )
+                    }
+                };
+                Host { name, machine }
+            })
+            .collect();
         Fleet {
-            hosts: hosts.into_iter().flatten().collect(),
+            hosts,
             options,
+            _connecting: Some(connecting),
         }
     }
 }
 
 /// Connects one host within `limit`, on leadpipe's runtime (so the timer works whatever
 /// runtime, or none, the caller has).
+///
+/// A connection the server drops before the SSH handshake completes (reset, or closed
+/// before its banner) is tried again after a pause that doubles each time (50 ms to 1.6 s,
+/// with jitter), until the limit: that is how sshd sheds connections over its
+/// `MaxStartups`, which a burst of many hosts behind one sshd (or a jump host) trips. A
+/// refused TCP connection, a host key or a login refused are not retried.
 async fn connect_host(
     spec: HostSpec,
     template: Option<Template>,
@@ -318,7 +480,20 @@ async fn connect_host(
     }
     let name = spec.name;
     crate::lifecycle::run(async move {
-        match tokio::time::timeout(limit, builder.connect()).await {
+        let attempts = async {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match builder.clone().connect().await {
+                    Err(error) if dropped_before_handshake(&error) => {
+                        tokio::time::sleep(jittered(pause, &name)).await;
+                        pause = (pause * 2).min(Duration::from_millis(1600));
+                    }
+                    Err(error) => return Err(explain_open_file_limit(error)),
+                    connected => return connected,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(connected) => connected,
             Err(_) => Err(Error::Connect {
                 destination: name.clone(),
@@ -334,6 +509,85 @@ async fn connect_host(
     .await
 }
 
+/// Whether the server dropped the connection before the SSH handshake was done: reset, or
+/// closed with no banner (sshd over `MaxStartups`).
+fn dropped_before_handshake(error: &Error) -> bool {
+    matches!(error, Error::Connect { source: Some(source), .. }
+    if matches!(
+        source.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionAborted
+    ))
+}
+
+/// `pause` plus up to half of it again, different per host and call, so that hosts
+/// dropped together do not all come back together.
+fn jittered(pause: Duration, host: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(host.as_bytes());
+    let spread = pause.as_micros() as u64 / 2 + 1;
+    pause + Duration::from_micros(hasher.finish() % spread)
+}
+
+/// A connect error for want of file descriptors, with the limit that ran out named.
+fn explain_open_file_limit(error: Error) -> Error {
+    match error {
+        Error::Connect {
+            destination,
+            given,
+            address,
+            reason,
+            source: Some(source),
+        } if source.raw_os_error() == Some(libc::EMFILE) => {
+            let limit = open_file_limit().map_or_else(|| "?".to_owned(), |soft| soft.to_string());
+            Error::Connect {
+                destination,
+                given,
+                address,
+                reason: format!(
+                    "{reason}: this process has used up its open-file limit (RLIMIT_NOFILE, \
+                     `ulimit -n`: {limit}), which the fleet raised to its hard limit; raise \
+                     the hard limit, or lower the fleet's concurrency"
+                ),
+                source: Some(source),
+            }
+        }
+        other => other,
+    }
+}
+
+/// This process's open-file limit (the soft one, which applies).
+fn open_file_limit() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives across the call.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (got == 0).then_some(limit.rlim_cur)
+}
+
+/// Raises this process's open-file limit to its hard limit (each connected host holds a
+/// socket, and each running command a few pipes): what `ulimit -n $(ulimit -Hn)` does.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives across both.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("raising the open-file limit failed");
+            }
+        }
+    }
+}
+
 impl<M: Machine> Fleet<M> {
     /// A fleet of machines already made (any [`Machine`]: local ones, SSH machines
     /// connected by hand), named by [`Machine::name`], in the order given.
@@ -343,10 +597,11 @@ impl<M: Machine> Fleet<M> {
                 .into_iter()
                 .map(|m| Host {
                     name: m.name().to_owned(),
-                    machine: Ok(m),
+                    machine: Link::Settled(Ok(m)),
                 })
                 .collect(),
             options: Options::default(),
+            _connecting: None,
         }
     }
 
@@ -357,9 +612,14 @@ impl<M: Machine> Fleet<M> {
         self.hosts.iter().map(|h| h.name.as_str())
     }
 
-    /// The connected machines with their names, in host order.
+    /// The connected machines with their names, in host order. A host still connecting
+    /// (see [`FleetBuilder::connect`]) is left out; [`connected`](Fleet::connected) waits
+    /// for it.
     pub fn machines(&self) -> impl Iterator<Item = (&str, &M)> {
-        (self.hosts.iter()).filter_map(|h| h.machine.as_ref().ok().map(|m| (h.name.as_str(), m)))
+        (self.hosts.iter()).filter_map(|h| match h.machine.now() {
+            Some(Ok(m)) => Some((h.name.as_str(), m)),
+            _ => None,
+        })
     }
 
     /// How many hosts the fleet has (connected or not).
@@ -373,22 +633,30 @@ impl<M: Machine> Fleet<M> {
     }
 
     /// The connection report: `Ok(())` for each connected host, the connect error of the
-    /// others.
-    pub fn connected(&self) -> FleetReport<()> {
-        FleetReport::new(
-            (self.hosts.iter())
-                .map(|h| {
-                    (
-                        h.name.clone(),
-                        h.machine.as_ref().map(drop).map_err(|e| replay(e)),
-                    )
-                })
-                .collect(),
-        )
+    /// others. Waits for the hosts still connecting (see [`FleetBuilder::connect`]).
+    pub async fn connected(&self) -> FleetReport<()> {
+        let mut report = Vec::with_capacity(self.hosts.len());
+        for host in &self.hosts {
+            let outcome = host.machine.get().await;
+            report.push((host.name.clone(), outcome.map(drop).map_err(|e| replay(&e))));
+        }
+        FleetReport::new(report)
     }
 
     /// Runs `work` on every host with that host's machine, under the fleet's options, and
     /// reports what each returned, in host order.
+    ///
+    /// # Output
+    ///
+    /// What the host's commands print to an inherited stdout or stderr (as
+    /// [`Command::run`](crate::Command::run) does) is printed here line by line, prefixed
+    /// with the host's name, `web03 | line` (names padded to one width). Each line is
+    /// written whole with one write under the stream's lock, so lines of different hosts
+    /// never mix mid-line; a line without its newline at the end of the output gets one,
+    /// and a line over 64 KiB is shown in pieces. An inherited stdin is `/dev/null` (many
+    /// hosts cannot share a terminal). The lines are written as `println!` writes: a stdout
+    /// that does not drain (a full pipe nobody reads) holds every host's output back. With
+    /// [`log_dir`](Fleet::log_dir), the same output also goes to the host's log.
     ///
     /// `work` gets the machine by value (a clone of the fleet's: the same connection), so
     /// an `async move` block can own it; write `|m| async move { deploy(&m).await }` for a
@@ -493,7 +761,7 @@ impl<M: Machine> Fleet<M> {
             fleet: self,
             program: program.as_ref().to_owned(),
             args: Vec::new(),
-            options: self.options,
+            options: self.options.clone(),
         }
     }
 }
@@ -550,33 +818,12 @@ impl<M: Machine> FleetCommand<'_, M> {
 
     /// Runs the command on every host, printing each line of its stdout to this process's
     /// stdout, and of its stderr to its stderr, as it comes, prefixed with the host's name:
-    /// `web03 | line` (names padded to one width).
-    ///
-    /// Each line is written whole with one write under the stream's lock, so lines of
-    /// different hosts never mix mid-line. Remote stdin is `/dev/null`. A line that is not
-    /// UTF-8 ends that host's command with [`Error::InvalidUtf8`]; a failing status is that
+    /// `web03 | line` (see [`Fleet::run`] on prefixed output). A failing status is that
     /// host's [`Error::Exit`].
-    ///
-    /// The lines are written as `println!` writes, from the task that awaits the call: a
-    /// stdout that does not drain (a full pipe nobody reads) holds every host's output back.
     pub async fn run(&self) -> FleetReport<()> {
-        let width = self.fleet.hosts().map(str::len).max().unwrap_or(0);
-        drive(&self.fleet.hosts, &self.options, |name: &str, m: M| {
-            let lines = m.cmd(&self.program).args(&self.args).lines();
-            let name = name.to_owned();
-            async move {
-                let mut lines = lines;
-                while let Some(line) = lines.next().await {
-                    let line = line?;
-                    let text = format!("{name:<width$} | {}\n", line.text());
-                    // One write of the whole line under the lock: never mixed mid-line.
-                    let _ = match line {
-                        Line::Stdout(_) => std::io::stdout().lock().write_all(text.as_bytes()),
-                        Line::Stderr(_) => std::io::stderr().lock().write_all(text.as_bytes()),
-                    };
-                }
-                Ok(())
-            }
+        drive(&self.fleet.hosts, &self.options, |_: &str, m: M| {
+            let command = m.cmd(&self.program).args(&self.args);
+            async move { command.run().await }
         })
         .await
     }
@@ -607,11 +854,31 @@ impl<M> fmt::Debug for FleetCommand<'_, M> {
 /// `concurrency` at once, starting nothing more once the failure budget is spent.
 async fn drive<M, T, F, Fut>(hosts: &[Host<M>], options: &Options, work: F) -> FleetReport<T>
 where
-    M: Clone,
+    M: Machine,
     F: Fn(&str, M) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let total = hosts.len();
+    let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+    // The host's machine as its work sees it: output prefixed, echoed and logged.
+    let observed = |host: &Host<M>, machine: &M| -> Result<M> {
+        let log = match &options.log_dir {
+            None => None,
+            Some(dir) => {
+                let dir = dir.join(host.name.replace('/', "_"));
+                let log = HostLog::open(&dir).map_err(|e| {
+                    Error::io(format!("opening the log directory {}", dir.display()), e)
+                })?;
+                Some(Arc::new(log))
+            }
+        };
+        let prefix: Arc<str> = Arc::from(format!("{:<width$} | ", host.name));
+        Ok(machine.observed(&|observe| {
+            observe.prefix = Some(prefix.clone());
+            observe.log = log.clone();
+            observe.echo |= options.echo;
+        }))
+    };
     let allowed = options.allowed(total);
     let batch = options.batch.unwrap_or(total).max(1);
     let mut results: Vec<Option<Result<T>>> = (0..total).map(|_| None).collect();
@@ -642,16 +909,25 @@ where
             while stopped.is_none() && running.len() < options.concurrency && next < end {
                 let i = next;
                 next += 1;
-                match &hosts[i].machine {
-                    Ok(machine) => {
-                        let future = work(&hosts[i].name, machine.clone());
-                        running.push(async move { (i, future.await) });
-                    }
-                    Err(error) => {
-                        results[i] = Some(Err(replay(error)));
-                        note_failure(i, &mut stopped);
-                    }
+                let host = &hosts[i];
+                // A known outcome without waiting: a host that could not connect takes no
+                // slot; a straggler is awaited in its slot.
+                if let Some(Err(error)) = host.machine.now() {
+                    results[i] = Some(Err(replay(error)));
+                    note_failure(i, &mut stopped);
+                    continue;
                 }
+                let (work, observed) = (&work, &observed);
+                running.push(async move {
+                    let machine = match host.machine.get().await {
+                        Ok(machine) => observed(host, &machine),
+                        Err(error) => Err(replay(&error)),
+                    };
+                    match machine {
+                        Ok(machine) => (i, work(&host.name, machine).await),
+                        Err(error) => (i, Err(error)),
+                    }
+                });
             }
             let Some((i, result)) = running.next().await else {
                 break;

@@ -39,6 +39,7 @@ pub(crate) fn metadata_of(meta: &fs::Metadata) -> Metadata {
         len: meta.len(),
         mode: meta.mode() & 0o7777,
         modified: meta.modified().ok(),
+        owner: Some((meta.uid(), meta.gid())),
     }
 }
 

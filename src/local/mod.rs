@@ -5,6 +5,7 @@
 
 pub(crate) mod files;
 mod process;
+mod sudo;
 
 use std::{
     ffi::OsStr,
@@ -17,8 +18,10 @@ use self::{
     process::{LocalBackend, which},
 };
 use crate::{
-    Command, Error, MachinePath, Result, Socket, TempDir, Transfer, command::Scope,
+    ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
+    command::Scope,
     machine::MachineRef,
+    sudo::{Runas, SudoPassword},
 };
 
 /// This machine: commands run as child processes of this one.
@@ -41,6 +44,10 @@ use crate::{
 pub struct LocalMachine {
     backend: MachineRef,
     scope: Scope,
+    /// sudo's password, shared by this machine and the views made from it.
+    sudo_password: Arc<SudoPassword>,
+    /// The user this view's commands run as, through sudo.
+    sudo_user: Option<String>,
 }
 
 /// Every `LocalMachine` shares one backend, so commands from different views (or from
@@ -59,6 +66,8 @@ impl LocalMachine {
         LocalMachine {
             backend: LOCAL.clone(),
             scope: Scope::default(),
+            sudo_password: Arc::default(),
+            sudo_user: None,
         }
     }
 
@@ -91,24 +100,116 @@ impl LocalMachine {
     #[doc(alias = "cd")]
     pub fn with_cwd(&self, dir: impl AsRef<Path>) -> LocalMachine {
         LocalMachine {
-            backend: self.backend.clone(),
             scope: self.scope.with_cwd(dir.as_ref()),
+            ..self.clone()
         }
     }
 
-    /// A view of this machine whose commands get `key=value` in their environment. The
-    /// process's own environment is not changed.
+    /// A view of this machine whose commands get `key=value` in their environment (the
+    /// value may be a [`Secret`](crate::Secret)). The process's own environment is not
+    /// changed.
     #[doc(alias = "pushenv")]
-    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> LocalMachine {
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> LocalMachine {
+        let (value, _) = value.into_value();
         LocalMachine {
-            backend: self.backend.clone(),
-            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+            scope: self.scope.with_env(key.as_ref(), Some(&value)),
+            ..self.clone()
+        }
+    }
+
+    /// A view whose commands print their command line to stderr before they run, as `+
+    /// line` (`set -x`); see [`Command::echo`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let sh = leadpipe::local().echo(true);
+    /// sh.cmd("make").arg("release").run().await?; // + make release
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(&self, echo: bool) -> LocalMachine {
+        LocalMachine {
+            scope: self.scope.with_echo(echo),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> LocalMachine {
+        let mut scope = self.scope.clone();
+        change(&mut scope.observe);
+        LocalMachine {
+            scope,
+            ..self.clone()
         }
     }
 
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()
+    }
+
+    /// A view whose commands run as root through `sudo`: as
+    /// [`sudo_as`](LocalMachine::sudo_as)`("root")`.
+    pub fn sudo(&self) -> LocalMachine {
+        self.sudo_as("root")
+    }
+
+    /// A view whose commands run as `user`, each stage as `sudo -n -u USER -- PROGRAM
+    /// ARGS` (stages still joined by OS pipes, without a shell). With a password
+    /// ([`sudo_password`](LocalMachine::sudo_password)), the view's first command first
+    /// runs `sudo -S -v` with it, counting prompts as on an SSH machine (a refused password
+    /// is [`Error::Sudo`]); sudo's credential cache then serves the stages, which never
+    /// prompt. Without one, sudo must not need a password (root, `NOPASSWD`, a cache).
+    ///
+    /// Differences from an SSH machine's [`sudo_as`](crate::SshMachine::sudo_as), which
+    /// runs everything, files included, as the user:
+    /// - **file operations** of this view ([`path`](LocalMachine::path),
+    ///   [`tempdir`](LocalMachine::tempdir), transfers) still run as this process's user;
+    /// - the program is looked up by sudo (its `secure_path`): one it cannot find is sudo's
+    ///   exit 1 ([`Error::Exit`]), not [`Error::CommandNotFound`];
+    /// - variables the command sets reach it through `--preserve-env=NAMES`, which sudo
+    ///   allows root and rules with `SETENV`; `env_clear` leaves sudo's reset environment.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let me = leadpipe::local().sudo_as("nobody").cmd("id").arg("-un").read().await?;
+    /// assert_eq!(me, "nobody");
+    /// # Ok(()) }
+    /// ```
+    pub fn sudo_as(&self, user: &str) -> LocalMachine {
+        self.view(Some(user.to_owned()), self.sudo_password.clone())
+    }
+
+    /// A view (and the sudo views made from it) whose sudo password is `password`.
+    pub fn sudo_password(&self, password: Secret) -> LocalMachine {
+        self.view(self.sudo_user.clone(), SudoPassword::given(password))
+    }
+
+    /// A view (and the sudo views made from it) that asks `ask` for sudo's password the
+    /// first time one is needed, and reuses the answer. Called on a blocking thread, so it
+    /// may read a terminal; `None`: there is none.
+    pub fn sudo_password_with(
+        &self,
+        ask: impl Fn(&str) -> Option<Secret> + Send + Sync + 'static,
+    ) -> LocalMachine {
+        self.view(
+            self.sudo_user.clone(),
+            SudoPassword::asked(std::sync::Arc::new(ask)),
+        )
+    }
+
+    fn view(&self, user: Option<String>, password: Arc<SudoPassword>) -> LocalMachine {
+        let backend: MachineRef = match &user {
+            None => LOCAL.clone(),
+            Some(user) => Arc::new(sudo::SudoBackend::new(Runas::new(user, password.clone()))),
+        };
+        LocalMachine {
+            backend,
+            scope: self.scope.clone(),
+            sudo_password: password,
+            sudo_user: user,
+        }
     }
 
     /// `local`: how errors and logs name this machine, as
@@ -206,9 +307,12 @@ impl LocalMachine {
 
 impl std::fmt::Debug for LocalMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalMachine")
-            .field("cwd", &self.scope.cwd)
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("LocalMachine");
+        debug.field("cwd", &self.scope.cwd);
+        if let Some(user) = &self.sudo_user {
+            debug.field("sudo_user", user);
+        }
+        debug.finish_non_exhaustive()
     }
 }
 

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The backend every `LocalMachine` shares.
-pub(super) struct LocalBackend;
+pub(crate) struct LocalBackend;
 
 impl Backend for LocalBackend {
     fn name(&self) -> &str {

@@ -69,8 +69,29 @@ pub(crate) fn preferred(
         mac: Cow::Owned(choose("MACs", lists.macs.as_deref(), &defaults.mac, |n| {
             n.as_ref().to_owned()
         })?),
+        host_key_certificates: Cow::Owned(certificate_algorithms(lists, &defaults.key)),
         ..defaults
     })
+}
+
+/// The host-key algorithms whose certificate variant (`NAME-cert-v01@openssh.com`)
+/// `HostKeyAlgorithms` allows, in its order: every one by default, none when the list
+/// leaves no certificate name. The connection offers them only where an
+/// `@cert-authority` line applies.
+fn certificate_algorithms(lists: &AlgorithmLists, keys: &[Algorithm]) -> Vec<Algorithm> {
+    let mut plain: Vec<Algorithm> = Vec::new();
+    for key in keys {
+        if !plain.contains(key) {
+            plain.push(key.clone());
+        }
+    }
+    choose(
+        "HostKeyAlgorithms",
+        lists.host_keys.as_deref(),
+        &plain,
+        Algorithm::to_certificate_type,
+    )
+    .unwrap_or_default()
 }
 
 /// The names `preferred` offers, for [`SshSettings`](super::SshSettings).
@@ -193,6 +214,34 @@ mod tests {
             error.starts_with("Ciphers \"aes128-cbc\" leaves none"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn certificate_algorithms_follow_the_host_key_list() {
+        let certificates = |list: Option<&str>| -> Vec<String> {
+            let lists = AlgorithmLists {
+                host_keys: list.map(str::to_owned),
+                ..AlgorithmLists::default()
+            };
+            let preferred = preferred(&lists, CIPHERS).unwrap();
+            (preferred.host_key_certificates.iter())
+                .map(Algorithm::to_certificate_type)
+                .collect()
+        };
+        let all = certificates(None);
+        assert!(
+            all.contains(&"ssh-ed25519-cert-v01@openssh.com".to_owned()),
+            "{all:?}"
+        );
+        assert_eq!(
+            certificates(Some("ssh-ed25519-cert-v01@openssh.com,ssh-ed25519")),
+            ["ssh-ed25519-cert-v01@openssh.com"]
+        );
+        assert!(certificates(Some("ssh-ed25519,rsa-sha2-512")).is_empty());
+        assert!(certificates(Some("-*-cert-v01@openssh.com")).is_empty());
+        let reordered = certificates(Some("^ecdsa-sha2-nistp256-cert-v01@openssh.com"));
+        assert_eq!(reordered[0], "ecdsa-sha2-nistp256-cert-v01@openssh.com");
+        assert_eq!(reordered.len(), all.len());
     }
 
     #[test]

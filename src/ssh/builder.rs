@@ -16,7 +16,7 @@ use super::{
     connection::{self, Connection, HostKeyPolicy, Settings},
     sftp,
 };
-use crate::{Error, Result, command::Scope};
+use crate::{Error, Result, Secret, command::Scope, sudo::SudoPassword};
 
 /// How to connect: user, port, keys, host-key policy, timeouts. From
 /// [`SshMachine::builder`].
@@ -36,6 +36,7 @@ use crate::{Error, Result, command::Scope};
 /// keyword:
 ///
 /// - **Honoured**: `HostName`, `User`, `Port`, `IdentityFile`, `IdentitiesOnly`,
+///   `CertificateFile` (offered with the identity file or agent key it certifies),
 ///   `IdentityAgent` (`none` or `SSH_AUTH_SOCK`), `UserKnownHostsFile`,
 ///   `GlobalKnownHostsFile` (read after the user's files, never written),
 ///   `StrictHostKeyChecking` (`ask` reads as `yes`: nobody is there to ask),
@@ -44,27 +45,33 @@ use crate::{Error, Result, command::Scope};
 ///   as `ssh` runs it, `$SHELL -c "exec COMMAND"` with `%h %k %n %p %r %%` expanded, its
 ///   stdin and stdout carrying the connection; killed and reaped when the machine and its
 ///   clones are dropped), `SetEnv` (set in every command's
-///   environment, as [`SshMachine::with_env`]), `CanonicalizeHostname no`, `IgnoreUnknown`,
-///   `CheckHostIP` where OpenSSH ignores it (through a proxy, or for an address),
+///   environment, as [`SshMachine::with_env`], so it reaches the program whatever the
+///   server's `AcceptEnv` says), `SendEnv` (the local variables it selects, when the
+///   connection is made, set the same way; `SetEnv` wins for a name both set),
+///   `ForwardAgent` (`yes` serves `$SSH_AUTH_SOCK`, a path or `$VAR` that socket; see
+///   [`forward_agent`](SshBuilder::forward_agent)), `CanonicalizeHostname no`, `IgnoreUnknown`,
+///   `CheckHostIP` (as OpenSSH 9: once the host's plain key is trusted, the address
+///   connected to is looked up too, `[address]:port` off port 22; a missing entry is added
+///   to the first user known_hosts file with a warning, an entry listing another key is
+///   refused as [`HostKeyProblem::Changed`](crate::HostKeyProblem::Changed); not checked
+///   through a proxy, for a host given as an address, or for a loopback address),
 ///   `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms` (applied to what leadpipe
 ///   supports, with OpenSSH's `+`, `-` and `^` forms; a list that leaves nothing
-///   leadpipe supports is an error).
+///   leadpipe supports is an error; the `*-cert-v01@openssh.com` names it allows are the
+///   host certificates asked for where an `@cert-authority` line applies).
 /// - **Refused**, because leadpipe does not do what the line asks and connecting anyway
 ///   would change the destination, the transport, the identity or host-key trust: the
 ///   connection fails with [`Error::Connect`] naming file, line and keyword, unless the
 ///   program passes the keyword to [`ignore_config_keyword`](SshBuilder::ignore_config_keyword)
 ///   or sets the thing itself. `ProxyCommand -` (ssh's own stdin and stdout);
-///   `CertificateFile` (or give
-///   [`identity_file`](SshBuilder::identity_file)); `CheckHostIP yes` (OpenSSH refuses a
-///   host whose address's key changed; leadpipe does not check it); `IdentityAgent` at
+///   `IdentityAgent` at
 ///   another socket (or give identity files); `CanonicalizeHostname yes`/`always`;
 ///   `CanonicalizePermittedCNAMEs`; `AddressFamily` other than `any`;
 ///   `BindAddress`; `BindInterface`; `PKCS11Provider`; `KnownHostsCommand`;
 ///   `RevokedHostKeys`. A keyword OpenSSH does not know either is also an error, as in
 ///   `ssh`, unless `IgnoreUnknown` or `ignore_config_keyword` names it.
 /// - **Ignored**, as they change nothing about where or how leadpipe connects:
-///   `ForwardAgent` and `SendEnv` (read, shown by `resolve`, not acted on: leadpipe
-///   neither forwards the agent nor sends local variables); `AddKeysToAgent` (leadpipe
+///   `AddKeysToAgent` (leadpipe
 ///   never adds keys to an agent); output and terminals (`BatchMode`, `LogLevel`,
 ///   `RequestTTY`, `EscapeChar`, `RemoteCommand`, `LocalCommand`, ...); forwards
 ///   (`LocalForward`, `RemoteForward`, `DynamicForward`, `ForwardX11`, `Tunnel`, ...:
@@ -76,12 +83,31 @@ use crate::{Error, Result, command::Scope};
 ///   `NoHostAuthenticationForLocalhost`); tuning (`Compression`, `TCPKeepAlive`, `IPQoS`,
 ///   `RekeyLimit`, ...); and the keywords OpenSSH itself ignores as deprecated.
 ///
+/// The locale is not forwarded: remote commands run in the server's default locale, as
+/// they do under `ssh` without `SendEnv`. To pass it, as Debian's `/etc/ssh/ssh_config`
+/// does, write `SendEnv LANG LC_*` in ssh_config (or set it with
+/// [`SshMachine::with_env`]).
+///
 /// Authentication tries, in order: the identity files given (by the builder, else the
 /// config's `IdentityFile`), the [`password`](SshBuilder::password) given, the ssh-agent's
 /// keys (`SSH_AUTH_SOCK`, unless `IdentitiesOnly` or identity files were given to the
 /// builder), the default `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` (when no identity file
-/// was given), then keyboard-interactive answered with the password. Encrypted keys open
+/// was given), then keyboard-interactive answered with the password. A key is offered with
+/// its user certificates first: the [`certificate_file`](SshBuilder::certificate_file)s
+/// (else the config's `CertificateFile`s) that certify it, then `KEY-cert.pub` beside an
+/// identity file; certificates the agent holds are offered as they are. An identity file
+/// that cannot be opened (encrypted, no passphrase given) is signed with by the agent when
+/// the agent holds its key, even under `IdentitiesOnly` (unless `IdentityAgent none`), as
+/// `ssh` does. Encrypted keys open
 /// with the [`passphrase`](SshBuilder::passphrase) or [`passphrase_with`](SshBuilder::passphrase_with). RSA keys sign with rsa-sha2.
+/// Host certificates are asked for when an `@cert-authority` line of the known_hosts files
+/// (the user's and `GlobalKnownHostsFile`) matches the host, and trusted when that CA
+/// signed a host certificate that is valid now and names the host (its `HostKeyAlias`,
+/// else the host name) among its principals; an expired certificate is refused with
+/// [`HostKeyProblem::CertificateExpired`](crate::HostKeyProblem::CertificateExpired), one
+/// for another name with
+/// [`CertificatePrincipal`](crate::HostKeyProblem::CertificatePrincipal), unless a plain
+/// line trusts the key inside it (as OpenSSH falls back to it).
 /// Host keys are checked against `~/.ssh/known_hosts` (or the files given) under
 /// [`HostKeyPolicy::Strict`] unless another policy is chosen.
 ///
@@ -107,6 +133,8 @@ pub struct SshBuilder {
     user: Option<String>,
     port: Option<u16>,
     identity_files: Vec<PathBuf>,
+    certificate_files: Vec<PathBuf>,
+    forward_agent: Option<bool>,
     password: Option<String>,
     passphrase: Option<String>,
     passphrase_for: Option<connection::PassphraseCallback>,
@@ -122,6 +150,8 @@ pub struct SshBuilder {
     /// Lowercased keywords to skip.
     ignored_keywords: Vec<String>,
     jump: Option<SshMachine>,
+    /// sudo's password for the machine's [`sudo`](SshMachine::sudo) views.
+    sudo_password: Option<Arc<SudoPassword>>,
 }
 
 impl SshBuilder {
@@ -133,6 +163,8 @@ impl SshBuilder {
             user: None,
             port: None,
             identity_files: Vec::new(),
+            certificate_files: Vec::new(),
+            forward_agent: None,
             password: None,
             passphrase: None,
             passphrase_for: None,
@@ -145,7 +177,46 @@ impl SshBuilder {
             system_config: true,
             ignored_keywords: Vec::new(),
             jump: None,
+            sudo_password: None,
         }
+    }
+
+    /// The password sudo asks for on this machine's [`sudo`](SshMachine::sudo) and
+    /// [`sudo_as`](SshMachine::sudo_as) views. It goes only to sudo's stdin: never echoed,
+    /// never in `Debug`, an error or a log.
+    pub fn sudo_password(mut self, password: Secret) -> SshBuilder {
+        self.sudo_password = Some(SudoPassword::given(password));
+        self
+    }
+
+    /// Asks `ask` for sudo's password (given the machine's name) the first time sudo asks
+    /// for it on this machine, then reuses the answer for every command and view of the
+    /// machine. `None`: there is none (the command fails with
+    /// [`Error::Sudo`](crate::Error::Sudo)). Called on a blocking thread, so it may read a
+    /// terminal.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::{Secret, SshMachine};
+    /// let web1 = SshMachine::builder("web1")
+    ///     .sudo_password_with(|machine| {
+    ///         eprint!("sudo password for {machine}: ");
+    ///         let mut line = String::new();
+    ///         std::io::stdin().read_line(&mut line).ok()?;
+    ///         Some(Secret::new(line.trim_end_matches('\n')))
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// web1.sudo().cmd("systemctl").args(["restart", "app"]).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sudo_password_with(
+        mut self,
+        ask: impl Fn(&str) -> Option<Secret> + Send + Sync + 'static,
+    ) -> SshBuilder {
+        self.sudo_password = Some(SudoPassword::asked(Arc::new(ask)));
+        self
     }
 
     /// A builder for `destination` as `ssh` takes it: `host`, `user@host`, `host:port`,
@@ -188,6 +259,49 @@ impl SshBuilder {
     /// times. Giving one replaces the config's and the default `~/.ssh/id_*` files.
     pub fn identity_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
         self.identity_files.push(expand_home(path.as_ref()));
+        self
+    }
+
+    /// An OpenSSH user certificate (`ssh-keygen -s`, usually `KEY-cert.pub`) to offer
+    /// with the identity file or agent key it certifies; may be given several times.
+    /// Giving one replaces the config's `CertificateFile`s. A `KEY-cert.pub` beside an
+    /// identity file is offered without being named, as `ssh` does.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::builder("web1")
+    ///     .identity_file("~/.ssh/deploy_ed25519")
+    ///     .certificate_file("~/.ssh/deploy_ed25519-cert-prod.pub")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn certificate_file(mut self, path: impl AsRef<Path>) -> SshBuilder {
+        self.certificate_files.push(expand_home(path.as_ref()));
+        self
+    }
+
+    /// Serves the local ssh-agent (`$SSH_AUTH_SOCK`) to the remote side, as `ssh -A` does
+    /// (default: the config's `ForwardAgent`, which may also name another socket, else
+    /// off). Every command's session asks the server for agent forwarding, so remote
+    /// programs (`git`, `ssh`) find `SSH_AUTH_SOCK` and sign with the local keys; the keys
+    /// never leave the agent. Anyone who can use that socket on the server (its root
+    /// included) can sign with them while the connection lasts: forward only to servers
+    /// you trust. With no agent socket known, nothing is forwarded.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::builder("web1")
+    ///     .forward_agent(true)
+    ///     .connect()
+    ///     .await?;
+    /// web1.cmd("git").args(["-C", "/srv/app", "pull"]).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_agent(mut self, forward: bool) -> SshBuilder {
+        self.forward_agent = Some(forward);
         self
     }
 
@@ -274,7 +388,7 @@ impl SshBuilder {
     }
 
     /// Connects although ssh_config uses `keyword` (any case, such as
-    /// `"CertificateFile"`): a keyword leadpipe refuses (see the list above) no longer
+    /// `"IdentityAgent"`): a keyword leadpipe refuses (see the list above) no longer
     /// stops the connection, and an unknown one is skipped. It does not turn off a keyword
     /// leadpipe honours. The value still shows in [`resolve`](SshBuilder::resolve) where
     /// leadpipe reads it.
@@ -282,9 +396,10 @@ impl SshBuilder {
     /// # Example
     /// ```no_run
     /// # async fn demo() -> leadpipe::Result<()> {
-    /// // ~/.ssh/config names a CertificateFile for this host; the key alone will do.
+    /// // ~/.ssh/config names another agent's socket for this host; $SSH_AUTH_SOCK's
+    /// // agent holds the key too.
     /// let web1 = leadpipe::SshMachine::builder("web1")
-    ///     .ignore_config_keyword("CertificateFile")
+    ///     .ignore_config_keyword("IdentityAgent")
     ///     .connect()
     ///     .await?;
     /// # Ok(()) }
@@ -348,21 +463,30 @@ impl SshBuilder {
         };
         // On leadpipe's runtime: the connection's I/O and the russh session task belong to
         // the runtime that creates them, and must outlive the caller's (see `lifecycle`).
+        let sent_env = send_env(&settings.send_env);
         let via = jump.map(|j| j.connection);
         let connection =
             crate::lifecycle::run(async move { Connection::open(&settings, via).await }).await?;
         let connection = Arc::new(connection);
         let mut scope = Scope::default();
+        // SetEnv after SendEnv, so it wins for a name both set (as sshd applies them).
+        for (name, value) in sent_env {
+            scope = scope.with_env(&name, Some(&value));
+        }
         for (name, value) in &resolved.set_env {
             scope = scope.with_env(name.as_ref(), Some(value.as_ref()));
         }
         Ok(SshMachine {
             backend: Arc::new(SshBackend {
+                name: connection.name.clone(),
                 connection: connection.clone(),
+                runas: None,
             }),
             files: Arc::new(sftp::SftpFiles::new(connection.clone())),
             connection,
             scope,
+            sudo_password: self.sudo_password.clone().unwrap_or_default(),
+            sudo_user: None,
         })
     }
 
@@ -414,10 +538,7 @@ impl SshBuilder {
                     .ignored_keywords
                     .contains(&u.keyword.to_ascii_lowercase())
             })
-            .filter(|u| match u.keyword {
-                "CertificateFile" | "IdentityAgent" => self.identity_files.is_empty(),
-                _ => true,
-            })
+            .filter(|u| u.keyword != "IdentityAgent" || self.identity_files.is_empty())
             .map(ToString::to_string)
             .collect();
         if !refusals.is_empty() {
@@ -461,6 +582,22 @@ impl SshBuilder {
         } else {
             self.identity_files.clone()
         };
+        let certificate_files = if self.certificate_files.is_empty() {
+            file.certificate_files.clone()
+        } else {
+            self.certificate_files.clone()
+        };
+        let forward_agent = self
+            .forward_agent
+            .unwrap_or(file.forward_agent.unwrap_or(false));
+        let agent_socket = if forward_agent {
+            match (self.forward_agent, &file.forward_agent_socket) {
+                (None, Some(socket)) => Some(socket.clone()),
+                _ => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+            }
+        } else {
+            None
+        };
         let use_agent = !file.identities_only.unwrap_or(false)
             && !file.no_agent
             && self.identity_files.is_empty();
@@ -502,12 +639,22 @@ impl SshBuilder {
             port,
             user,
             identity_files,
+            certificate_files: certificate_files.clone(),
+            agent_socket: agent_socket.clone(),
+            agent_for_identities: !file.no_agent,
+            // Not the system file's: Debian's `SendEnv LANG LC_*` would pass the locale to
+            // every server, where `ssh` passes it only to servers whose AcceptEnv takes it.
+            send_env: (file.send_env.iter())
+                .filter(|p| !file.system_send_env.contains(p))
+                .cloned()
+                .collect(),
             use_agent,
             password: self.password.clone(),
             passphrase: self.passphrase.clone(),
             passphrase_for: self.passphrase_for.clone(),
             known_hosts: all_known_hosts,
             host_key_alias: file.host_key_alias.clone(),
+            check_host_ip: file.check_host_ip.unwrap_or(false),
             host_key_policy: policy,
             connect_timeout: self
                 .connect_timeout
@@ -527,7 +674,7 @@ impl SshBuilder {
             user: settings.user.clone(),
             identity_files: settings.identity_files.clone(),
             use_agent,
-            certificate_files: file.certificate_files.clone(),
+            certificate_files,
             known_hosts_files: known_hosts,
             global_known_hosts_files: global_known_hosts,
             host_key_alias: file.host_key_alias.clone(),
@@ -543,7 +690,8 @@ impl SshBuilder {
             connection_attempts: settings.connection_attempts,
             keepalive_interval: settings.keepalive_interval,
             keepalive_max: settings.keepalive_max,
-            forward_agent: file.forward_agent.unwrap_or(false),
+            forward_agent,
+            forward_agent_socket: agent_socket,
             set_env: file.set_env.clone(),
             send_env: file.send_env.clone(),
             kex_algorithms,
@@ -575,8 +723,9 @@ pub struct SshSettings {
     /// Whether the ssh-agent's keys are tried (not after `IdentitiesOnly yes`,
     /// `IdentityAgent none`, or identity files given to the builder).
     pub use_agent: bool,
-    /// `CertificateFile`s, expanded. leadpipe does not offer certificates yet: a config
-    /// naming one is refused unless the keyword is ignored or identity files are given.
+    /// The user certificates offered with the keys they certify (the builder's
+    /// [`certificate_file`](SshBuilder::certificate_file)s, else the config's
+    /// `CertificateFile`s, expanded), before any `KEY-cert.pub` beside an identity file.
     pub certificate_files: Vec<PathBuf>,
     /// The user known_hosts files (`AcceptNew` appends to the first).
     pub known_hosts_files: Vec<PathBuf>,
@@ -587,7 +736,7 @@ pub struct SshSettings {
     pub host_key_alias: Option<String>,
     /// What to do with host keys known_hosts does not vouch for.
     pub host_key_policy: HostKeyPolicy,
-    /// `CheckHostIP` as the config says it.
+    /// `CheckHostIP`: whether the address's known_hosts entry is checked and recorded too.
     pub check_host_ip: bool,
     /// The `ProxyJump` hops, as written (`[user@]host[:port][,...]`); `None` when the
     /// builder's [`jump`](SshBuilder::jump) is used or no hop is set.
@@ -604,18 +753,24 @@ pub struct SshSettings {
     pub keepalive_interval: Option<Duration>,
     /// Unanswered keepalives before the connection is given up.
     pub keepalive_max: usize,
-    /// `ForwardAgent` (a socket path counts as yes). Not acted on: leadpipe does not
-    /// forward the agent.
+    /// Whether the agent is forwarded (the builder's
+    /// [`forward_agent`](SshBuilder::forward_agent), else `ForwardAgent`; a socket path
+    /// counts as yes).
     pub forward_agent: bool,
+    /// The local agent socket served to the remote side: the one `ForwardAgent` names,
+    /// else `$SSH_AUTH_SOCK`; `None` when nothing is forwarded.
+    pub forward_agent_socket: Option<PathBuf>,
     /// `SetEnv`: set in the environment of every command on the machine.
     pub set_env: Vec<(String, String)>,
-    /// `SendEnv` patterns. Not acted on: leadpipe sends no local variables (use
-    /// [`SshMachine::with_env`]).
+    /// `SendEnv` patterns: the local variables they select are set in every command's
+    /// environment, under `SetEnv`.
     pub send_env: Vec<String>,
     /// The key exchange methods offered, most preferred first (`KexAlgorithms` applied
     /// to leadpipe's list).
     pub kex_algorithms: Vec<String>,
     /// The host key algorithms accepted (`HostKeyAlgorithms` applied to leadpipe's list).
+    /// Where an `@cert-authority` line applies to the host, the certificate variants the
+    /// list allows are offered ahead of these.
     pub host_key_algorithms: Vec<String>,
     /// The ciphers offered (`Ciphers` applied to leadpipe's list).
     pub ciphers: Vec<String>,
@@ -661,6 +816,29 @@ impl fmt::Debug for SshBuilder {
             .field("config_file", &self.config_file)
             .finish_non_exhaustive()
     }
+}
+
+/// The local variables `SendEnv` patterns select, sorted by name. Only names a shell can
+/// export (`[A-Za-z_][A-Za-z0-9_]*`) are taken: they are delivered the way every
+/// command's environment is.
+fn send_env(patterns: &[String]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    if patterns.is_empty() {
+        return Vec::new();
+    }
+    let mut selected: Vec<_> = std::env::vars_os()
+        .filter(|(name, _)| {
+            name.to_str().is_some_and(|name| {
+                let exportable = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                exportable
+                    && patterns
+                        .iter()
+                        .any(|p| super::known_hosts::glob_matches(p, name))
+            })
+        })
+        .collect();
+    selected.sort();
+    selected
 }
 
 fn home() -> Option<PathBuf> {

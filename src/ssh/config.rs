@@ -37,7 +37,8 @@
 //!
 //! # Expansions
 //!
-//! `IdentityFile`, `CertificateFile` and `UserKnownHostsFile` expand a leading `~`,
+//! `IdentityFile`, `CertificateFile`, `UserKnownHostsFile` and a `ForwardAgent` socket
+//! path expand a leading `~`,
 //! `${VAR}` from the environment, and the tokens `%C` (SHA-1 of `%l%h%p%r`), `%d` (home
 //! directory), `%h` (the host to connect to), `%i` (local uid), `%k` (`HostKeyAlias`, else
 //! the host as given), `%L` (local host name up to the first dot), `%l` (local host name),
@@ -217,10 +218,15 @@ pub(crate) struct HostConfig {
     pub(crate) proxy_command: Option<String>,
     /// `ForwardAgent` (a socket path counts as yes).
     pub(crate) forward_agent: Option<bool>,
+    /// The socket `ForwardAgent` names (`~`, `${VAR}` and tokens expanded; `$VAR` read
+    /// from the environment), when it names one instead of `yes`.
+    pub(crate) forward_agent_socket: Option<PathBuf>,
     /// `SetEnv`: `NAME=value` pairs of the first applicable line.
     pub(crate) set_env: Vec<(String, String)>,
     /// `SendEnv` patterns, after `-pattern` removals.
     pub(crate) send_env: Vec<String>,
+    /// The `SendEnv` patterns of `send_env` that only the system file gave.
+    pub(crate) system_send_env: Vec<String>,
     /// `Ciphers`, `KexAlgorithms`, `MACs`, `HostKeyAlgorithms`.
     pub(crate) algorithms: AlgorithmLists,
     /// Lines that apply and ask for what leadpipe does not do.
@@ -470,12 +476,19 @@ struct Resolver<'a> {
     proxy_jump: Option<Option<String>>,
     /// `ProxyCommand`: the outer `Some` records that a value was seen, even `none`.
     proxy_command: Option<Option<Located>>,
-    /// `ForwardAgent`.
+    /// `ForwardAgent`: the flag, or the socket it names.
     forward_agent: Option<bool>,
+    /// The first socket path `ForwardAgent` named: kept apart from the flag, as OpenSSH
+    /// keeps it (`ForwardAgent no` then a path: not forwarded, the path still shown).
+    forward_agent_path: Option<Located>,
     /// `SetEnv`.
     set_env: Option<Vec<(String, String)>>,
     /// `SendEnv`.
     send_env: Vec<String>,
+    /// `SendEnv` patterns read in the system file, and in a user file.
+    send_env_from: (Vec<String>, Vec<String>),
+    /// Whether the file being read is the user's (else the system's).
+    in_user_file: bool,
     /// `CanonicalizeHostname` other than `no`.
     canonicalize: Option<bool>,
     /// The algorithm lists.
@@ -515,8 +528,11 @@ impl<'a> Resolver<'a> {
             proxy_jump: None,
             proxy_command: None,
             forward_agent: None,
+            forward_agent_path: None,
             set_env: None,
             send_env: Vec::new(),
+            send_env_from: (Vec::new(), Vec::new()),
+            in_user_file: true,
             canonicalize: None,
             algorithms: AlgorithmLists::default(),
             unhonoured: Vec::new(),
@@ -550,6 +566,7 @@ impl<'a> Resolver<'a> {
         depth: usize,
     ) -> Result<(), ConfigError> {
         let mut applies = reach == Reach::Applies;
+        self.in_user_file = user_file;
         for (index, raw) in text.lines().enumerate() {
             let at = |message: String| ConfigError {
                 path: path.map(Path::to_owned),
@@ -939,9 +956,15 @@ impl<'a> Resolver<'a> {
             }
             "forwardagent" => {
                 let value = one_value("ForwardAgent", args)?;
-                let flag = parse_flag("ForwardAgent", value).unwrap_or(true);
+                let (flag, path) = match parse_flag("ForwardAgent", value) {
+                    Ok(flag) => (flag, None),
+                    Err(_) => (true, Some(located(value))),
+                };
                 if applies && self.forward_agent.is_none() {
                     self.forward_agent = Some(flag);
+                }
+                if applies && self.forward_agent_path.is_none() {
+                    self.forward_agent_path = path;
                 }
             }
             "setenv" => {
@@ -968,7 +991,15 @@ impl<'a> Resolver<'a> {
                     for arg in args {
                         match arg.strip_prefix('-') {
                             Some(pattern) => self.send_env.retain(|n| !glob_matches(pattern, n)),
-                            None => self.send_env.push(arg.clone()),
+                            None => {
+                                self.send_env.push(arg.clone());
+                                let from = if self.in_user_file {
+                                    &mut self.send_env_from.1
+                                } else {
+                                    &mut self.send_env_from.0
+                                };
+                                from.push(arg.clone());
+                            }
                         }
                     }
                 }
@@ -1096,6 +1127,13 @@ impl<'a> Resolver<'a> {
         };
         let identity_files = expand_all("IdentityFile", &self.identity_files)?;
         let certificate_files = expand_all("CertificateFile", &self.certificate_files)?;
+        let forward_agent_socket = match &self.forward_agent_path {
+            Some(socket) => match socket.value.strip_prefix('$') {
+                Some(name) if !name.starts_with('{') => std::env::var_os(name).map(PathBuf::from),
+                _ => Some(expand_path("ForwardAgent", socket)?),
+            },
+            _ => None,
+        };
         let user_known_hosts_files = match &self.user_known_hosts_files {
             Some(files) => Some(expand_all("UserKnownHostsFile", files)?),
             None => None,
@@ -1118,23 +1156,6 @@ impl<'a> Resolver<'a> {
                     "ProxyCommand",
                     "`ProxyCommand -` means ssh's own stdin and stdout, which a library does \
                      not have",
-                ));
-            }
-        }
-        if let Some(first) = self.certificate_files.first() {
-            unhonoured.push(first.unhonoured(
-                "CertificateFile",
-                "leadpipe does not offer certificates, so it would log in differently",
-            ));
-        }
-        let proxied = proxy_command.is_some() || matches!(self.proxy_jump, Some(Some(_)));
-        if let Some((true, line)) = &self.check_host_ip {
-            // As in OpenSSH, the address is not checked through a proxy or for an address.
-            if !proxied && !is_address(&host) {
-                unhonoured.push(line.unhonoured(
-                    "CheckHostIP",
-                    "leadpipe does not check the address's known_hosts entry, which OpenSSH \
-                     refuses on when it changed",
                 ));
             }
         }
@@ -1170,7 +1191,12 @@ impl<'a> Resolver<'a> {
             proxy_jump: self.proxy_jump.flatten(),
             proxy_command: proxy_command.map(|c| c.value),
             forward_agent: self.forward_agent,
+            forward_agent_socket,
             set_env: self.set_env.unwrap_or_default(),
+            system_send_env: (self.send_env.iter())
+                .filter(|p| self.send_env_from.0.contains(p) && !self.send_env_from.1.contains(p))
+                .cloned()
+                .collect(),
             send_env: self.send_env,
             algorithms: self.algorithms,
             unhonoured,
@@ -2137,7 +2163,6 @@ Host web1
         assert_eq!(
             unhonoured(text, "web1"),
             owned(&[
-                ("CertificateFile", 3),
                 ("KnownHostsCommand", 6),
                 ("BindAddress", 8),
                 ("IdentityAgent", 9),
@@ -2148,29 +2173,21 @@ Host web1
         // The first value wins here too: `none` first means nothing to refuse.
         let text = "ProxyCommand none\nProxyCommand nc %h %p\nKnownHostsCommand none\n";
         assert_eq!(unhonoured(text, "h"), owned(&[]));
-        // CheckHostIP (moot above through the ProxyCommand) is moot through a proxy or
-        // for an address, as in OpenSSH.
-        assert_eq!(
-            unhonoured("CheckHostIP yes\n", "h"),
-            owned(&[("CheckHostIP", 1)])
-        );
-        assert_eq!(
-            unhonoured("CheckHostIP yes\nProxyJump b\n", "h"),
-            owned(&[])
-        );
-        assert_eq!(unhonoured("CheckHostIP yes\n", "10.1.2.3"), owned(&[]));
+        // Certificates and CheckHostIP are honoured.
+        let text = "CertificateFile ~/.ssh/id-cert.pub\nCheckHostIP yes\n";
+        assert_eq!(unhonoured(text, "h"), owned(&[]));
         // The message names file, line and keyword, and the way out.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
-        fs::write(&path, "Host *\n\n  CertificateFile ~/.ssh/id-cert.pub\n").unwrap();
+        fs::write(&path, "Host *\n\n  KnownHostsCommand /bin/keys %h\n").unwrap();
         let config = resolve_file(&path, "h", &ctx()).unwrap();
         let message = config.unhonoured[0].to_string();
         assert_eq!(
             message,
             format!(
-                "{}:3: CertificateFile is not supported by leadpipe (leadpipe does not offer \
-                 certificates, so it would log in differently); set it on the builder, or \
-                 call ignore_config_keyword(\"CertificateFile\") to connect without it",
+                "{}:3: KnownHostsCommand is not supported by leadpipe (it would trust the host \
+                 keys a command prints); set it on the builder, or call \
+                 ignore_config_keyword(\"KnownHostsCommand\") to connect without it",
                 path.display()
             )
         );
@@ -2312,6 +2329,42 @@ AddKeysToAgent confirm
             get("ForwardAgent ~/agent.sock\n", "h").forward_agent,
             Some(true)
         );
+        assert_eq!(
+            get("ForwardAgent ~/%n.sock\n", "h").forward_agent_socket,
+            Some(PathBuf::from("/home/ann/h.sock"))
+        );
+        assert_eq!(get(text, "h").forward_agent_socket, None);
+        // The flag and the socket each take their first value, as in OpenSSH.
+        let later = get("ForwardAgent no\nForwardAgent /run/a.sock\n", "h");
+        assert_eq!(later.forward_agent, Some(false));
+        let both = get("ForwardAgent yes\nForwardAgent /run/a.sock\n", "h");
+        assert_eq!(both.forward_agent, Some(true));
+        assert_eq!(
+            both.forward_agent_socket,
+            Some(PathBuf::from("/run/a.sock"))
+        );
+    }
+
+    #[test]
+    fn send_env_of_the_system_file_alone_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("config");
+        let system = dir.path().join("ssh_config");
+        fs::write(&user, "SendEnv LEADPIPE_* LANG\n").unwrap();
+        fs::write(&system, "Host *\n    SendEnv LANG LC_*\n").unwrap();
+        let sources = [
+            Source {
+                path: user,
+                user: true,
+            },
+            Source {
+                path: system,
+                user: false,
+            },
+        ];
+        let config = resolve_sources(&sources, "h", &ctx(), &[]).unwrap();
+        assert_eq!(config.send_env, ["LEADPIPE_*", "LANG", "LANG", "LC_*"]);
+        assert_eq!(config.system_send_env, ["LC_*"]);
     }
 
     #[test]

@@ -12,10 +12,14 @@ use std::{
 use russh::{
     ChannelOpenFailure, MethodKind,
     client::{self, Handle, Msg},
-    keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate},
+    keys::{
+        HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate, agent::AgentIdentity,
+        ssh_key::public::KeyData,
+    },
 };
 
 use super::{
+    certificates,
     known_hosts::{self, Verdict},
     reverse_forwards::{Forwards, serve_forwarded},
     slots::{Refused, Slot, Slots, Taken},
@@ -64,8 +68,18 @@ pub(crate) struct Settings {
     pub(crate) port: u16,
     pub(crate) user: String,
     pub(crate) identity_files: Vec<PathBuf>,
+    /// `CertificateFile`s: offered with the identity file or agent key they certify.
+    pub(crate) certificate_files: Vec<PathBuf>,
+    /// The local agent socket served to the server (`ForwardAgent`), if any.
+    pub(crate) agent_socket: Option<PathBuf>,
+    /// The `SendEnv` patterns acted on: the local variables they select are set in every
+    /// command's environment.
+    pub(crate) send_env: Vec<String>,
     /// Whether to try the ssh-agent's keys (`SSH_AUTH_SOCK`).
     pub(crate) use_agent: bool,
+    /// Whether the agent may sign for an identity file it holds (not after
+    /// `IdentityAgent none`), even when its other keys are not tried.
+    pub(crate) agent_for_identities: bool,
     pub(crate) password: Option<String>,
     pub(crate) passphrase: Option<String>,
     /// Asked for the passphrase of an encrypted key when none was given.
@@ -73,6 +87,8 @@ pub(crate) struct Settings {
     pub(crate) known_hosts: Vec<PathBuf>,
     /// `HostKeyAlias`: the name (without port) host keys are looked up under.
     pub(crate) host_key_alias: Option<String>,
+    /// `CheckHostIP yes`: the address's known_hosts entry is checked and recorded too.
+    pub(crate) check_host_ip: bool,
     pub(crate) host_key_policy: HostKeyPolicy,
     pub(crate) connect_timeout: Duration,
     /// TCP connections tried, a second apart, before giving up (`ConnectionAttempts`).
@@ -145,6 +161,20 @@ fn connect_failure(error: russh::Error) -> (String, io::Error) {
     (reason, source)
 }
 
+/// [`connect_failure`] for an error of the handshake, before authentication: a server
+/// that closes the connection there (sshd over its `MaxStartups`, or refusing this client)
+/// is `ConnectionAborted`, a kind a caller may retry.
+fn handshake_failure(error: russh::Error) -> (String, io::Error) {
+    match error {
+        russh::Error::Disconnect => {
+            let reason = "the server closed the connection during the SSH handshake".to_owned();
+            let source = io::Error::new(io::ErrorKind::ConnectionAborted, reason.clone());
+            (reason, source)
+        }
+        other => connect_failure(other),
+    }
+}
+
 /// The data of a channel-open failure.
 pub(crate) fn refusal(failure: &ChannelOpenFailure) -> ChannelRefusal {
     match failure {
@@ -163,11 +193,15 @@ pub(crate) struct Client {
     host: String,
     port: u16,
     known_hosts: Vec<PathBuf>,
+    /// `CheckHostIP yes`: the address (and port) whose known_hosts entry is checked too.
+    check_ip: Option<(String, u16)>,
     policy: HostKeyPolicy,
     /// Why the key was refused, for the error (russh only reports "unknown key").
     refusal: Arc<Mutex<Option<Error>>>,
     /// Our reverse tunnels: the only forwarded channels accepted.
     forwards: Arc<Forwards>,
+    /// The agent socket agent channels are served from; `None` refuses them.
+    agent_socket: Option<PathBuf>,
     /// The TCP socket while connecting, for [`QuickAck`].
     quick_ack: QuickAck,
 }
@@ -218,6 +252,75 @@ impl QuickAck {
 impl client::Handler for Client {
     type Error = russh::Error;
 
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        // Only when we asked for forwarding; dropping `reply` refuses the channel.
+        if let Some(socket) = &self.agent_socket {
+            reply.accept().await;
+            super::agent_forward::serve(channel, socket.clone());
+        }
+        Ok(())
+    }
+
+    // What this side never asks for is refused (dropping `reply` refuses): russh accepts
+    // these by default, and a channel nobody drains would stall the connection.
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: russh::Channel<Msg>,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: russh::Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: russh::Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: russh::Channel<Msg>,
+        _socket_path: &str,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: russh::Channel<Msg>,
+        _socket_path: &str,
+        _reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
     async fn server_channel_open_forwarded_tcpip(
         &mut self,
         channel: russh::Channel<Msg>,
@@ -254,19 +357,18 @@ impl client::Handler for Client {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> std::result::Result<bool, Self::Error> {
-        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
-            self.refuse(
-                HostKeyProblem::Certificate,
-                None,
-                "the server presented a host certificate; leadpipe checks plain host keys only",
-            );
-            return Ok(false);
-        };
         if self.policy == HostKeyPolicy::AcceptAny {
             return Ok(true);
         }
-        let key_type = key.algorithm().as_str().to_owned();
-        let blob = key.to_bytes().unwrap_or_default();
+        let (plain, certificate) = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => (key.clone(), None),
+            PublicKeyOrCertificate::Certificate(cert) => (
+                russh::keys::PublicKey::new(cert.public_key().clone(), ""),
+                Some(cert),
+            ),
+        };
+        let key_type = plain.algorithm().as_str().to_owned();
+        let blob = plain.to_bytes().unwrap_or_default();
         let fingerprint = known_hosts::fingerprint(&blob);
         let files = self.known_hosts.clone();
         let verdict = known_hosts::check_files(&files, &self.host, self.port, &key_type, &blob);
@@ -277,14 +379,42 @@ impl client::Handler for Client {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if let Some(cert) = certificate
+            && !matches!(verdict, Ok(Verdict::Revoked { .. }))
+        {
+            match self.certificate_refusal(cert) {
+                Ok(None) => return Ok(true),
+                Ok(Some(refused)) if !matches!(verdict, Ok(Verdict::Trusted)) => {
+                    self.refuse(refused.problem, Some(&fingerprint), &refused.reason);
+                    return Ok(false);
+                }
+                // As OpenSSH: a certificate that fails is retried as the plain key in it,
+                // which a known_hosts line may still trust.
+                Ok(Some(refused)) => {
+                    tracing::warn!(
+                        host = %self.host,
+                        "host certificate not trusted ({}); its key is in known_hosts",
+                        refused.reason
+                    );
+                }
+                Err(error) => {
+                    self.refuse(
+                        HostKeyProblem::Unreadable,
+                        Some(&fingerprint),
+                        &format!("cannot read known_hosts ({}): {error}", shown_files()),
+                    );
+                    return Ok(false);
+                }
+            }
+        }
         match verdict {
-            Ok(Verdict::Trusted) => Ok(true),
+            Ok(Verdict::Trusted) => Ok(self.address_agrees(&key_type, &blob, &fingerprint)),
             Ok(Verdict::Unknown) if self.policy == HostKeyPolicy::AcceptNew => {
                 let added = files.first().zip(known_hosts::entry_line(
                     &self.host, self.port, &key_type, &blob,
                 ));
                 match added.map(|(path, line)| known_hosts::append(path, &line)) {
-                    Some(Ok(())) => Ok(true),
+                    Some(Ok(())) => Ok(self.address_agrees(&key_type, &blob, &fingerprint)),
                     Some(Err(error)) => {
                         self.refuse(
                             HostKeyProblem::NotRecorded,
@@ -349,6 +479,95 @@ impl client::Handler for Client {
 }
 
 impl Client {
+    /// `CheckHostIP yes`, as OpenSSH does it once the host's key is trusted: the address's
+    /// known_hosts entry must not list another key (refused, as OpenSSH refuses unless
+    /// `StrictHostKeyChecking no`) nor have it revoked; a missing entry is added to the
+    /// first known_hosts file, with a warning.
+    fn address_agrees(&self, key_type: &str, blob: &[u8], fingerprint: &str) -> bool {
+        let Some((address, port)) = &self.check_ip else {
+            return true;
+        };
+        let files = &self.known_hosts;
+        match known_hosts::check_files(files, address, *port, key_type, blob) {
+            Ok(Verdict::Trusted) => true,
+            Ok(Verdict::Unknown) => {
+                let added = files
+                    .first()
+                    .zip(known_hosts::entry_line(address, *port, key_type, blob))
+                    .map(|(path, line)| (path, known_hosts::append(path, &line)));
+                match added {
+                    Some((path, Ok(()))) => tracing::warn!(
+                        "permanently added the {key_type} host key for IP address {address} to \
+                         {}",
+                        path.display()
+                    ),
+                    Some((path, Err(error))) => tracing::warn!(
+                        "failed to add the {key_type} host key for IP address {address} to {}: \
+                         {error}",
+                        path.display()
+                    ),
+                    None => {}
+                }
+                true
+            }
+            Ok(Verdict::Changed { path, line, .. }) => {
+                let reason = format!(
+                    "the {key_type} host key for {:?} ({fingerprint}) differs from the key for \
+                     the IP address {address} ({} line {line}), and CheckHostIP yes refuses \
+                     that: the address may now belong to another server, or someone is \
+                     intercepting the connection",
+                    self.host,
+                    path.display()
+                );
+                self.refuse(HostKeyProblem::Changed, Some(fingerprint), &reason);
+                false
+            }
+            Ok(Verdict::Revoked { path, line }) => {
+                let reason = format!(
+                    "its {key_type} key {fingerprint} is revoked for the IP address {address} \
+                     ({} line {line})",
+                    path.display()
+                );
+                self.refuse(HostKeyProblem::Revoked, Some(fingerprint), &reason);
+                false
+            }
+            // The same files were just read for the host.
+            Err(_) => true,
+        }
+    }
+
+    /// Why the host certificate `cert` is not trusted (`None`: it is): checked against the
+    /// `@cert-authority` lines for the host, whose CA must not be `@revoked`.
+    fn certificate_refusal(
+        &self,
+        cert: &russh::keys::Certificate,
+    ) -> io::Result<Option<certificates::Refused>> {
+        let authorities = known_hosts::authorities(&self.known_hosts, &self.host, self.port)?;
+        let authority =
+            match certificates::check_host(cert, &authorities, &self.host, certificates::now()) {
+                Ok(authority) => authority,
+                Err(refused) => return Ok(Some(refused)),
+            };
+        let verdict = known_hosts::check_files(
+            &self.known_hosts,
+            &self.host,
+            self.port,
+            &authority.key_type,
+            &authority.key_blob,
+        )?;
+        Ok(match verdict {
+            Verdict::Revoked { path, line } => Some(certificates::Refused {
+                problem: HostKeyProblem::Revoked,
+                reason: format!(
+                    "its host certificate is signed by the CA {}, which is revoked ({} line {line})",
+                    known_hosts::fingerprint(&authority.key_blob),
+                    path.display()
+                ),
+            }),
+            _ => None,
+        })
+    }
+
     fn refuse(&self, problem: HostKeyProblem, fingerprint: Option<&str>, reason: &str) {
         let destination = if self.port == 22 {
             self.host.clone()
@@ -378,6 +597,8 @@ pub(crate) struct Connection {
     _proxy: Option<super::proxy::ProxyGuard>,
     /// The session channels: the server's limit, callers waiting, the spare.
     slots: Arc<Slots>,
+    /// Whether every session channel asks for agent forwarding (`ForwardAgent`).
+    forward_agent: bool,
     /// Whether the login shell can read the remote line itself (learnt from the first
     /// command's report).
     pub(crate) login_shell: super::remote_line::LoginShell,
@@ -419,8 +640,14 @@ impl Connection {
                     settings.connect_error(None, reason, Some(e))
                 })?;
                 proxy = Some(guard);
-                Connection::handshake(settings, stream, forwards.clone(), QuickAck::default())
-                    .await?
+                Connection::handshake(
+                    settings,
+                    stream,
+                    None,
+                    forwards.clone(),
+                    QuickAck::default(),
+                )
+                .await?
             }
             None => {
                 let mut attempt = 1;
@@ -442,10 +669,15 @@ impl Connection {
                     .set_nodelay(true)
                     .map_err(|e| settings.connect_error(at, e.to_string(), Some(e)))?;
                 let quick_ack = QuickAck::of(&stream);
-                let handle =
-                    Connection::handshake(settings, stream, forwards.clone(), quick_ack.clone())
-                        .await
-                        .map_err(|e| e.at_address(address));
+                let handle = Connection::handshake(
+                    settings,
+                    stream,
+                    Some(address),
+                    forwards.clone(),
+                    quick_ack.clone(),
+                )
+                .await
+                .map_err(|e| e.at_address(address));
                 quick_ack_done = quick_ack;
                 handle?
             }
@@ -471,8 +703,14 @@ impl Connection {
                         settings.connect_error(None, reason, None)
                     })?;
                 let stream = channel.into_stream();
-                Connection::handshake(settings, stream, forwards.clone(), QuickAck::default())
-                    .await?
+                Connection::handshake(
+                    settings,
+                    stream,
+                    None,
+                    forwards.clone(),
+                    QuickAck::default(),
+                )
+                .await?
             }
         };
         let connection = Connection {
@@ -482,6 +720,7 @@ impl Connection {
             _via: via,
             _proxy: proxy,
             slots: Slots::new(settings.max_channels),
+            forward_agent: settings.agent_socket.is_some(),
             login_shell: super::remote_line::LoginShell::default(),
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
@@ -509,17 +748,31 @@ impl Connection {
     async fn handshake<S>(
         settings: &Settings,
         stream: S,
+        peer: Option<SocketAddr>,
         forwards: Arc<Forwards>,
         quick_ack: QuickAck,
     ) -> Result<Handle<Client>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        // OpenSSH looks an alias up bare, whatever the port.
+        let (key_host, key_port) = match &settings.host_key_alias {
+            Some(alias) => (alias.clone(), 22),
+            None => (settings.host.clone(), settings.port),
+        };
+        let mut preferred = settings.preferred.clone();
+        // Host certificates (those `HostKeyAlgorithms` allows) are asked for only where an
+        // `@cert-authority` line could vouch for one, as OpenSSH orders them: elsewhere a
+        // plain key is what known_hosts checks.
+        let authorities = known_hosts::authorities(&settings.known_hosts, &key_host, key_port);
+        if !authorities.is_ok_and(|found| !found.is_empty()) {
+            preferred.host_key_certificates = Vec::new().into();
+        }
         let config = client::Config {
             // 8 MiB: 2 MiB moves only ~1 MiB per round trip over a WAN; above ~12 MiB sshd
             // itself became the bottleneck in measurements.
             window_size: 8 << 20,
-            preferred: settings.preferred.clone(),
+            preferred,
             // A quiet long-running command is not an idle connection.
             inactivity_timeout: None,
             keepalive_interval: settings.keepalive_interval,
@@ -528,19 +781,18 @@ impl Connection {
             ..Default::default()
         };
         let refusal = Arc::new(Mutex::new(None));
-        // OpenSSH looks an alias up bare, whatever the port.
-        let (key_host, key_port) = match &settings.host_key_alias {
-            Some(alias) => (alias.clone(), 22),
-            None => (settings.host.clone(), settings.port),
-        };
         let client = Client {
             given: settings.given.clone(),
             host: key_host,
             port: key_port,
             known_hosts: settings.known_hosts.clone(),
+            check_ip: peer.filter(|_| settings.check_host_ip).and_then(|peer| {
+                address_to_check(&settings.host, peer).map(|ip| (ip, settings.port))
+            }),
             policy: settings.host_key_policy,
             refusal: refusal.clone(),
             forwards,
+            agent_socket: settings.agent_socket.clone(),
             quick_ack,
         };
         let handshake = client::connect_stream(Arc::new(config), stream, client);
@@ -554,7 +806,7 @@ impl Connection {
             .map_err(|e| match refusal.lock().ok().and_then(|mut r| r.take()) {
                 Some(refused) => refused,
                 None => {
-                    let (reason, source) = connect_failure(e);
+                    let (reason, source) = handshake_failure(e);
                     settings.connect_error(None, reason, Some(source))
                 }
             })?;
@@ -604,6 +856,10 @@ impl Connection {
         loop {
             match self.handle.channel_open_session().await {
                 Ok(channel) => {
+                    // Asked before any exec, without a reply to wait for (as `ssh -A`).
+                    if self.forward_agent {
+                        let _ = channel.agent_forward(false).await;
+                    }
                     self.slots.confirmed(&mut slot);
                     return Ok(Some((channel, slot)));
                 }
@@ -660,13 +916,17 @@ impl Connection {
 
 /// Tries, in order: the identity files given (builder or ssh_config), the password given,
 /// the ssh-agent's keys, the default identity files (when none were given), then
-/// keyboard-interactive answered with the password. Records every attempt for the error.
+/// keyboard-interactive answered with the password. Each key goes with its certificates
+/// first (`CertificateFile`s that certify it, then `KEY-cert.pub`), each agent certificate
+/// as it is. Records every attempt for the error, and the `CertificateFile`s no key took.
 async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Result<()> {
     let mut auth = Attempts {
         handle,
         settings,
         tried: Vec::new(),
         accepted: Vec::new(),
+        offered_certificates: Vec::new(),
+        agent_tried: Vec::new(),
     };
     for path in &settings.identity_files {
         if auth.key(path).await? {
@@ -678,7 +938,8 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
     {
         return Ok(());
     }
-    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() && auth.agent().await? {
+    if settings.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() && auth.agent(None).await?
+    {
         return Ok(());
     }
     if settings.identity_files.is_empty() {
@@ -707,6 +968,15 @@ async fn authenticate(handle: &mut Handle<Client>, settings: &Settings) -> Resul
                 .collect();
         }
     }
+    for path in &settings.certificate_files {
+        if !auth.offered_certificates.contains(path) {
+            let why = certificates::unreadable(path).unwrap_or_else(|| {
+                "no identity file or agent key holds the private key it certifies".to_owned()
+            });
+            auth.tried
+                .push(format!("certificate {} ({why})", path.display()));
+        }
+    }
     Err(Error::Auth {
         destination: settings.destination(),
         given: settings.given.clone(),
@@ -721,6 +991,10 @@ struct Attempts<'a> {
     settings: &'a Settings,
     tried: Vec<String>,
     accepted: Vec<String>,
+    /// The `CertificateFile`s offered so far (the others are named in the error).
+    offered_certificates: Vec<PathBuf>,
+    /// The agent identities tried so far (wire blobs), so none is offered twice.
+    agent_tried: Vec<Vec<u8>>,
 }
 
 impl Attempts<'_> {
@@ -750,11 +1024,46 @@ impl Attempts<'_> {
         let key = match load_key(path, self.settings) {
             Ok(key) => key,
             Err(reason) => {
+                // As `ssh`: a key the agent holds signs there (an encrypted file without
+                // its passphrase, with `IdentitiesOnly` too).
+                if self.settings.agent_for_identities
+                    && std::env::var_os("SSH_AUTH_SOCK").is_some()
+                    && let Some(public) = public_key_of(path)
+                    && self.agent(Some(&public)).await?
+                {
+                    return Ok(true);
+                }
                 self.tried
                     .push(format!("key {} ({reason})", path.display()));
                 return Ok(false);
             }
         };
+        let key = Arc::new(key);
+        let user = self.settings.user.clone();
+        let certificates = certificates::for_key(
+            key.public_key().key_data(),
+            Some(path),
+            &self.settings.certificate_files,
+        );
+        for (cert_path, cert) in certificates {
+            let note = certificates::outside_validity(&cert, certificates::now())
+                .map(|why| format!(" (which {why})"))
+                .unwrap_or_default();
+            self.offered_certificates.push(cert_path.clone());
+            let result = self
+                .handle
+                .authenticate_openssh_cert(user.clone(), key.clone(), cert)
+                .await
+                .map_err(|e| self.error(e))?;
+            if self.succeeded(result) {
+                return Ok(true);
+            }
+            self.tried.push(format!(
+                "key {} with certificate {}{note}",
+                path.display(),
+                cert_path.display()
+            ));
+        }
         let hash = if key.algorithm().is_rsa() {
             let best = self
                 .handle
@@ -765,10 +1074,9 @@ impl Attempts<'_> {
         } else {
             None
         };
-        let user = self.settings.user.clone();
         let result = self
             .handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
             .await
             .map_err(|e| self.error(e))?;
         if self.succeeded(result) {
@@ -792,23 +1100,83 @@ impl Attempts<'_> {
         Ok(false)
     }
 
-    async fn agent(&mut self) -> Result<bool> {
+    /// The agent's identities, each tried once per connection; `only` keeps those of one
+    /// key (an identity file the agent holds).
+    async fn agent(&mut self, only: Option<&KeyData>) -> Result<bool> {
         let mut agent = match russh::keys::agent::client::AgentClient::connect_env().await {
             Ok(agent) => agent,
             Err(e) => {
-                self.tried.push(format!("ssh-agent ({e})"));
+                if only.is_none() {
+                    self.tried.push(format!("ssh-agent ({e})"));
+                }
                 return Ok(false);
             }
         };
         let identities = agent.request_identities().await.unwrap_or_default();
+        let user = self.settings.user.clone();
         for identity in identities {
-            let key = identity.public_key().into_owned();
+            let data = match &identity {
+                AgentIdentity::PublicKey { key, .. } => key.key_data().clone(),
+                AgentIdentity::Certificate { certificate, .. } => certificate.public_key().clone(),
+            };
+            let identity_key = match &identity {
+                AgentIdentity::PublicKey { key, .. } => key.to_bytes().unwrap_or_default(),
+                AgentIdentity::Certificate { certificate, .. } => {
+                    certificate.to_bytes().unwrap_or_default()
+                }
+            };
+            if only.is_some_and(|only| *only != data) || self.agent_tried.contains(&identity_key) {
+                continue;
+            }
+            self.agent_tried.push(identity_key);
+            let (key, comment, mut certificates) = match identity {
+                AgentIdentity::PublicKey { key, comment } => {
+                    let certificates = certificates::for_key(
+                        key.key_data(),
+                        None,
+                        &self.settings.certificate_files,
+                    );
+                    (Some(key), comment, certificates)
+                }
+                // A certificate the agent holds (`ssh-add` loads `KEY-cert.pub` with KEY).
+                AgentIdentity::Certificate {
+                    certificate,
+                    comment,
+                } => (None, comment, vec![(PathBuf::new(), certificate)]),
+            };
+            for (cert_path, cert) in certificates.drain(..) {
+                let shown = if cert_path.as_os_str().is_empty() {
+                    format!("agent certificate {comment}")
+                } else {
+                    self.offered_certificates.push(cert_path.clone());
+                    format!(
+                        "agent key {comment} with certificate {}",
+                        cert_path.display()
+                    )
+                };
+                let note = certificates::outside_validity(&cert, certificates::now())
+                    .map(|why| format!(" (which {why})"))
+                    .unwrap_or_default();
+                let hash = cert.algorithm().is_rsa().then_some(HashAlg::Sha256);
+                match self
+                    .handle
+                    .authenticate_certificate_with(user.clone(), cert, hash, &mut agent)
+                    .await
+                {
+                    Ok(result) => {
+                        if self.succeeded(result) {
+                            return Ok(true);
+                        }
+                        self.tried.push(format!("{shown}{note}"));
+                    }
+                    Err(e) => self.tried.push(format!("{shown} ({e})")),
+                }
+            }
+            let Some(key) = key else { continue };
             let hash = key.algorithm().is_rsa().then_some(HashAlg::Sha256);
-            let comment = key.comment().to_owned();
-            let user = self.settings.user.clone();
             match self
                 .handle
-                .authenticate_publickey_with(user, key, hash, &mut agent)
+                .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
                 .await
             {
                 Ok(result) => {
@@ -885,6 +1253,20 @@ fn load_key(path: &Path, settings: &Settings) -> std::result::Result<PrivateKey,
     }
 }
 
+/// The public key of an identity file: `PATH.pub`, else the public half an OpenSSH private
+/// key file keeps unencrypted.
+fn public_key_of(path: &Path) -> Option<KeyData> {
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    russh::keys::PublicKey::read_openssh_file(Path::new(&public))
+        .map(|key| key.key_data().clone())
+        .or_else(|_| {
+            russh::keys::PrivateKey::read_openssh_file(path)
+                .map(|key| key.public_key().key_data().clone())
+        })
+        .ok()
+}
+
 /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`: the ones that exist.
 fn default_identities() -> Vec<PathBuf> {
     let Some(home) = std::env::var_os("HOME") else {
@@ -895,6 +1277,16 @@ fn default_identities() -> Vec<PathBuf> {
         .map(|name| PathBuf::from(&home).join(".ssh").join(name))
         .filter(|path| path.exists())
         .collect()
+}
+
+/// The address whose known_hosts entry `CheckHostIP` checks: the one connected to, unless
+/// the host was given as an address or it is a loopback address, where OpenSSH checks
+/// nothing either.
+fn address_to_check(host: &str, peer: SocketAddr) -> Option<String> {
+    let address = peer.ip().to_canonical();
+    let written = address.to_string();
+    let given_as_address = host.parse::<std::net::IpAddr>().is_ok() || host == written;
+    (!given_as_address && !address.is_loopback()).then_some(written)
 }
 
 /// Connects to `host:port` (the first of its addresses that accepts) within `limit`. On
@@ -929,7 +1321,78 @@ async fn dial(
 
 #[cfg(test)]
 mod tests {
-    use super::written_host;
+    use super::{address_to_check, written_host};
+
+    #[test]
+    fn check_host_ip_records_a_new_address_and_refuses_a_changed_one() {
+        use super::{Client, HostKeyPolicy, known_hosts};
+        use crate::{Error, HostKeyProblem};
+        use std::sync::{Arc, Mutex};
+        const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIMjhWeb0/nh+pF88fiwvI39dFP8NLYgLbqVG7L1Z0HXX";
+        const KEY_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIHVPAIu1pzqjFXDkrcyBa6dfpyx8J9xKDBrDdbVMhVnp";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("web1 ssh-ed25519 {KEY_A}\n")).unwrap();
+        let client = Client {
+            given: "web1".into(),
+            host: "web1".into(),
+            port: 22,
+            known_hosts: vec![file.clone()],
+            check_ip: Some(("192.0.2.7".into(), 22)),
+            policy: HostKeyPolicy::Strict,
+            refusal: Arc::new(Mutex::new(None)),
+            forwards: Arc::default(),
+            agent_socket: None,
+            quick_ack: super::QuickAck::default(),
+        };
+        let blob = |text: &str| data_encoding::BASE64.decode(text.as_bytes()).unwrap();
+        let fingerprint = known_hosts::fingerprint(&blob(KEY_A));
+        // A new address is recorded, and then trusted.
+        assert!(client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            text,
+            format!("web1 ssh-ed25519 {KEY_A}\n192.0.2.7 ssh-ed25519 {KEY_A}\n")
+        );
+        assert!(client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+        // The address listing another key is refused, naming both.
+        std::fs::write(
+            &file,
+            format!("web1 ssh-ed25519 {KEY_A}\n192.0.2.7 ssh-ed25519 {KEY_B}\n"),
+        )
+        .unwrap();
+        assert!(!client.address_agrees("ssh-ed25519", &blob(KEY_A), &fingerprint));
+        let refused = client.refusal.lock().unwrap().take().unwrap();
+        let Error::HostKey {
+            problem, reason, ..
+        } = &refused
+        else {
+            panic!("{refused}");
+        };
+        assert_eq!(*problem, HostKeyProblem::Changed);
+        assert!(
+            reason.contains("differs from the key for the IP address 192.0.2.7"),
+            "{reason}"
+        );
+        assert!(reason.contains("line 2"), "{reason}");
+    }
+
+    #[test]
+    fn check_host_ip_skips_addresses_and_loopback_as_openssh_does() {
+        let peer = |text: &str| text.parse().unwrap();
+        assert_eq!(
+            address_to_check("web1", peer("192.0.2.7:22")),
+            Some("192.0.2.7".to_owned())
+        );
+        assert_eq!(
+            address_to_check("web1", peer("[2001:db8::7]:2222")),
+            Some("2001:db8::7".to_owned())
+        );
+        assert_eq!(address_to_check("192.0.2.7", peer("192.0.2.7:22")), None);
+        assert_eq!(address_to_check("localhost", peer("127.0.0.1:22")), None);
+        assert_eq!(address_to_check("localhost", peer("[::1]:22")), None);
+    }
 
     #[test]
     fn the_written_host_is_the_name_without_user_and_port() {

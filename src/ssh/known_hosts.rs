@@ -21,8 +21,9 @@
 //! - Host names compare case-insensitively: both the name being looked up and the patterns
 //!   are lowercased (ASCII) first, as `ssh` does before it hashes or matches.
 //! - `@revoked` lines list keys that must never be accepted. `@cert-authority` lines name
-//!   CAs that sign *certificate* host keys; leadpipe verifies plain host keys only, so a CA
-//!   line never makes a key trusted, and never makes it look changed either.
+//!   CAs that sign *certificate* host keys for the hosts their patterns match
+//!   ([`authorities`]); a CA line never makes a plain key trusted, and never makes it look
+//!   changed either.
 //!
 //! Anything malformed (unknown marker, bad base64, a blob whose embedded type disagrees
 //! with the line's key type, a truncated line) is skipped, like OpenSSH skips it: a broken
@@ -106,6 +107,32 @@ pub(crate) fn check_files(
     key_blob: &[u8],
 ) -> io::Result<Verdict> {
     let wanted = Wanted::new(host, port, key_type, key_blob);
+    Ok(scan_files(paths, &wanted)?.verdict(key_type))
+}
+
+/// A certificate authority an `@cert-authority` line trusts for a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Authority {
+    /// The CA key's type name.
+    pub(crate) key_type: String,
+    /// The CA key's wire-format blob.
+    pub(crate) key_blob: Vec<u8>,
+    /// The file holding the line.
+    pub(crate) path: PathBuf,
+    /// Its line number, counting from 1.
+    pub(crate) line: usize,
+}
+
+/// The CAs whose `@cert-authority` lines match `host` on `port` (by the same patterns,
+/// hashes and `[host]:port` rule as plain lines), in file and line order. Errors as
+/// [`check_files`].
+pub(crate) fn authorities(paths: &[PathBuf], host: &str, port: u16) -> io::Result<Vec<Authority>> {
+    let wanted = Wanted::new(host, port, "", &[]);
+    Ok(scan_files(paths, &wanted)?.authorities)
+}
+
+/// Reads every file into one [`Findings`]; a missing file counts as empty.
+fn scan_files(paths: &[PathBuf], wanted: &Wanted<'_>) -> io::Result<Findings> {
     let mut findings = Findings::default();
     for path in paths {
         let bytes = match fs::read(path) {
@@ -118,11 +145,11 @@ pub(crate) fn check_files(
         scan(
             &String::from_utf8_lossy(&bytes),
             path,
-            &wanted,
+            wanted,
             &mut findings,
         );
     }
-    Ok(findings.verdict(key_type))
+    Ok(findings)
 }
 
 /// The line to append when a new host key is accepted (`StrictHostKeyChecking
@@ -244,6 +271,8 @@ struct Findings {
     trusted: bool,
     /// The first plain line for the host with a key of the same type but another blob.
     changed: Option<(PathBuf, usize)>,
+    /// The `@cert-authority` lines for the host.
+    authorities: Vec<Authority>,
 }
 
 impl Findings {
@@ -295,7 +324,16 @@ fn scan(text: &str, path: &Path, wanted: &Wanted<'_>, findings: &mut Findings) {
                     findings.revoked = Some((path.to_owned(), index + 1));
                 }
             }
-            Marker::CertAuthority => {}
+            Marker::CertAuthority => {
+                if host_field_matches(entry.hosts, &wanted.name) {
+                    findings.authorities.push(Authority {
+                        key_type: entry.key_type.to_owned(),
+                        key_blob: entry.key_blob,
+                        path: path.to_owned(),
+                        line: index + 1,
+                    });
+                }
+            }
             Marker::None => {
                 if !host_field_matches(entry.hosts, &wanted.name) {
                     continue;
@@ -314,7 +352,7 @@ fn scan(text: &str, path: &Path, wanted: &Wanted<'_>, findings: &mut Findings) {
 struct Entry<'a> {
     /// The line's marker, if any.
     marker: Marker,
-    /// The host field, unparsed: patterns are only looked at for unmarked lines.
+    /// The host field, unparsed: patterns are looked at for unmarked and CA lines.
     hosts: &'a str,
     /// The key type field, which the blob's embedded type agrees with.
     key_type: &'a str,
@@ -703,6 +741,40 @@ mod tests {
         assert_eq!(ed(&trusts, "example.com", 22, ED_A), Verdict::Unknown);
         let differs = format!("@cert-authority *.example.com ssh-ed25519 {ED_B}\n");
         assert_eq!(ed(&differs, "a.example.com", 22, ED_A), Verdict::Unknown);
+    }
+
+    #[test]
+    fn cert_authority_lines_are_found_for_the_hosts_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        fs::write(
+            &file,
+            format!(
+                "example.com ssh-ed25519 {ED_A}\n@cert-authority *.example.com,!x.example.com \
+                 ssh-ed25519 {ED_B}\n@cert-authority [*]:2222 ssh-ed25519 {ED_A}\n{}\n",
+                HASHED
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .replacen("|1|", "@cert-authority |1|", 1)
+            ),
+        )
+        .unwrap();
+        let found = |host: &str, port: u16| -> Vec<usize> {
+            authorities(std::slice::from_ref(&file), host, port)
+                .unwrap()
+                .iter()
+                .map(|a| a.line)
+                .collect()
+        };
+        assert_eq!(found("a.example.com", 22), [2]);
+        assert_eq!(found("x.example.com", 22), Vec::<usize>::new());
+        assert_eq!(found("a.example.com", 2222), [3]);
+        assert_eq!(found("example.com", 22), [4]);
+        assert_eq!(found("other", 22), Vec::<usize>::new());
+        let first = &authorities(std::slice::from_ref(&file), "a.example.com", 22).unwrap()[0];
+        assert_eq!(first.key_type, "ssh-ed25519");
+        assert_eq!(first.key_blob, blob(ED_B));
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! reverse tunnels live in [`reverse_forwards`]) and on which [`sftp`] serves the
 //! machine's files.
 
+mod agent_forward;
 mod algorithms;
 mod builder;
+mod certificates;
 mod channel;
 mod config;
 mod connection;
@@ -27,6 +29,7 @@ mod reverse_forwards;
 mod sftp;
 mod slots;
 mod spill;
+mod sudo;
 
 use std::{
     ffi::OsStr,
@@ -47,10 +50,11 @@ pub use self::{
     forward::{ReverseTunnel, Tunnel},
 };
 use crate::{
-    Command, Error, MachinePath, Result, Socket, TempDir, Transfer,
+    ArgValue, Command, Error, MachinePath, Result, Secret, Socket, TempDir, Transfer,
     command::Scope,
     files::FilesRef,
     machine::{Backend, MachineRef, Plan, Running},
+    sudo::{Runas, SudoPassword},
 };
 
 /// A remote machine reached over SSH: the same calls as [`LocalMachine`](crate::LocalMachine).
@@ -115,6 +119,10 @@ pub struct SshMachine {
     files: FilesRef,
     backend: MachineRef,
     scope: Scope,
+    /// sudo's password, shared by this machine and the views made from it.
+    sudo_password: Arc<SudoPassword>,
+    /// The user this view runs everything as, through sudo.
+    sudo_user: Option<String>,
 }
 
 impl SshMachine {
@@ -308,10 +316,38 @@ impl SshMachine {
         }
     }
 
-    /// A view whose commands get `key=value` in their environment.
-    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> SshMachine {
+    /// A view whose commands get `key=value` in their environment (the value may be a
+    /// [`Secret`]; no environment value is in a remote command line).
+    pub fn with_env(&self, key: impl AsRef<OsStr>, value: impl ArgValue) -> SshMachine {
+        let (value, _) = value.into_value();
         SshMachine {
-            scope: self.scope.with_env(key.as_ref(), Some(value.as_ref())),
+            scope: self.scope.with_env(key.as_ref(), Some(&value)),
+            ..self.clone()
+        }
+    }
+
+    /// A view whose commands print their command line to stderr before they run, as `+
+    /// line` (`set -x`); see [`Command::echo`](crate::Command::echo).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let web1 = leadpipe::SshMachine::connect("deploy@web1").await?.echo(true);
+    /// web1.cmd("systemctl").args(["restart", "app"]).run().await?; // + systemctl restart app
+    /// # Ok(()) }
+    /// ```
+    pub fn echo(&self, echo: bool) -> SshMachine {
+        SshMachine {
+            scope: self.scope.with_echo(echo),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> SshMachine {
+        let mut scope = self.scope.clone();
+        change(&mut scope.observe);
+        SshMachine {
+            scope,
             ..self.clone()
         }
     }
@@ -319,6 +355,119 @@ impl SshMachine {
     /// The directory this view's commands start in, when the view set one.
     pub fn get_cwd(&self) -> Option<&Path> {
         self.scope.cwd.as_deref()
+    }
+
+    /// A view on which every command **and every file operation** runs as root, through
+    /// `sudo`: as [`sudo_as`](SshMachine::sudo_as)`("root")`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// let root = web1.sudo_password(Secret::new("s3cret")).sudo();
+    /// root.path("/etc/app/app.toml").write("port = 8080\n").await?;
+    /// root.cmd("systemctl").args(["restart", "app"]).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sudo(&self) -> SshMachine {
+        self.sudo_as("root")
+    }
+
+    /// A view on which every command and every file operation runs as `user`, through
+    /// `sudo -u USER` (Ansible's `become`): commands, pipelines, [`which`](SshMachine::which),
+    /// [`path`](SshMachine::path)'s reads, writes and modes, [`upload`](SshMachine::upload),
+    /// [`download`](SshMachine::download), [`tempdir`](SshMachine::tempdir). Sockets and
+    /// tunnels are the connection's, as before. The view's cwd and environment are kept.
+    ///
+    /// **The password** is the one given to
+    /// [`SshBuilder::sudo_password`](crate::SshBuilder::sudo_password) (or
+    /// [`sudo_password`](SshMachine::sudo_password) on a view), else
+    /// [`SshBuilder::sudo_password_with`](crate::SshBuilder::sudo_password_with)'s callback,
+    /// asked only when sudo asks, at most once per machine. It goes to sudo's stdin only,
+    /// never echoed, never in any output, error or log. sudo runs with `-S` and a prompt of
+    /// leadpipe's (`-p`), so a lecture or a customised prompt text changes nothing; a
+    /// `NOPASSWD` rule just never asks.
+    ///
+    /// **How a command starts**: the channel runs `sudo -S -p PROMPT -u USER -- /bin/sh -c
+    /// ...`; until that shell says it runs, leadpipe reads what sudo prints: at the prompt it
+    /// sends the password; at a second prompt (the password was refused) it ends the
+    /// channel and fails with [`Error::Sudo`] at once (about 2 s: PAM's delay after a
+    /// failed password), never waiting for sudo's three tries. sudo exiting first, or
+    /// printing nothing for 10 s, is an [`Error::Sudo`] too, with what sudo printed.
+    /// `Defaults requiretty`: a start that sudo refuses without a terminal, before asking
+    /// anything, is retried on a pty (and the view then always uses one): stdout and stderr
+    /// then arrive as one stream, as with [`Command::pty`].
+    ///
+    /// **Files** go over SFTP to the server's `sftp-server` started by
+    /// `sudo -u USER` in place of the `sftp` subsystem, found at
+    /// `/usr/lib/openssh/sftp-server` (Debian, Ubuntu), `/usr/libexec/openssh/sftp-server`
+    /// (Red Hat, SUSE), `/usr/lib/ssh/sftp-server` (Arch), `/usr/libexec/sftp-server`
+    /// (BSDs, macOS), `/usr/lib/sftp-server` or `/usr/local/libexec/sftp-server`. Written
+    /// files belong to `user` and keep the modes asked for.
+    ///
+    /// **What the server needs**: `sudo`; a sudoers rule letting the login run `/bin/sh`
+    /// (commands) and `sftp-server` (files) as `user` (the usual `ALL` does); for files,
+    /// no `requiretty` for that rule (`Defaults!/usr/lib/openssh/sftp-server !requiretty`),
+    /// since the SFTP protocol cannot go through a terminal. The login's `kill` cannot
+    /// reach another user's processes, so timeouts and dropped children kill through
+    /// `sudo` too (with the password, when one was needed).
+    ///
+    /// sudo starts in the login's directory, as `sudo` typed in a shell does: relative
+    /// paths of a view without [`with_cwd`](SshMachine::with_cwd) are taken there, which
+    /// `user` may not be allowed to enter; give absolute paths or a directory.
+    ///
+    /// A `user` that is not a plain name or `#UID` is refused with [`Error::Sudo`] before
+    /// anything is sent.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(db1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// let postgres = db1.sudo_as("postgres");
+    /// let size = postgres.cmd("psql").args(["-tAc", "select pg_database_size('app')"]).read().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sudo_as(&self, user: &str) -> SshMachine {
+        self.view(Some(user.to_owned()), self.sudo_password.clone())
+    }
+
+    /// A view (and the sudo views made from it) whose sudo password is `password`. Clones
+    /// share it; the machine it was made from keeps its own.
+    pub fn sudo_password(&self, password: Secret) -> SshMachine {
+        self.view(self.sudo_user.clone(), SudoPassword::given(password))
+    }
+
+    /// This machine as `user` (none: the login) with `password` for sudo.
+    fn view(&self, user: Option<String>, password: Arc<SudoPassword>) -> SshMachine {
+        let connection = self.connection.clone();
+        let (backend, files): (MachineRef, FilesRef) = match &user {
+            None => (
+                Arc::new(SshBackend {
+                    name: connection.name.clone(),
+                    connection: connection.clone(),
+                    runas: None,
+                }),
+                Arc::new(sftp::SftpFiles::new(connection.clone())),
+            ),
+            Some(user) => {
+                let runas = Runas::new(user, password.clone());
+                (
+                    Arc::new(SshBackend {
+                        name: runas.view_name(&connection.name),
+                        connection: connection.clone(),
+                        runas: Some(runas.clone()),
+                    }),
+                    Arc::new(sftp::SftpFiles::new_as(connection.clone(), Some(runas))),
+                )
+            }
+        };
+        SshMachine {
+            connection,
+            files,
+            backend,
+            scope: self.scope.clone(),
+            sudo_password: password,
+            sudo_user: user,
+        }
     }
 
     /// How errors and logs name this machine: `user@host` as dialled (with `:port` when not
@@ -336,25 +485,34 @@ impl SshMachine {
 
 impl fmt::Debug for SshMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SshMachine")
+        let mut debug = f.debug_struct("SshMachine");
+        debug
             .field("name", &self.connection.name)
-            .field("cwd", &self.scope.cwd)
-            .finish_non_exhaustive()
+            .field("cwd", &self.scope.cwd);
+        if let Some(user) = &self.sudo_user {
+            debug.field("sudo_user", user);
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
-struct SshBackend {
-    connection: Arc<Connection>,
+pub(crate) struct SshBackend {
+    pub(crate) connection: Arc<Connection>,
+    /// How errors name the machine: the connection's name, with the sudo user in a view.
+    pub(crate) name: String,
+    /// The user every command runs as, through sudo.
+    pub(crate) runas: Option<Runas>,
 }
 
 impl Backend for SshBackend {
     fn name(&self) -> &str {
-        &self.connection.name
+        &self.name
     }
 
     fn start(&self, plan: Plan) -> BoxFuture<'_, Result<Box<dyn Running>>> {
         Box::pin(async move {
-            let running = process::start(self.connection.clone(), plan).await?;
+            let running =
+                process::start(self.connection.clone(), plan, self.runas.as_ref()).await?;
             Ok(Box::new(running) as Box<dyn Running>)
         })
     }

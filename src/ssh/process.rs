@@ -30,11 +30,18 @@ use super::{
     connection::Connection,
     remote_line::{self, DirProblem, Filter, Marker, Reports, StartFailure},
     spill::{SpillWriter, spill_pipe},
+    sudo::{self as ssh_sudo, Halves, Shut},
 };
 use crate::{
     Error, ExitStatus, Result, Signal,
     machine::{BoxWrite, Line, Plan, ReadEnd, Running, StderrPlan, StdinPlan, StdoutPlan},
+    sudo::{Gate, Runas, token},
 };
+
+/// The terminal modes of a pty while the header goes through it: no echo and no line
+/// editing (the script restores both), so the marker is not echoed into the output and a
+/// script line past the terminal's 4 KiB line limit is not cut short.
+const QUIET_PTY: [(Pty, u32); 2] = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
 
 /// Where the pump sends one of the channel's two streams. Sending never waits (see
 /// [`spill`](super::spill)), so the pump always keeps its channel drained.
@@ -136,6 +143,8 @@ struct Control {
     finished: OnceLock<()>,
     /// For a detached plan: the pid the line reported for what it started.
     detached: OnceLock<u32>,
+    /// The line runs under sudo, on a pty or not: so must its kill.
+    sudo: Option<(Runas, bool)>,
 }
 
 impl Control {
@@ -162,7 +171,27 @@ impl Control {
             return;
         };
         let (mut read, write) = channel.split();
+        // As the user the line runs as: the login's own `kill` cannot reach root's
+        // processes. sudo reads the password only if it asks; a password never asked for
+        // is not asked for now.
+        let (command, password) = match &self.sudo {
+            Some((runas, pty)) => {
+                if *pty {
+                    let _ = write
+                        .request_pty(false, "xterm", 80, 24, 0, 0, &QUIET_PTY)
+                        .await;
+                }
+                let command = ssh_sudo::kill_exec(&runas.user, &command);
+                (command, runas.password.known())
+            }
+            None => (command, None),
+        };
         if write.exec(false, command.into_bytes()).await.is_ok() {
+            if let Some(password) = password {
+                let mut line = password.expose().to_vec();
+                line.push(b'\n');
+                let _ = write.data(&line[..]).await;
+            }
             let _ = write.eof().await;
             while read.wait().await.is_some() {}
         }
@@ -226,8 +255,13 @@ enum Failure {
     Start(StartFailure),
 }
 
-/// Starts `plan` on a channel of `connection`.
-pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<SshRunning> {
+/// Starts `plan` on a channel of `connection`; as another user through sudo when
+/// `runas` says so.
+pub(crate) async fn start(
+    connection: Arc<Connection>,
+    plan: Plan,
+    runas: Option<&Runas>,
+) -> Result<SshRunning> {
     let stages: Vec<StageNames> = plan
         .stages
         .iter()
@@ -245,11 +279,26 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         ));
     }
     let marker = Marker::new();
-    let (exec_string, ask_login) = connection.login_shell.exec_string();
-    let header = remote_line::header(&plan, &marker, ask_login);
-    let (channel, permit) = connection.open_session(false).await?;
-    let (read, write) = channel.split();
-    let pty = plan.stages.iter().any(|s| s.process.pty);
+    let (exec_string, ask_login) = match runas {
+        // Under sudo the line's shell is always `/bin/sh`, and not the login's.
+        Some(_) => (remote_line::BOOTSTRAP, false),
+        None => connection.login_shell.exec_string(),
+    };
+    let header = remote_line::header(&plan, &marker, ask_login, runas.is_some());
+    let mut pty = plan.stages.iter().any(|s| s.process.pty);
+    // Under sudo, the channel arrives exec'd, read until sudo started the line's shell.
+    let (read, write, permit, exec_sent) = match runas {
+        Some(runas) => {
+            let (read, write, permit, used_pty) = sudo_channel(&connection, runas, pty).await?;
+            pty = used_pty;
+            (read, write, permit, true)
+        }
+        None => {
+            let (channel, permit) = connection.open_session(false).await?;
+            let (read, write) = channel.split();
+            (read, write, permit, false)
+        }
+    };
 
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
@@ -281,6 +330,7 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         pid,
         finished: OnceLock::new(),
         detached: OnceLock::new(),
+        sudo: runas.map(|runas| (runas.clone(), pty)),
     });
     let (done_sender, done) = oneshot::channel();
     let pump = Pump {
@@ -314,24 +364,22 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
     });
     let mut unstarted = Unstarted {
         control: Some(control.clone()),
-        exec_sent: false,
+        exec_sent,
     };
     let write = &control.channel;
-    if pty {
-        // No echo and no line editing while the header goes through the terminal (the
-        // script restores both): otherwise the marker would be echoed into the output,
-        // and a script line past the terminal's 4 KiB line limit cut short.
-        let modes = [(Pty::ECHO, 0), (Pty::ICANON, 0)];
+    if !exec_sent {
+        if pty {
+            write
+                .request_pty(false, "xterm", 80, 24, 0, 0, &QUIET_PTY)
+                .await
+                .map_err(|_| connection.lost())?;
+        }
         write
-            .request_pty(false, "xterm", 80, 24, 0, 0, &modes)
+            .exec(true, exec_string)
             .await
             .map_err(|_| connection.lost())?;
+        unstarted.exec_sent = true;
     }
-    write
-        .exec(true, exec_string)
-        .await
-        .map_err(|_| connection.lost())?;
-    unstarted.exec_sent = true;
     // The header goes first on stdin, the user's bytes after it. The pump is already
     // draining the channel, so a header larger than the window cannot stall it.
     write
@@ -357,6 +405,109 @@ pub(crate) async fn start(connection: Arc<Connection>, plan: Plan) -> Result<Ssh
         control,
         stages,
     })
+}
+
+/// A channel on which sudo has started the line's `/bin/sh`, waiting for its header.
+type SudoChannel = (
+    russh::ChannelReadHalf,
+    russh::ChannelWriteHalf<Msg>,
+    super::slots::Slot,
+);
+
+/// A channel on which sudo has started the line's `/bin/sh` as `runas`'s user, waiting
+/// for its header; and whether it has a pty (the plan asked for one, or sudo needs one).
+///
+/// Each attempt runs in a task of its own on leadpipe's runtime, so that a caller dropped
+/// in the middle (a deadline, while sudo still asks) leaves no channel behind: the task
+/// ends the channel itself when nobody takes it.
+async fn sudo_channel(
+    connection: &Arc<Connection>,
+    runas: &Runas,
+    mut pty: bool,
+) -> Result<(
+    russh::ChannelReadHalf,
+    russh::ChannelWriteHalf<Msg>,
+    super::slots::Slot,
+    bool,
+)> {
+    runas.checked_user(&connection.name)?;
+    pty |= runas.needs_pty.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let (sender, receiver) = oneshot::channel();
+        let attempt = sudo_attempt(connection.clone(), runas.clone(), pty);
+        crate::lifecycle::spawn(async move {
+            if let Err(Ok((read, write, permit))) = sender.send(attempt.await) {
+                end_channel(read, write, permit).await;
+            }
+        });
+        match receiver.await {
+            Ok(Ok((read, write, permit))) => return Ok((read, write, permit, pty)),
+            Ok(Err((_, true))) if !pty => {
+                runas
+                    .needs_pty
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                pty = true;
+            }
+            Ok(Err((error, _))) => return Err(error),
+            Err(_) => return Err(connection.lost()),
+        }
+    }
+}
+
+/// One start through sudo: the channel, its exec and the gate. The error says whether sudo
+/// refused without a terminal (worth one more try with a pty).
+async fn sudo_attempt(
+    connection: Arc<Connection>,
+    runas: Runas,
+    pty: bool,
+) -> std::result::Result<SudoChannel, (Error, bool)> {
+    let user = runas
+        .checked_user(&connection.name)
+        .map_err(|error| (error, false))?;
+    let (channel, permit) = (connection.open_session(false).await).map_err(|e| (e, false))?;
+    let (mut read, write) = channel.split();
+    let lost = || (connection.lost(), false);
+    let mut gate = Gate::new(&token());
+    if pty {
+        (write
+            .request_pty(false, "xterm", 80, 24, 0, 0, &QUIET_PTY)
+            .await)
+            .map_err(|_| lost())?;
+    }
+    let exec = ssh_sudo::line_exec(user, &gate, pty);
+    write.exec(true, exec).await.map_err(|_| lost())?;
+    let passed = ssh_sudo::pass_gate(
+        &mut Halves(&mut read, &write),
+        &mut gate,
+        &runas,
+        &connection.name,
+        pty,
+    )
+    .await;
+    match passed {
+        Ok(_) => Ok((read, write, permit)),
+        Err(shut) => {
+            crate::lifecycle::spawn(end_channel(read, write, permit));
+            let no_terminal = matches!(shut, Shut::NoTerminal(_));
+            Err((
+                ssh_sudo::shut_error(shut, || connection.lost()),
+                no_terminal,
+            ))
+        }
+    }
+}
+
+/// Ends a channel whose line will not run: sudo (or the shell waiting for its header)
+/// sees end of file, and the channel is drained until the server closes it.
+async fn end_channel(
+    mut read: russh::ChannelReadHalf,
+    write: russh::ChannelWriteHalf<Msg>,
+    permit: super::slots::Slot,
+) {
+    let _ = write.eof().await;
+    let _ = write.close().await;
+    while read.wait().await.is_some() {}
+    drop(permit);
 }
 
 /// A start that did not finish (an error, or its future dropped by a deadline): the
@@ -563,6 +714,10 @@ impl Running for SshRunning {
 
     fn id(&self) -> Option<u32> {
         None
+    }
+
+    fn logged_pid(&self) -> Option<u32> {
+        *self.control.pid.borrow()
     }
 
     fn detached_pid(&self) -> Option<u32> {

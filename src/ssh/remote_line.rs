@@ -195,14 +195,16 @@ impl Marker {
 /// What is sent on the channel's stdin before the user's stdin: the marker line and the
 /// script line.
 /// `ask_login`: the script also reports the login shell (`login:$SHELL`).
-pub(crate) fn header(plan: &Plan, marker: &Marker, ask_login: bool) -> Vec<u8> {
+/// `group`: the line runs under sudo, and reports its process group rather than its pid
+/// (see `ssh/sudo.rs`).
+pub(crate) fn header(plan: &Plan, marker: &Marker, ask_login: bool, group: bool) -> Vec<u8> {
     let mut header = Vec::with_capacity(256);
     header.extend_from_slice(marker.0.as_bytes());
     header.push(b'\n');
     if plan.detached {
-        push_detached_script(&mut header, plan, ask_login);
+        push_detached_script(&mut header, plan, ask_login, group);
     } else {
-        push_script(&mut header, plan, ask_login);
+        push_script(&mut header, plan, ask_login, group);
     }
     header.push(b'\n');
     header
@@ -229,8 +231,8 @@ fn push_dir(line: &mut Vec<u8>, dir: &Path) {
 }
 
 /// The pipeline as one line of `sh` (no newline byte in it).
-fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
-    push_first_reports(s, ask_login);
+fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bool) {
+    push_first_reports(s, ask_login, group);
     if plan.stages.iter().any(|stage| stage.process.pty) {
         // The pty was opened without echo and line editing, so that the header is neither
         // echoed into the output nor cut at the terminal's line limit; give the programs
@@ -283,9 +285,17 @@ fn push_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
 }
 
 /// What every script does first: fd 3 for the reports, the pid, and (`ask_login`) the
-/// login shell.
-fn push_first_reports(s: &mut Vec<u8>, ask_login: bool) {
-    s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+/// login shell. `group`: the shell's process group instead of its pid (under sudo, the
+/// shell leads no group: sudo, or sudo's terminal session, does).
+fn push_first_reports(s: &mut Vec<u8>, ask_login: bool, group: bool) {
+    if group {
+        s.extend_from_slice(
+            b"exec 3>&2; if read -r lp_g < /proc/$$/stat; then lp_g=${lp_g##*) }; \
+              set -- $lp_g; lp_r pid:$3; else lp_r pid:$$; fi 2>/dev/null; ",
+        );
+    } else {
+        s.extend_from_slice(b"exec 3>&2; lp_r pid:$$; ");
+    }
     if ask_login {
         // The login shell as sshd found it (`$SHELL`) and as /etc/passwd names it (an rc
         // file may change `$SHELL`; a user from another name service has no line there).
@@ -321,8 +331,8 @@ fn shared_cwd(plan: &Plan) -> Option<std::path::PathBuf> {
 /// descriptor of the channel (fd 3 included), so sshd closes the channel when this line
 /// exits, which it does at once, after one report, `detached:PID`. The session survives
 /// the channel and the connection: nothing sshd signals reaches it.
-fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
-    push_first_reports(s, ask_login);
+fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool, group: bool) {
+    push_first_reports(s, ask_login, group);
     let shared_cwd = shared_cwd(plan);
     if let Some(dir) = &shared_cwd {
         s.extend_from_slice(b"lp_c - ");
@@ -349,7 +359,8 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     // The detached shell's script. It has none of the helpers, so it defines the newline
     // that words spanning lines are written with; it tells its pid, once it runs in its new
     // session, on the stdout the line reads it from, and then lets go of that pipe.
-    let mut inner = format!("{NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
+    let mut inner =
+        format!("unset lp_dt; {NEWLINE_VAR}='\n'; echo $$; exec >/dev/null; ").into_bytes();
     let merged = plan.stages.len() > 1
         && plan
             .stages
@@ -375,12 +386,16 @@ fn push_detached_script(s: &mut Vec<u8>, plan: &Plan, ask_login: bool) {
     if merged {
         inner.extend_from_slice(b"; } 2>&1");
     }
+    // The script goes to that shell in its environment, not its argv: the environment
+    // values and words in it stay out of `ps` while the detached pipeline runs (a
+    // process's environment is readable only by its user and root). It unsets the
+    // variable first, so no program inherits it.
     s.extend_from_slice(b"lp_dt=");
     push_word(s, &inner);
     s.extend_from_slice(
         b"; if command -v setsid >/dev/null 2>&1; \
-          then lp_dp=$(setsid /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); \
-          else lp_dp=$(trap '' HUP; /bin/sh -c \"$lp_dt\" sh </dev/null 2>/dev/null 3>&- &); fi; \
+          then lp_dp=$(lp_dt=$lp_dt setsid /bin/sh -c 'eval \"$lp_dt\"' sh </dev/null 2>/dev/null 3>&- &); \
+          else lp_dp=$(trap '' HUP; lp_dt=$lp_dt /bin/sh -c 'eval \"$lp_dt\"' sh </dev/null 2>/dev/null 3>&- &); fi; \
           lp_r \"detached:$lp_dp\"; exit 0",
     );
 }
@@ -446,59 +461,139 @@ fn through_env(process: &Process) -> bool {
             .any(|(name, _)| !exportable(name.as_bytes()))
 }
 
-/// `[export NAME=value; ...] exec [env ...] PROGRAM ARGS 3>&- REDIRECTS`.
+/// `[export NAME=value; ...] exec PROGRAM ARGS 3>&- REDIRECTS`, or, when `env` must set
+/// the environment, [`push_exec_through_env`]'s line.
 fn push_exec(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
     let spec = &stage.process;
-    let through_env = through_env(spec);
-    if !through_env {
-        for (name, value) in &spec.env {
-            match value {
-                Some(value) => {
-                    s.extend_from_slice(b"export ");
-                    s.extend_from_slice(name.as_bytes());
-                    s.push(b'=');
-                    push_word(s, value.as_bytes());
-                }
-                None => {
-                    s.extend_from_slice(b"unset ");
-                    s.extend_from_slice(name.as_bytes());
-                }
+    if through_env(spec) {
+        push_exec_through_env(s, stage, merged);
+        return;
+    }
+    for (name, value) in &spec.env {
+        match value {
+            Some(value) => {
+                s.extend_from_slice(b"export ");
+                s.extend_from_slice(name.as_bytes());
+                s.push(b'=');
+                push_word(s, value.as_bytes());
             }
-            s.extend_from_slice(b"; ");
+            None => {
+                s.extend_from_slice(b"unset ");
+                s.extend_from_slice(name.as_bytes());
+            }
         }
+        s.extend_from_slice(b"; ");
     }
     s.extend_from_slice(b"exec ");
-    if through_env {
-        // `--` ends env's options, so no name can be read as one (`-i`, `--chdir`,
-        // `--split-string`); `-u` takes the next word whatever it starts with.
-        s.extend_from_slice(b"env");
-        if spec.env_clear {
-            s.extend_from_slice(b" -i");
-        }
-        for (name, value) in &spec.env {
-            if value.is_none() {
-                s.extend_from_slice(b" -u ");
-                push_word(s, name.as_bytes());
-            }
-        }
-        s.extend_from_slice(b" --");
-        for (name, value) in &spec.env {
-            if let Some(value) = value {
-                let mut pair = name.as_bytes().to_vec();
-                pair.push(b'=');
-                pair.extend_from_slice(value.as_bytes());
-                s.push(b' ');
-                push_word(s, &pair);
-            }
-        }
-        s.push(b' ');
-    }
+    push_program(s, stage, merged);
+}
+
+/// `PROGRAM ARGS 3>&- REDIRECTS`.
+fn push_program(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
+    let spec = &stage.process;
     push_word_one_line(s, spec.program.as_bytes(), true, NEWLINE_VAR);
     for arg in &spec.args {
         s.push(b' ');
         push_word(s, arg.as_bytes());
     }
     push_redirects(s, stage, merged);
+}
+
+/// The delimiter of the here-document that carries environment values past `env`.
+const HEREDOC_END: &str = "lp_EOF";
+
+/// A stage whose environment `env` sets (a cleared environment, or a name `export` must
+/// not set), with no value in any argv where the names allow it:
+///
+/// ```text
+/// eval "exec env -i -- /bin/sh -c '. /dev/fd/9 && exec env -u NAME -- \"\$@\" 9<&-' \
+///     sh ODD.NAME=v PROGRAM ARGS 3>&- REDIRECTS 9<<'lp_EOF'${lp_n}export NAME=value${lp_n}lp_EOF"
+/// ```
+///
+/// The values of names a shell can set travel in a here-document (a pipe or a private
+/// temp file of `sh`, never an argv), which a `/bin/sh` reads before it `exec`s `env`,
+/// which `exec`s the program: the program still replaces the line's processes, so its
+/// status stays exact. The outer `env -i` clears the environment; the inner `env` removes
+/// names (and, for a cleared environment, what that `sh` adds itself: `PWD`, `SHLVL`...)
+/// and sets names no shell can hold (`A.B`, `IFS`): only such a value is in an argv, for
+/// the instant before `env` `exec`s. A here-document needs newlines, which the one-line
+/// script may not hold: `eval` gets them from `$lp_n`.
+fn push_exec_through_env(s: &mut Vec<u8>, stage: &StagePlan, merged: bool) {
+    const SHELL_ADDS: [&str; 4] = ["PWD", "OLDPWD", "SHLVL", "_"];
+    let spec = &stage.process;
+    let mut inner = b". /dev/fd/9 && exec env".to_vec();
+    let mut removed: Vec<&[u8]> = spec
+        .env
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.as_bytes())
+        .collect();
+    if spec.env_clear {
+        for name in SHELL_ADDS {
+            if !spec
+                .env
+                .iter()
+                .any(|(set, _)| set.as_bytes() == name.as_bytes())
+            {
+                removed.push(name.as_bytes());
+            }
+        }
+    }
+    for name in removed {
+        inner.extend_from_slice(b" -u ");
+        push_word(&mut inner, name);
+    }
+    // `--` ends env's options, so no name can be read as one (`-i`, `--chdir`,
+    // `--split-string`); `-u` takes the next word whatever it starts with.
+    inner.extend_from_slice(b" -- \"$@\" 9<&-");
+    let mut line = b"exec ".to_vec();
+    if spec.env_clear {
+        line.extend_from_slice(b"env -i -- ");
+    }
+    line.extend_from_slice(b"/bin/sh -c ");
+    push_word(&mut line, &inner);
+    line.extend_from_slice(b" sh");
+    let mut exports: Vec<Vec<u8>> = vec![b"lp_n='".to_vec(), b"'".to_vec()];
+    for (name, value) in &spec.env {
+        let Some(value) = value else { continue };
+        if exportable(name.as_bytes()) {
+            let mut export = b"export ".to_vec();
+            export.extend_from_slice(name.as_bytes());
+            export.push(b'=');
+            push_word(&mut export, value.as_bytes());
+            exports.push(export);
+        } else {
+            let mut pair = name.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            line.push(b' ');
+            push_word(&mut line, &pair);
+        }
+    }
+    line.push(b' ');
+    push_program(&mut line, stage, merged);
+    line.extend_from_slice(format!(" 9<<'{HEREDOC_END}'").as_bytes());
+    s.extend_from_slice(b"eval \"");
+    push_double_quoted(s, &line);
+    for export in exports
+        .iter()
+        .map(Vec::as_slice)
+        .chain([HEREDOC_END.as_bytes()])
+    {
+        s.extend_from_slice(b"${lp_n}");
+        push_double_quoted(s, export);
+    }
+    s.push(b'"');
+}
+
+/// `text` escaped for the inside of a double-quoted string.
+fn push_double_quoted(s: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        if matches!(b, b'\\' | b'"' | b'$' | b'`') {
+            s.push(b'\\');
+        }
+        s.push(b);
+    }
 }
 
 /// `merged`: the pipeline as a whole sends stderr to its stdout, so a stage adds nothing.
@@ -569,10 +664,12 @@ pub(crate) fn check(plan: &Plan) -> Result<(), String> {
         };
         word("the program", spec.program.as_bytes())?;
         for (n, arg) in spec.args.iter().enumerate() {
-            word(
-                &format!("argument {} ({})", n + 1, preview(arg)),
-                arg.as_bytes(),
-            )?;
+            let shown = if spec.secret_args.contains(&n) {
+                "`***`".to_owned()
+            } else {
+                preview(arg)
+            };
+            word(&format!("argument {} ({shown})", n + 1), arg.as_bytes())?;
         }
         for (name, value) in &spec.env {
             let shown = preview(name);
@@ -996,7 +1093,7 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {login_shell}: {e}"));
-        let mut input = header(plan, &Marker::fixed(MARKER), true);
+        let mut input = header(plan, &Marker::fixed(MARKER), true, false);
         input.extend_from_slice(stdin);
         let mut pipe = child.stdin.take().unwrap();
         let writer = std::thread::spawn(move || {
@@ -1252,18 +1349,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let odd = dir.path().join(OsStr::from_bytes(&all[..46])); // up to '.' (no '/')
         std::fs::create_dir(&odd).unwrap();
-        for inner in inner_shells() {
-            let command = LocalMachine::new()
-                .cmd("sh")
-                .args([
-                    OsStr::new("-c"),
-                    OsStr::new("printf '%s\\0' \"$@\" \"$LP_V\"; pwd"),
-                    OsStr::new("sh"),
-                    word,
-                    OsStr::new("-"),
-                ])
-                .env("LP_V", word)
-                .cwd(&odd);
+        // Set by the shell, and through `env` (a cleared environment: the here-document).
+        let cases = [false, true]
+            .into_iter()
+            .flat_map(|clear| inner_shells().into_iter().map(move |inner| (inner, clear)));
+        for (inner, clear) in cases {
+            let mut command = LocalMachine::new().cmd("sh").args([
+                OsStr::new("-c"),
+                OsStr::new("printf '%s\\0' \"$@\" \"$LP_V\"; pwd"),
+                OsStr::new("sh"),
+                word,
+                OsStr::new("-"),
+            ]);
+            if clear {
+                command = command.env_clear().env("PATH", "/usr/bin:/bin");
+            }
+            let command = command.env("LP_V", word).cwd(&odd);
             let ran = run_in(&inner, &plan(vec![command]), b"");
             let mut expected = all.clone();
             expected.extend_from_slice(b"\0-\0");
@@ -1321,6 +1422,67 @@ mod tests {
                 b"",
             );
             assert_eq!(removed.stdout, b"unset\n", "{inner}");
+        }
+    }
+
+    #[test]
+    fn a_value_env_must_set_is_written_only_into_the_here_document() {
+        let command = cmd("env", &[])
+            .env_clear()
+            .env("LP_TOKEN", "value-42")
+            .env("A.B", "odd-7");
+        let script = header(&plan(vec![command]), &Marker::fixed(MARKER), false, false);
+        let at = |needle: &str| {
+            script
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .unwrap_or_else(|| panic!("{needle} missing"))
+        };
+        assert!(
+            at("value-42") > at("9<<"),
+            "{}",
+            String::from_utf8_lossy(&script)
+        );
+        // A name no shell can hold is the one exception: env's own argument.
+        assert!(at("odd-7") < at("9<<"));
+    }
+
+    #[test]
+    fn environment_values_are_in_no_argv_however_they_are_set() {
+        // Every process's argv, read while the stage runs (its own environment is where
+        // the values belong, and only it and root can read that).
+        let spy = "cat /proc/[0-9]*/cmdline 2>/dev/null; echo; \
+                   printf '%s|%s|%s' \"$LP_TOKEN\" \"$LP_PLAIN\" \"${PWD-none}\"";
+        let value = format!("tok'en\n{}", Marker::new().0);
+        let cases = [
+            cmd("sh", &["-c", spy])
+                .env("LP_TOKEN", &value)
+                .env("LP_PLAIN", "p"),
+            cmd("sh", &["-c", spy])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("LP_TOKEN", &value)
+                .env("LP_PLAIN", "p"),
+            cmd("sh", &["-c", spy])
+                .env("LP_TOKEN", &value)
+                .env("A.B", "odd")
+                .env("LP_PLAIN", "p"),
+        ];
+        for inner in inner_shells() {
+            for case in &cases {
+                let ran = run_in(&inner, &plan(vec![case.clone()]), b"");
+                let text = String::from_utf8_lossy(&ran.stdout);
+                let (argvs, seen) = text.rsplit_once('\n').unwrap();
+                assert!(argvs.contains("/proc/[0-9]*"), "{inner}: {text}");
+                assert!(
+                    !argvs.contains(&value[8..]),
+                    "{inner}: a value in an argv: {text}"
+                );
+                assert!(
+                    seen.starts_with(&format!("{}|p|", &value[7..])),
+                    "{inner}: {text}"
+                );
+            }
         }
     }
 
@@ -1588,7 +1750,7 @@ mod tests {
             "/bin/sh",
             &["-c", script, "sh", out.to_str().unwrap()],
         )]));
-        let mut input = header(&bare, &Marker::fixed(MARKER), false);
+        let mut input = header(&bare, &Marker::fixed(MARKER), false, false);
         input.push(b'\n');
         let mut child = Std::new("/bin/sh")
             .args(["-c", BOOTSTRAP])

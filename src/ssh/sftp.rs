@@ -46,11 +46,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{
     channel::{ChannelEnd, ChannelSocket},
     connection::Connection,
+    sudo as ssh_sudo,
 };
 use crate::{
     Error,
     files::{Files, Metadata, WriteMode, kind_of_mode, spawn_cleanup},
     machine::{BoxRead, BoxWrite},
+    sudo::{Gate, Runas, token},
 };
 
 /// Requests of one file in flight at once.
@@ -67,6 +69,10 @@ const REQUEST_TIMEOUT_SECS: u64 = 600;
 pub(crate) struct SftpFiles {
     connection: Arc<Connection>,
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
+    /// Files as another user: `sftp-server` run through sudo (see `ssh/sudo.rs`).
+    runas: Option<Runas>,
+    /// How errors name the machine (with the sudo user, for such a view).
+    name: String,
 }
 
 /// An SFTP session on one channel.
@@ -81,9 +87,20 @@ struct Live {
 
 impl SftpFiles {
     pub(crate) fn new(connection: Arc<Connection>) -> SftpFiles {
+        SftpFiles::new_as(connection, None)
+    }
+
+    /// The files as `runas`'s user sees them, when given.
+    pub(crate) fn new_as(connection: Arc<Connection>, runas: Option<Runas>) -> SftpFiles {
+        let name = match &runas {
+            Some(runas) => runas.view_name(&connection.name),
+            None => connection.name.clone(),
+        };
         SftpFiles {
             connection,
             live: tokio::sync::Mutex::new(None),
+            runas,
+            name,
         }
     }
 
@@ -96,27 +113,55 @@ impl SftpFiles {
         }
         // On leadpipe's runtime: the session's reader task must outlive the caller's runtime
         // (a dropped remote TempDir is removed through it, see `lifecycle`).
-        let live =
-            Arc::new(crate::lifecycle::run(SftpFiles::start(self.connection.clone())).await?);
+        let live = Arc::new(
+            crate::lifecycle::run(SftpFiles::start(
+                self.connection.clone(),
+                self.runas.clone(),
+            ))
+            .await?,
+        );
         *slot = Some(live.clone());
         Ok(live)
     }
 
-    async fn start(connection: Arc<Connection>) -> io::Result<Live> {
+    async fn start(connection: Arc<Connection>, runas: Option<Runas>) -> io::Result<Live> {
         let (mut channel, slot) =
             (connection.open_session(false).await).map_err(|e| io::Error::other(e.to_string()))?;
-        let refused = || io::Error::other("the server refused the sftp subsystem");
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|_| refused())?;
-        loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Success) => break,
-                Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
-                    return Err(refused());
+        if let Some(runas) = &runas {
+            // `sftp-server` through sudo, as Ansible's become does: no pty (it would mangle
+            // the binary protocol), so sudo must not require one for it.
+            let user = runas
+                .checked_user(&connection.name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            let mut gate = Gate::new(&token());
+            let exec = ssh_sudo::sftp_exec(user, &gate);
+            channel
+                .exec(true, exec)
+                .await
+                .map_err(|_| io::Error::other(connection.lost().to_string()))?;
+            let passed =
+                ssh_sudo::pass_gate(&mut channel, &mut gate, runas, &connection.name, false).await;
+            if let Err(shut) = passed {
+                let _ = channel.eof().await;
+                let _ = channel.close().await;
+                let error = ssh_sudo::shut_error(shut, || connection.lost());
+                // Kind `Other`, so that the file error shows sudo's reason.
+                return Err(io::Error::other(error.to_string()));
+            }
+        } else {
+            let refused = || io::Error::other("the server refused the sftp subsystem");
+            channel
+                .request_subsystem(true, "sftp")
+                .await
+                .map_err(|_| refused())?;
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => break,
+                    Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                        return Err(refused());
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
         let stream = ChannelSocket::new(channel);
@@ -258,6 +303,7 @@ fn metadata_of(attrs: &FileAttributes) -> Metadata {
         modified: attrs
             .mtime
             .map(|secs| UNIX_EPOCH + Duration::from_secs(u64::from(secs))),
+        owner: attrs.uid.zip(attrs.gid),
     }
 }
 
@@ -276,7 +322,7 @@ fn put_string(data: &mut Vec<u8>, text: &str) {
 
 impl Files for SftpFiles {
     fn machine(&self) -> &str {
-        &self.connection.name
+        &self.name
     }
 
     fn is_local(&self) -> bool {

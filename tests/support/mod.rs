@@ -5,6 +5,7 @@ use std::{path::Path, time::Duration};
 
 #[cfg(feature = "ssh")]
 pub mod sshd;
+pub mod trace;
 
 /// The test helper program with exact behaviour (see tests/bin/testbin.rs).
 pub const TESTBIN: &str = env!("CARGO_BIN_EXE_leadpipe-testbin");

@@ -127,9 +127,16 @@ impl Sshd {
     /// `127.0.0.2`, on the same port), with a known_hosts line for each: many hosts for
     /// fleet tests from one sshd.
     pub fn start_on(addresses: &[&str]) -> Option<Sshd> {
-        let listen: Vec<String> = (addresses.iter())
+        Sshd::start_on_with(addresses, &[])
+    }
+
+    /// [`start_on`](Sshd::start_on) with `extra_config` lines, as
+    /// [`start_with`](Sshd::start_with) takes them.
+    pub fn start_on_with(addresses: &[&str], extra_config: &[&str]) -> Option<Sshd> {
+        let mut listen: Vec<String> = (addresses.iter())
             .map(|a| format!("ListenAddress {a}"))
             .collect();
+        listen.extend(extra_config.iter().map(|line| line.to_string()));
         let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
         let sshd = Sshd::start_with(&listen)?;
         let line = fs::read_to_string(&sshd.known_hosts).expect("the harness wrote it");
@@ -511,6 +518,123 @@ impl Drop for Sshd {
     }
 }
 
+/// An `ssh-agent -D` listening on a socket of the test's choosing, killed and reaped on
+/// drop. Nothing of the test process's environment changes.
+pub struct SshAgent {
+    /// The agent's socket (what `SSH_AUTH_SOCK` would name).
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl SshAgent {
+    /// Starts the agent on `socket` and waits until the socket exists; panics if it
+    /// cannot.
+    pub fn start(socket: &Path) -> SshAgent {
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs");
+        let agent = SshAgent {
+            socket: socket.to_owned(),
+            child,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// `ssh-add KEY`: the key, and `KEY-cert.pub` when it is beside it.
+    pub fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh-add runs");
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes an ed25519 key pair without passphrase at `path` (and `path.pub`), with
+/// `ssh-keygen`; panics when it fails.
+pub fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("leadpipe-test-{}", path.display()))
+        .arg("-f")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What [`sign`] makes.
+pub enum CertKind {
+    /// A user certificate (`ssh-keygen -s`).
+    User,
+    /// A host certificate (`ssh-keygen -s -h`).
+    Host,
+}
+
+/// Signs the public key `public` (a `.pub` file) with the CA private key `ca`, as
+/// `ssh-keygen -s CA -I ID -n PRINCIPALS -V VALIDITY` does: `principals` comma-separated
+/// (empty: none, valid for every name), `validity` in ssh-keygen's syntax (`-5m:+1h`,
+/// `20200101:20200102`, `always:forever`). Returns the certificate's path
+/// (`KEY-cert.pub` beside `public`, as ssh-keygen writes it).
+pub fn sign(ca: &Path, public: &Path, kind: CertKind, principals: &str, validity: &str) -> PathBuf {
+    let mut command = Command::new("ssh-keygen");
+    command
+        .arg("-q")
+        .arg("-s")
+        .arg(ca)
+        .args(["-I", "leadpipe-test-cert", "-V", validity]);
+    if let CertKind::Host = kind {
+        command.arg("-h");
+    }
+    if !principals.is_empty() {
+        command.arg("-n").arg(principals);
+    }
+    let out = command
+        .arg(public)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "ssh-keygen -s: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = public.to_string_lossy();
+    PathBuf::from(format!(
+        "{}-cert.pub",
+        name.strip_suffix(".pub").unwrap_or(&name)
+    ))
+}
+
 /// Picks a free port, starts sshd on it and waits until it answers; retries with another port
 /// when something else took it first.
 fn start_listening(
@@ -637,8 +761,13 @@ fn sshd_config(d: &Path, port: u16, extra_config: &[&str], host_key: &Path) -> S
         keys = d.join("authorized_keys").display(),
     ));
     // Start refusing unauthenticated connections only at 100, not OpenSSH's 10: tests open
-    // many connections at once and a dropped one would look like a client bug.
-    text.push_str("MaxStartups 100:30:200\n");
+    // many connections at once and a dropped one would look like a client bug. Unlike most
+    // keywords, sshd takes the last MaxStartups: a test's own is then the only one.
+    let own_max_startups =
+        (overrides.iter()).any(|line| line.to_ascii_lowercase().starts_with("maxstartups"));
+    if !own_max_startups {
+        text.push_str("MaxStartups 100:30:200\n");
+    }
     // MaxSessions is not set: OpenSSH's default (10 sessions per connection) is what real
     // servers have, and what the client must cope with.
     for line in matches {
@@ -700,6 +829,99 @@ fn ensure_test_user() -> Result<(), String> {
         Err(format!("cannot set the password of {TEST_USER}: {error}"))
     })
     .clone()
+}
+
+/// Logins for sudo tests, each with its own rule in `/etc/sudoers.d/leadpipe-tests`, all
+/// with [`TEST_PASSWORD`] and the harness's keys; and a user to become.
+pub struct SudoUsers {
+    /// `ALL` with a password: sudo asks every time (`timestamp_timeout=0`), with a
+    /// lecture, its own prompt text and its own bad-password message.
+    pub password: &'static str,
+    /// `NOPASSWD: ALL`.
+    pub nopasswd: &'static str,
+    /// `ALL` with a password and `requiretty`.
+    pub tty: &'static str,
+    /// A service account to become (`/bin/sh`, home `/var/lib/leadpipe-pg`), as
+    /// `postgres` is.
+    pub service: &'static str,
+}
+
+/// The sudo rules of [`SudoUsers`].
+const SUDOERS: &str = "\
+Defaults:leadpipe-sudo-pw timestamp_timeout=0, lecture=always, passprompt=\"Custom prompt for %p: \", badpass_message=\"Nope, again.\"
+leadpipe-sudo-pw ALL=(ALL:ALL) ALL
+leadpipe-sudo-nopw ALL=(ALL:ALL) NOPASSWD: ALL
+Defaults:leadpipe-sudo-tty requiretty, timestamp_timeout=0
+leadpipe-sudo-tty ALL=(ALL:ALL) ALL
+";
+
+impl Sshd {
+    /// Creates the [`SudoUsers`] and their sudoers file (once per test binary, left in
+    /// place). `None` (skip) when not root or without `sudo`; in CI a missing `sudo` fails,
+    /// since `.ci/run` installs it.
+    pub fn sudo_users(&self) -> Option<SudoUsers> {
+        if !self.privileged {
+            eprintln!("skipped: sudo tests need root");
+            return None;
+        }
+        if !Path::new("/usr/bin/sudo").exists() {
+            assert!(std::env::var_os("CI").is_none(), "sudo is not installed");
+            eprintln!("skipped: no sudo");
+            return None;
+        }
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            for name in [
+                "leadpipe-sudo-pw",
+                "leadpipe-sudo-nopw",
+                "leadpipe-sudo-tty",
+            ] {
+                create_user(name, &["-m", "-s", "/bin/sh"]);
+                set_password(name, TEST_PASSWORD);
+            }
+            create_user(
+                "leadpipe-pg",
+                &["-m", "-d", "/var/lib/leadpipe-pg", "-s", "/bin/sh"],
+            );
+            let file = Path::new("/etc/sudoers.d/leadpipe-tests");
+            let partial = file.with_extension("partial");
+            fs::write(&partial, SUDOERS).expect("write the sudoers file");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o440)).unwrap();
+            let check = Command::new("visudo")
+                .args(["-c", "-q", "-f"])
+                .arg(&partial)
+                .output()
+                .expect("visudo");
+            assert!(check.status.success(), "{check:?}");
+            fs::rename(&partial, file).expect("install the sudoers file");
+        });
+        Some(SudoUsers {
+            password: "leadpipe-sudo-pw",
+            nopasswd: "leadpipe-sudo-nopw",
+            tty: "leadpipe-sudo-tty",
+            service: "leadpipe-pg",
+        })
+    }
+}
+
+/// Sets `name`'s password (retried while another process holds the shadow lock).
+fn set_password(name: &str, password: &str) {
+    for _ in 0..100 {
+        let mut chpasswd = Command::new("/usr/sbin/chpasswd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chpasswd");
+        let mut stdin = chpasswd.stdin.take().expect("piped stdin");
+        let _ = writeln!(stdin, "{name}:{password}");
+        drop(stdin);
+        if chpasswd.wait().is_ok_and(|status| status.success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cannot set the password of {name}");
 }
 
 /// The name `whoami` prints for a login as `user`: `root` for [`ROOT_ALIAS`].
