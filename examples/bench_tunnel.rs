@@ -18,6 +18,7 @@
 //! plus the `ssh` process for `ssh -L`; the server's share (sshd, the zero server) is not
 //! in it.
 
+#[allow(dead_code)]
 mod lab;
 
 use std::{

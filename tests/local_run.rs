@@ -337,3 +337,60 @@ async fn env_clear_drops_the_variables_set_before_it_as_std_does() {
         .unwrap();
     assert_eq!(std.stdout, b"<unset>");
 }
+
+/// Writes an executable script `name` printing `says` into `dir`.
+fn script(dir: &std::path::Path, name: &str, says: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\necho {says}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Sets a directory's modification time a minute back, as if it had been there for a
+/// while (a lookup in a directory changed this very moment is not remembered at all).
+fn settle(dir: &std::path::Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::open(dir)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn path_lookups_see_programs_added_and_removed_since() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let path = std::env::join_paths([first.path(), second.path()]).unwrap();
+    script(second.path(), "leadpipe-path-probe", "second");
+    settle(first.path());
+    settle(second.path());
+    let probe = local().cmd("leadpipe-path-probe").env("PATH", &path);
+    // Found, twice (the second time as remembered).
+    for _ in 0..2 {
+        assert_eq!(probe.read().await.unwrap(), "second");
+    }
+    // Added to an earlier directory: that one wins.
+    script(first.path(), "leadpipe-path-probe", "first");
+    assert_eq!(probe.read().await.unwrap(), "first");
+    settle(first.path());
+    assert_eq!(probe.read().await.unwrap(), "first");
+    // Removed: the later one again, then nothing.
+    std::fs::remove_file(first.path().join("leadpipe-path-probe")).unwrap();
+    assert_eq!(probe.read().await.unwrap(), "second");
+    settle(first.path());
+    assert_eq!(probe.read().await.unwrap(), "second");
+    std::fs::remove_file(second.path().join("leadpipe-path-probe")).unwrap();
+    let error = probe.read().await.unwrap_err();
+    assert!(matches!(error, Error::CommandNotFound { .. }), "{error}");
+    // A directory of the PATH that did not exist, created with the program in it.
+    let missing = first.path().join("later");
+    let path = std::env::join_paths([missing.as_path(), second.path()]).unwrap();
+    script(second.path(), "leadpipe-path-probe", "second");
+    settle(second.path());
+    let probe = local().cmd("leadpipe-path-probe").env("PATH", &path);
+    assert_eq!(probe.read().await.unwrap(), "second");
+    assert_eq!(probe.read().await.unwrap(), "second");
+    std::fs::create_dir(&missing).unwrap();
+    script(&missing, "leadpipe-path-probe", "later");
+    assert_eq!(probe.read().await.unwrap(), "later");
+}

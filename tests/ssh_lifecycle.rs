@@ -148,6 +148,65 @@ async fn a_server_with_fewer_sessions_makes_work_wait_instead_of_failing() {
     }
 }
 
+/// Session channels the server opened for us, and the opens it refused, from its debug log.
+fn session_opens(sshd: &Sshd) -> (usize, usize) {
+    let log = sshd.log_text();
+    (
+        log.matches("server_input_channel_open: confirm session")
+            .count(),
+        log.matches("server_input_channel_open: failure session")
+            .count(),
+    )
+}
+
+#[tokio::test]
+async fn the_server_limit_is_learnt_and_no_channel_is_opened_in_vain() {
+    let Some(sshd) = Sshd::start_with(&["MaxSessions 2", "LogLevel DEBUG1"]) else {
+        return;
+    };
+    let remote = sshd.login(&sshd.user).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let remote = remote.clone();
+            tokio::spawn(async move {
+                remote
+                    .cmd("sh")
+                    .args(["-c", "sleep 0.2; printf '%s' \"$1\"", "sh", &i.to_string()])
+                    .read()
+                    .await
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(300), futures::future::join_all(tasks))
+        .await
+        .expect("did not hang");
+    for (i, result) in all.into_iter().enumerate() {
+        assert_eq!(result.unwrap().unwrap(), i.to_string(), "run {i}");
+    }
+    // A channel per command, and at most the spare opened ahead of the next one (at
+    // connect and again at the end): none opened only to be closed unused.
+    let (opened, refused) = session_opens(&sshd);
+    eprintln!("20 commands on MaxSessions 2: {opened} channels opened, {refused} refused");
+    assert!(opened >= 20, "{opened} channels for 20 commands?");
+    assert!(opened <= 22, "{opened} channels opened for 20 commands");
+    // The first burst meets the limit once (18 of the 19 opens at once); the rest are the
+    // server still closing a channel when the next open arrives, a few at most.
+    assert!(refused <= 18 + 20, "{refused} refusals");
+    // The limit learnt holds for the next burst: two channels busy, the rest wait.
+    let before = session_opens(&sshd).1;
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let remote = remote.clone();
+            tokio::spawn(async move { remote.cmd("sleep").arg("0.2").run().await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let refused = session_opens(&sshd).1 - before;
+    assert!(refused <= 6, "{refused} refusals once the limit was known");
+}
+
 #[tokio::test]
 async fn max_channels_matches_a_server_with_fewer_sessions() {
     let Some(sshd) = Sshd::start_with(&["MaxSessions 2"]) else {

@@ -114,6 +114,10 @@ pub(crate) enum WriteMode {
     Append,
     /// Create; fail if it exists.
     CreateNew,
+    /// Create; fail if it exists; the mode given is set exactly (whatever the umask) by the
+    /// time `shutdown` returns (over SFTP with the last writes and the close, not a round
+    /// trip of its own).
+    CreateNewExact,
 }
 
 /// What kind of file a path names.

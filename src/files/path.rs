@@ -265,7 +265,7 @@ impl MachinePath {
     /// [`Error::ConnectionLost`].
     pub async fn write(&self, content: impl AsRef<[u8]>) -> Result<()> {
         let content = content.as_ref();
-        let replacement =
+        let mut replacement =
             Replacement::new(self.files.clone(), &self.path).map_err(|e| self.fail("write", e))?;
         let mode = match self.files.metadata(&self.path, true).await {
             Ok(meta) => Some(meta.mode),
@@ -273,7 +273,7 @@ impl MachinePath {
             Err(e) => return Err(self.fail("write", e)),
         };
         let written = async {
-            let mut file = replacement.open(None).await?;
+            let mut file = replacement.open(mode).await?;
             file.write_all(content).await?;
             file.shutdown().await
         }

@@ -67,6 +67,8 @@ pub(crate) struct Replacement {
     target: PathBuf,
     temp: PathBuf,
     armed: bool,
+    /// The mode the temporary file was opened with, set exactly.
+    exact: Option<u32>,
 }
 
 impl Replacement {
@@ -77,6 +79,7 @@ impl Replacement {
             target: target.to_owned(),
             files,
             armed: true,
+            exact: None,
         })
     }
 
@@ -85,12 +88,17 @@ impl Replacement {
         &self.temp
     }
 
-    /// Creates the temporary file (it must not exist) for writing; `mode` as
-    /// [`Files::open_write`] takes it.
-    pub(crate) async fn open(&self, mode: Option<u32>) -> io::Result<BoxWrite> {
-        self.files
-            .open_write(&self.temp, WriteMode::CreateNew, mode)
-            .await
+    /// Creates the temporary file (it must not exist) for writing; `mode`, when given, is
+    /// its mode exactly (whatever the umask) once the writer is shut down, and
+    /// [`commit`](Replacement::commit) with the same mode need not set it again.
+    pub(crate) async fn open(&mut self, mode: Option<u32>) -> io::Result<BoxWrite> {
+        let how = match mode {
+            Some(_) => WriteMode::CreateNewExact,
+            None => WriteMode::CreateNew,
+        };
+        let file = self.files.open_write(&self.temp, how, mode).await?;
+        self.exact = mode;
+        Ok(file)
     }
 
     /// Sets the temporary file's permission bits to `mode` (exactly, whatever the umask)
@@ -98,7 +106,9 @@ impl Replacement {
     /// down, so every write was acknowledged.
     pub(crate) async fn commit(mut self, mode: Option<u32>) -> io::Result<()> {
         let done = async {
-            if let Some(mode) = mode {
+            if let Some(mode) = mode
+                && self.exact != Some(mode)
+            {
                 self.files.chmod(&self.temp, mode).await?;
             }
             self.files.rename(&self.temp, &self.target).await

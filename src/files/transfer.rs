@@ -3,9 +3,10 @@
 //! Bytes stream through this process: read from the source machine, written to the
 //! destination, 255 KiB at a time, with no whole file in memory. Over SFTP a single file
 //! is already pipelined (many reads or writes in flight per file); a tree adds concurrency
-//! across files, which is what makes many small files fast: each file costs a few round
-//! trips (open, write, close, chmod, rename), and [`FILE_CONCURRENCY`] files are in flight
-//! at once.
+//! across files, which is what makes many small files fast: each file costs three round
+//! trips over SFTP (open; the writes, mode and close together; rename), and
+//! [`SMALL_FILE_CONCURRENCY`] small files are in flight at once ([`FILE_CONCURRENCY`] of
+//! the larger ones, whose many requests in flight each already fill the link).
 //!
 //! Every file is written as [`Replacement`] writes one: under a temporary name beside its
 //! target, renamed over it once whole, so an interrupted transfer destroys nothing.
@@ -36,7 +37,12 @@ use super::{
 use crate::{Error, Result, local::files::blocking};
 
 /// How many files of a tree are copied at once.
+const SMALL_FILE_CONCURRENCY: usize = 64;
+/// How many of them may be larger than [`SMALL_FILE`] (each holds up to 64 requests of
+/// 255 KiB in flight over SFTP).
 const FILE_CONCURRENCY: usize = 16;
+/// The size up to which a file is small: a few requests.
+const SMALL_FILE: u64 = 1 << 20;
 /// How much is read before it is written: OpenSSH's largest SFTP write (255 KiB), so a
 /// chunk goes out as one write request rather than as 255 KiB and 1 KiB.
 const CHUNK: usize = 255 * 1024;
@@ -268,11 +274,17 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
         }
     }
     let progress = Arc::new(progress);
+    let large = tokio::sync::Semaphore::new(FILE_CONCURRENCY);
     stream::iter(entries.iter().filter(|entry| !entry.meta.is_dir()).map(Ok))
-        .try_for_each_concurrent(FILE_CONCURRENCY, |entry| {
+        .try_for_each_concurrent(SMALL_FILE_CONCURRENCY, |entry| {
             let (from, to) = (under(&src, &entry.relative), under(&dst, &entry.relative));
-            let progress = progress.clone();
+            let (progress, large) = (progress.clone(), &large);
             async move {
+                let _lane = if entry.meta.len > SMALL_FILE {
+                    large.acquire().await.ok()
+                } else {
+                    None
+                };
                 match entry.meta.kind {
                     FileKind::Symlink => copy_symlink(&from, &to).await,
                     FileKind::File => copy_file(&from, &to, entry.meta, &progress).await,
@@ -394,7 +406,7 @@ async fn copy_file(
     let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
     let mut reader =
         (from.files().open_read(from.as_path(), Some(meta.len)).await).map_err(read_error)?;
-    let replacement =
+    let mut replacement =
         Replacement::new(to.files_ref().clone(), to.as_path()).map_err(write_error)?;
     let copied = async {
         let mut writer = (replacement.open(Some(meta.mode)).await).map_err(write_error)?;

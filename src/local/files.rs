@@ -121,15 +121,24 @@ impl Files for LocalFiles {
                 options.write(true);
                 match how {
                     WriteMode::Append => options.create(true).append(true),
-                    WriteMode::CreateNew => options.create_new(true),
+                    WriteMode::CreateNew | WriteMode::CreateNewExact => options.create_new(true),
                 };
                 if let Some(mode) = mode {
                     options.mode(mode);
                 }
                 let file = options.open(&path)?;
+                if let (WriteMode::CreateNewExact, Some(mode)) = (how, mode) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let exact = file.set_permissions(fs::Permissions::from_mode(mode));
+                    if let Err(error) = exact {
+                        drop(file);
+                        let _ = fs::remove_file(&path);
+                        return Err(error);
+                    }
+                }
                 // A new file whose caller dropped the open before it finished: nobody will
                 // write it, or remove it (its removal may have run before it existed).
-                if how == WriteMode::CreateNew && gone.load(Ordering::SeqCst) {
+                if how != WriteMode::Append && gone.load(Ordering::SeqCst) {
                     drop(file);
                     let _ = fs::remove_file(&path);
                     return Err(io::Error::from(io::ErrorKind::Interrupted));

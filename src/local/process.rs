@@ -62,22 +62,143 @@ pub(super) fn which(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -
     if program.is_empty() {
         return Err(not_found());
     }
+    if let Some(found) = path_cache::lookup(&searched, program) {
+        return Ok(found);
+    }
     let base = match cwd {
         Some(dir) if dir.is_absolute() => dir.to_path_buf(),
         _ => std::env::current_dir()
             .map_err(|e| Error::io("cannot read the current directory", e))?
             .join(cwd.unwrap_or(Path::new(""))),
     };
-    which::which_in(program, Some(&searched), &base).map_err(|_| {
-        if found_without_execute(program, &searched, &base) {
-            Error::NotExecutable {
-                program: program.to_string_lossy().into_owned(),
-                machine: "local".to_owned(),
-            }
-        } else {
-            not_found()
+    match which::which_in(program, Some(&searched), &base) {
+        Ok(found) => {
+            path_cache::remember(&searched, program, &found);
+            Ok(found)
         }
-    })
+        Err(_) if found_without_execute(program, &searched, &base) => Err(Error::NotExecutable {
+            program: program.to_string_lossy().into_owned(),
+            machine: "local".to_owned(),
+        }),
+        Err(_) => Err(not_found()),
+    }
+}
+
+/// Programs found on `PATH`, remembered per (`PATH`, program) so that a spawn costs a
+/// `stat` of the directories searched rather than a search.
+///
+/// An entry holds the directories searched, up to the one the program was found in, each
+/// with its identity and modification time; it is used only while every one of them is
+/// unchanged (a program added to an earlier directory, or removed from its own, changes
+/// one). A directory modified within the last [`SETTLED`] is not trusted to show its next
+/// change (timestamps are coarse), so such a lookup is not remembered. Only plain names
+/// on a `PATH` of absolute directories are remembered: others depend on the working
+/// directory.
+mod path_cache {
+    use std::{
+        collections::HashMap,
+        ffi::{OsStr, OsString},
+        os::unix::{ffi::OsStrExt, fs::MetadataExt},
+        path::{Path, PathBuf},
+        sync::Mutex,
+        time::{Duration, SystemTime},
+    };
+
+    /// How long a directory must have been unchanged for a lookup in it to be remembered.
+    const SETTLED: Duration = Duration::from_secs(2);
+    /// Entries kept at most (then the cache starts afresh).
+    const MOST: usize = 512;
+
+    /// A directory as it was: device, inode, modification time.
+    type Stamp = (u64, u64, i64, i64);
+
+    struct Entry {
+        found: PathBuf,
+        /// Each directory searched and its stamp (`None`: it did not exist).
+        searched: Vec<(PathBuf, Option<Stamp>)>,
+    }
+
+    static CACHE: Mutex<Option<HashMap<(OsString, OsString), Entry>>> = Mutex::new(None);
+
+    fn stamp(dir: &Path) -> Option<Stamp> {
+        let meta = dir.metadata().ok()?;
+        Some((meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec()))
+    }
+
+    fn cacheable(program: &OsStr) -> bool {
+        !program.as_bytes().contains(&b'/')
+    }
+
+    /// The program found before, if no directory searched has changed since.
+    pub(super) fn lookup(path: &OsStr, program: &OsStr) -> Option<PathBuf> {
+        if !cacheable(program) {
+            return None;
+        }
+        let mut cache = CACHE.lock().ok()?;
+        let cache = cache.as_mut()?;
+        let key = (path.to_os_string(), program.to_os_string());
+        let entry = cache.get(&key)?;
+        let unchanged = (entry.searched.iter()).all(|(dir, was)| stamp(dir) == *was);
+        if unchanged {
+            return Some(entry.found.clone());
+        }
+        cache.remove(&key);
+        None
+    }
+
+    /// Remembers where `program` was found on `path`, when every directory searched has
+    /// settled.
+    pub(super) fn remember(path: &OsStr, program: &OsStr, found: &Path) {
+        if !cacheable(program) {
+            return;
+        }
+        let settled_before = SystemTime::now().checked_sub(SETTLED);
+        let mut searched = Vec::new();
+        for dir in std::env::split_paths(path) {
+            if !dir.is_absolute() {
+                return;
+            }
+            // Listed twice: its first stamp stands for both.
+            if searched.iter().any(|(seen, _)| *seen == dir) {
+                continue;
+            }
+            // A directory missing now is remembered as missing: created later, it shows.
+            let stamp = stamp(&dir);
+            if let Some((_, _, secs, nanos)) = stamp {
+                let modified = SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+                    u64::try_from(secs).unwrap_or(0),
+                    u32::try_from(nanos).unwrap_or(0),
+                ));
+                if settled_before
+                    .zip(modified)
+                    .is_none_or(|(settled, at)| at > settled)
+                {
+                    return;
+                }
+            }
+            let here = dir.join(program) == found;
+            searched.push((dir, stamp));
+            if here {
+                let mut cache = match CACHE.lock() {
+                    Ok(cache) => cache,
+                    Err(_) => return,
+                };
+                let cache = cache.get_or_insert_with(HashMap::new);
+                if cache.len() >= MOST {
+                    cache.clear();
+                }
+                let key = (path.to_os_string(), program.to_os_string());
+                cache.insert(
+                    key,
+                    Entry {
+                        found: found.to_path_buf(),
+                        searched,
+                    },
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `program` names a file that exists but that `which` skipped: it lacks the

@@ -142,7 +142,7 @@ pub struct SshBuilder {
     host_key_policy: Option<HostKeyPolicy>,
     connect_timeout: Option<Duration>,
     keepalive: Option<(Duration, usize)>,
-    max_channels: usize,
+    max_channels: Option<usize>,
     config_file: Option<PathBuf>,
     /// Whether `/etc/ssh/ssh_config` is read after `config_file` (as `ssh` does without
     /// `-F`).
@@ -172,7 +172,7 @@ impl SshBuilder {
             host_key_policy: None,
             connect_timeout: None,
             keepalive: None,
-            max_channels: 10,
+            max_channels: None,
             config_file: home().map(|home| home.join(".ssh/config")),
             system_config: true,
             ignored_keywords: Vec::new(),
@@ -359,11 +359,23 @@ impl SshBuilder {
         self
     }
 
-    /// How many channels the server allows on one connection (OpenSSH's `MaxSessions`,
-    /// default 10). One is kept free for stopping processes; when the others are busy, new
-    /// commands wait for a free one instead of failing.
+    /// How many session channels the server allows on one connection (OpenSSH's
+    /// `MaxSessions`), when it is known; at least 2.
+    ///
+    /// Without it, leadpipe learns the limit: it opens as many channels as the work in
+    /// flight needs, and the first time the server refuses one, the most it ever had open
+    /// at once becomes the limit for the rest of the connection (the refused commands wait
+    /// for a channel, they do not fail). Every channel can then run a process; a kill
+    /// (a timeout, `kill()`, a dropped `Child`) takes the next free one before any other
+    /// waiting command.
+    ///
+    /// Set, the limit holds from the start and one channel of it is kept free for kills, so
+    /// a pipeline can be stopped even while every other channel holds a hung process. That
+    /// matters for logins where sshd refuses to deliver signals itself (root): set it there
+    /// when every channel may hang. When the channels are busy, new commands wait for a
+    /// free one instead of failing.
     pub fn max_channels(mut self, channels: usize) -> SshBuilder {
-        self.max_channels = channels.max(2);
+        self.max_channels = Some(channels.max(2));
         self
     }
 

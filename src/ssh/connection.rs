@@ -17,12 +17,12 @@ use russh::{
         ssh_key::public::KeyData,
     },
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{
     certificates,
     known_hosts::{self, Verdict},
     reverse_forwards::{Forwards, serve_forwarded},
+    slots::{Refused, Slot, Slots, Taken},
 };
 use crate::{ChannelRefusal, Error, HostKeyProblem, Result};
 
@@ -100,7 +100,8 @@ pub(crate) struct Settings {
     pub(crate) preferred: russh::Preferred,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_max: usize,
-    pub(crate) max_channels: usize,
+    /// The server's channel limit when the script set it; else learnt.
+    pub(crate) max_channels: Option<usize>,
 }
 
 /// The host part of a destination as written: `user@host:port` and `user@[host]:port`
@@ -201,6 +202,51 @@ pub(crate) struct Client {
     forwards: Arc<Forwards>,
     /// The agent socket agent channels are served from; `None` refuses them.
     agent_socket: Option<PathBuf>,
+    /// The TCP socket while connecting, for [`QuickAck`].
+    quick_ack: QuickAck,
+}
+
+/// The TCP socket under a connection while it is being set up (none through a jump host or
+/// a `ProxyCommand`): acknowledging the server's packets at once rather than after the
+/// kernel's delayed-ACK timer spares the ~40 ms stall on the first channel (see
+/// `openssh_ext_host_keys_announced`). Released once the connection is set up, so that
+/// it never keeps the socket open.
+#[derive(Clone, Default)]
+pub(crate) struct QuickAck(Arc<Mutex<Option<std::os::fd::OwnedFd>>>);
+
+impl QuickAck {
+    fn of(stream: &tokio::net::TcpStream) -> QuickAck {
+        use std::os::fd::AsFd;
+        let fd = stream.as_fd().try_clone_to_owned().ok();
+        QuickAck(Arc::new(Mutex::new(fd)))
+    }
+
+    /// Leaves delayed-ACK mode (the kernel returns to it on its own): acknowledges what has
+    /// arrived now, and the next packets as they are read.
+    fn ack_now(&self) {
+        use std::os::fd::AsRawFd;
+        if let Ok(fd) = self.0.lock()
+            && let Some(fd) = &*fd
+        {
+            let on: libc::c_int = 1;
+            // SAFETY: a valid descriptor of our own, an int option of the right size.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&raw const on).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut fd) = self.0.lock() {
+            fd.take();
+        }
+    }
 }
 
 impl client::Handler for Client {
@@ -290,6 +336,20 @@ impl client::Handler for Client {
             reply.accept().await;
             serve_forwarded(channel, target);
         }
+        Ok(())
+    }
+
+    /// OpenSSH announces its host keys right after authentication, then sends debug
+    /// messages (the key's options), and its answer to our first channel open follows them;
+    /// sshd leaves Nagle's algorithm on for non-interactive sessions, so each of its packets
+    /// waits until the one before is acknowledged, and a delayed ACK from here costs ~40 ms.
+    /// Quick ACKs now let them through (russh reports no packet after this one).
+    async fn openssh_ext_host_keys_announced(
+        &mut self,
+        _keys: Vec<russh::keys::PublicKey>,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        self.quick_ack.ack_now();
         Ok(())
     }
 
@@ -535,22 +595,21 @@ pub(crate) struct Connection {
     _via: Option<Arc<Connection>>,
     /// The `ProxyCommand` child carrying the connection, killed and reaped with it.
     _proxy: Option<super::proxy::ProxyGuard>,
-    /// Channels for processes. One slot of the server's limit stays free for kills: a
-    /// pipeline must be stoppable even when every other slot holds a hung process.
-    slots: Arc<Semaphore>,
-    kill_slot: Arc<Semaphore>,
-    /// A session channel opened ahead of need, so that starting a command costs one round
-    /// trip (exec) instead of two (open, exec). sshd leaves an idle session channel alone;
-    /// it holds one slot. It receives nothing before its exec, so it needs no draining.
-    spare: std::sync::Mutex<Option<(russh::Channel<Msg>, OwnedSemaphorePermit)>>,
-    /// Woken when a spare is put back: a caller waiting for a slot takes it instead, since
-    /// the spare may hold the last slot (with `max_channels` 2, the only one).
-    spare_ready: tokio::sync::Notify,
+    /// The session channels: the server's limit, callers waiting, the spare.
+    slots: Arc<Slots>,
     /// Whether every session channel asks for agent forwarding (`ForwardAgent`).
     forward_agent: bool,
     /// Whether the login shell can read the remote line itself (learnt from the first
     /// command's report).
     pub(crate) login_shell: super::remote_line::LoginShell,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The spare's slot refers to the slots that hold it: take it out, or the channel
+        // (and with it the connection) would outlive every machine using it.
+        drop(self.slots.take_spare());
+    }
 }
 
 /// The cipher order: AES-GCM first (hardware AES makes it about 1.5x chacha20 here).
@@ -572,6 +631,7 @@ impl Connection {
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
         let mut proxy = None;
+        let mut quick_ack_done = QuickAck::default();
         let handle = match &via {
             None if settings.proxy_command.is_some() => {
                 let command = settings.proxy_command.as_deref().unwrap_or_default();
@@ -580,7 +640,14 @@ impl Connection {
                     settings.connect_error(None, reason, Some(e))
                 })?;
                 proxy = Some(guard);
-                Connection::handshake(settings, stream, None, forwards.clone()).await?
+                Connection::handshake(
+                    settings,
+                    stream,
+                    None,
+                    forwards.clone(),
+                    QuickAck::default(),
+                )
+                .await?
             }
             None => {
                 let mut attempt = 1;
@@ -601,9 +668,18 @@ impl Connection {
                 stream
                     .set_nodelay(true)
                     .map_err(|e| settings.connect_error(at, e.to_string(), Some(e)))?;
-                Connection::handshake(settings, stream, Some(address), forwards.clone())
-                    .await
-                    .map_err(|e| e.at_address(address))?
+                let quick_ack = QuickAck::of(&stream);
+                let handle = Connection::handshake(
+                    settings,
+                    stream,
+                    Some(address),
+                    forwards.clone(),
+                    quick_ack.clone(),
+                )
+                .await
+                .map_err(|e| e.at_address(address));
+                quick_ack_done = quick_ack;
+                handle?
             }
             Some(bastion) => {
                 let channel = bastion
@@ -627,44 +703,44 @@ impl Connection {
                         settings.connect_error(None, reason, None)
                     })?;
                 let stream = channel.into_stream();
-                Connection::handshake(settings, stream, None, forwards.clone()).await?
+                Connection::handshake(
+                    settings,
+                    stream,
+                    None,
+                    forwards.clone(),
+                    QuickAck::default(),
+                )
+                .await?
             }
         };
-        // Leave one of the server's channel slots for kills (see `kill_slot`).
-        let slots = settings.max_channels.saturating_sub(1).max(1);
         let connection = Connection {
             name: destination,
             handle,
             forwards,
             _via: via,
             _proxy: proxy,
-            slots: Arc::new(Semaphore::new(slots)),
-            kill_slot: Arc::new(Semaphore::new(1)),
-            spare: std::sync::Mutex::new(None),
-            spare_ready: tokio::sync::Notify::new(),
+            slots: Slots::new(settings.max_channels),
             forward_agent: settings.agent_socket.is_some(),
             login_shell: super::remote_line::LoginShell::default(),
         };
         // The first channel after authentication meets the server's delayed ACK (~40 ms):
         // open the spare now, inside connect, rather than in the first command.
-        let spare = connection.open_fresh().await?;
-        connection.put_spare(spare);
+        let spare = match connection.slots.take(false).await {
+            Taken::Slot(slot) => connection.open_on(slot).await,
+            Taken::Spare(channel, slot) => Ok(Some((channel, slot))),
+        };
+        quick_ack_done.release();
+        if let Some((channel, slot)) = spare? {
+            connection.put_spare(channel, slot);
+        }
         Ok(connection)
     }
 
-    fn put_spare(&self, channel: (russh::Channel<Msg>, OwnedSemaphorePermit)) {
-        let extra = match self.spare.lock() {
-            Ok(mut spare) if spare.is_none() => {
-                *spare = Some(channel);
-                None
-            }
-            _ => Some(channel),
-        };
-        self.spare_ready.notify_waiters();
-        if let Some((extra, permit)) = extra {
+    fn put_spare(&self, channel: russh::Channel<Msg>, slot: Slot) {
+        if let Some((extra, slot)) = self.slots.put_spare(channel, slot) {
             crate::lifecycle::spawn(async move {
                 let _ = extra.close().await;
-                drop(permit);
+                drop(slot);
             });
         }
     }
@@ -674,6 +750,7 @@ impl Connection {
         stream: S,
         peer: Option<SocketAddr>,
         forwards: Arc<Forwards>,
+        quick_ack: QuickAck,
     ) -> Result<Handle<Client>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -716,6 +793,7 @@ impl Connection {
             refusal: refusal.clone(),
             forwards,
             agent_socket: settings.agent_socket.clone(),
+            quick_ack,
         };
         let handshake = client::connect_stream(Arc::new(config), stream, client);
         let mut handle = tokio::time::timeout(settings.connect_timeout, handshake)
@@ -736,61 +814,45 @@ impl Connection {
         Ok(handle)
     }
 
-    /// A session channel for a process, waiting for a free slot when the server refuses
-    /// more (OpenSSH's `MaxSessions`, 10 by default: sshd frees a slot only after the close
-    /// exchange, so a refusal can come even within our own count; it is retried).
+    /// A session channel for a process (or SFTP, or a kill), waiting for a free slot when
+    /// the server allows no more (see [`Slots`]): the spare when there is one, else a channel
+    /// opened now. A kill goes before every other caller waiting.
     pub(crate) async fn open_session(
         self: &Arc<Self>,
         for_kill: bool,
-    ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        if for_kill {
-            let permit = (self.kill_slot.clone().acquire_owned().await).map_err(|_| self.lost())?;
-            return self.open_with(permit).await;
+    ) -> Result<(russh::Channel<Msg>, Slot)> {
+        loop {
+            match self.slots.take(for_kill).await {
+                Taken::Spare(channel, slot) => {
+                    self.refill();
+                    return Ok((channel, slot));
+                }
+                Taken::Slot(slot) => {
+                    if let Some(opened) = self.open_on(slot).await? {
+                        return Ok(opened);
+                    }
+                }
+            }
         }
-        let spare = self.take_spare();
+    }
+
+    /// Opens a spare channel in the background when a slot is free and nobody waits.
+    fn refill(self: &Arc<Self>) {
+        let Some(slot) = self.slots.take_for_spare() else {
+            return;
+        };
         let refill = self.clone();
         crate::lifecycle::spawn(async move {
-            if let Ok(channel) = refill.open_fresh().await {
-                refill.put_spare(channel);
+            if let Ok(Some((channel, slot))) = refill.open_on(slot).await {
+                refill.put_spare(channel, slot);
             }
         });
-        if let Some(spare) = spare {
-            return Ok(spare);
-        }
-        // Wait for a slot, or for a spare: a refill may win the slot that frees up.
-        let permit = loop {
-            let spare_ready = self.spare_ready.notified();
-            tokio::pin!(spare_ready);
-            spare_ready.as_mut().enable();
-            if let Some(spare) = self.take_spare() {
-                return Ok(spare);
-            }
-            tokio::select! {
-                permit = self.slots.clone().acquire_owned() => {
-                    break permit.map_err(|_| self.lost())?;
-                }
-                () = &mut spare_ready => {}
-            }
-        };
-        self.open_with(permit).await
     }
 
-    fn take_spare(&self) -> Option<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        self.spare.lock().ok().and_then(|mut spare| spare.take())
-    }
-
-    /// A channel on a slot for processes.
-    async fn open_fresh(&self) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        let permit = (self.slots.clone().acquire_owned().await).map_err(|_| self.lost())?;
-        self.open_with(permit).await
-    }
-
-    /// Opens a session channel on the slot `permit` holds.
-    async fn open_with(
-        &self,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(russh::Channel<Msg>, OwnedSemaphorePermit)> {
-        let mut pause = Duration::from_millis(1);
+    /// Opens a session channel on `slot`; `None` when the server's limit turned out lower
+    /// and the slot was given back (wait for another).
+    async fn open_on(&self, mut slot: Slot) -> Result<Option<(russh::Channel<Msg>, Slot)>> {
+        let mut pause = Duration::ZERO;
         loop {
             match self.handle.channel_open_session().await {
                 Ok(channel) => {
@@ -798,17 +860,26 @@ impl Connection {
                     if self.forward_agent {
                         let _ = channel.agent_forward(false).await;
                     }
-                    return Ok((channel, permit));
+                    self.slots.confirmed(&mut slot);
+                    return Ok(Some((channel, slot)));
                 }
-                // The server's limit (lower than ours, or a slot still in its close
-                // exchange): wait for one of our channels to end, giving up the spare first.
+                // The server's limit, or one of our channels still in its close exchange
+                // (sshd frees a session only then).
                 Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed)) => {
-                    if let Some((spare, spare_permit)) = self.take_spare() {
-                        let _ = spare.close().await;
-                        drop(spare_permit);
+                    match self.slots.refused() {
+                        Refused::Wait => return Ok(None),
+                        Refused::Retry => {}
                     }
+                    // The spare is as good as the channel asked for, and frees nothing by
+                    // being closed.
+                    if let Some((channel, spare_slot)) = self.slots.take_spare() {
+                        drop(slot);
+                        return Ok(Some((channel, spare_slot)));
+                    }
+                    // At once the first time: the answer came after the server handled
+                    // the close that held the slot.
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_millis(100));
                 }
                 Err(russh::Error::ChannelOpenFailure(failure)) => {
                     let refusal = refusal(&failure);
@@ -1272,6 +1343,7 @@ mod tests {
             refusal: Arc::new(Mutex::new(None)),
             forwards: Arc::default(),
             agent_socket: None,
+            quick_ack: super::QuickAck::default(),
         };
         let blob = |text: &str| data_encoding::BASE64.decode(text.as_bytes()).unwrap();
         let fingerprint = known_hosts::fingerprint(&blob(KEY_A));

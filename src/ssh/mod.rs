@@ -27,6 +27,7 @@ mod proxy;
 mod remote_line;
 mod reverse_forwards;
 pub(crate) mod sftp;
+mod slots;
 mod spill;
 pub(crate) mod sudo;
 

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use russh::{ChannelMsg, Pty, Sig, client::Msg};
 use tokio::{
     io::AsyncWriteExt,
-    sync::{OwnedSemaphorePermit, oneshot, watch},
+    sync::{oneshot, watch},
 };
 
 use super::{
@@ -411,7 +411,7 @@ pub(crate) async fn start(
 type SudoChannel = (
     russh::ChannelReadHalf,
     russh::ChannelWriteHalf<Msg>,
-    OwnedSemaphorePermit,
+    super::slots::Slot,
 );
 
 /// A channel on which sudo has started the line's `/bin/sh` as `runas`'s user, waiting
@@ -427,7 +427,7 @@ async fn sudo_channel(
 ) -> Result<(
     russh::ChannelReadHalf,
     russh::ChannelWriteHalf<Msg>,
-    OwnedSemaphorePermit,
+    super::slots::Slot,
     bool,
 )> {
     runas.checked_user(&connection.name)?;
@@ -502,7 +502,7 @@ async fn sudo_attempt(
 async fn end_channel(
     mut read: russh::ChannelReadHalf,
     write: russh::ChannelWriteHalf<Msg>,
-    permit: OwnedSemaphorePermit,
+    permit: super::slots::Slot,
 ) {
     let _ = write.eof().await;
     let _ = write.close().await;
@@ -550,7 +550,7 @@ struct Pump {
     pid: watch::Sender<Option<u32>>,
     control: Arc<Control>,
     /// The channel's slot, given back when the server has closed it.
-    _permit: OwnedSemaphorePermit,
+    _permit: super::slots::Slot,
 }
 
 impl Pump {

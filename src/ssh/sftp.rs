@@ -288,6 +288,7 @@ guarded! {
     stat(path: impl Into<String>) -> Attrs;
     lstat(path: impl Into<String>) -> Attrs;
     fstat(handle: impl Into<String>) -> Attrs;
+    fsetstat(handle: impl Into<String>, attrs: FileAttributes) -> Status;
     setstat(path: impl Into<String>, attrs: FileAttributes) -> Status;
     opendir(path: impl Into<String>) -> Handle;
     readdir(handle: impl Into<String>) -> Name;
@@ -459,13 +460,13 @@ impl Files for SftpFiles {
                 | OpenFlags::CREATE
                 | match how {
                     WriteMode::Append => OpenFlags::APPEND,
-                    WriteMode::CreateNew => OpenFlags::EXCLUDE,
+                    WriteMode::CreateNew | WriteMode::CreateNewExact => OpenFlags::EXCLUDE,
                 };
             let opened = live.raw.open(name(path)?, flags, with_mode(mode)).await;
             let handle = match opened {
                 Ok(handle) => handle.handle,
                 // SFTP reports "exists" as a generic failure: tell it apart.
-                Err(error) if how == WriteMode::CreateNew => {
+                Err(error) if how != WriteMode::Append => {
                     let exists = live.raw.lstat(name(path)?).await.is_ok();
                     return Err(if exists {
                         io::Error::from(io::ErrorKind::AlreadyExists)
@@ -475,7 +476,8 @@ impl Files for SftpFiles {
                 }
                 Err(error) => return Err(io_error(error)),
             };
-            Ok(Box::new(SftpWriter::new(&live, handle)) as BoxWrite)
+            let exact = (how == WriteMode::CreateNewExact).then_some(mode).flatten();
+            Ok(Box::new(SftpWriter::new(&live, handle, exact)) as BoxWrite)
         }
         .boxed()
     }
@@ -750,11 +752,13 @@ struct SftpWriter {
     chunk: usize,
     offset: u64,
     in_flight: FuturesOrdered<BoxFuture<'static, Result<Status, SftpError>>>,
-    closing: Option<BoxFuture<'static, Result<Status, SftpError>>>,
+    closing: Option<BoxFuture<'static, io::Result<()>>>,
+    /// The mode to set with the close (`fsetstat`), exactly.
+    exact: Option<u32>,
 }
 
 impl SftpWriter {
-    fn new(live: &Live, handle: String) -> SftpWriter {
+    fn new(live: &Live, handle: String, exact: Option<u32>) -> SftpWriter {
         SftpWriter {
             raw: live.raw.clone(),
             handle: Some(handle),
@@ -762,6 +766,7 @@ impl SftpWriter {
             offset: 0,
             in_flight: FuturesOrdered::new(),
             closing: None,
+            exact,
         }
     }
 
@@ -820,24 +825,48 @@ impl AsyncWrite for SftpWriter {
         self.poll_acks(cx)
     }
 
-    /// Waits for every acknowledgement, then closes the file and checks the close.
+    /// Sends the mode (when it is to be set) and the close behind the last writes without
+    /// waiting for them (the server handles one file's requests in order), then checks
+    /// every answer: one round trip for a small file's end, not three.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.closing.is_none() {
-            ready!(this.poll_acks(cx))?;
             let Some(handle) = this.handle.take() else {
                 return Poll::Ready(Ok(()));
             };
-            let raw = this.raw.clone();
-            this.closing = Some(async move { raw.close(handle).await }.boxed());
+            let (raw, exact) = (this.raw.clone(), this.exact);
+            let mut writes = std::mem::take(&mut this.in_flight);
+            this.closing = Some(
+                async move {
+                    let written = async {
+                        while let Some(ack) = writes.next().await {
+                            ack?;
+                        }
+                        Ok(())
+                    };
+                    let set = async {
+                        match exact {
+                            Some(mode) => raw
+                                .fsetstat(handle.as_str(), with_mode(Some(mode)))
+                                .await
+                                .map(drop),
+                            None => Ok(()),
+                        }
+                    };
+                    // Polled in this order, so the mode goes out before the close.
+                    let (written, set, closed) =
+                        futures::join!(written, set, raw.close(handle.as_str()));
+                    written.and(set).and(closed.map(drop)).map_err(io_error)
+                }
+                .boxed(),
+            );
         }
         let Some(closing) = &mut this.closing else {
             return Poll::Ready(Ok(()));
         };
         let result = ready!(closing.poll_unpin(cx));
         this.closing = None;
-        result.map_err(io_error)?;
-        Poll::Ready(Ok(()))
+        Poll::Ready(result)
     }
 }
 
