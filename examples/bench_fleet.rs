@@ -16,8 +16,8 @@
 //! cpuacct cgroup for the client, the fleet's cgroup for the servers, a check that every
 //! host got its files), then stops it, and prints one table: wall time, client CPU per
 //! host, peak client memory, and each peer's wall time over leadpipe's. At 250 hosts it
-//! also runs leadpipe with one refused and one frozen host added. leadpipe alone runs at
-//! the sizes in `BENCH_FLEET_ALONE` (default 1000).
+//! also runs leadpipe with one refused and one frozen host added in the middle of the
+//! list. leadpipe alone runs at the sizes in `BENCH_FLEET_ALONE` (default 1000).
 //!
 //! `bench_fleet worker N [-faulty|-commands]` is the leadpipe client the harness times: the
 //! workload on the first N hosts of `$FLEET_HOSTS`, with host keys checked against
@@ -110,11 +110,13 @@ fn worker(count: usize, faulty: bool, commands: bool) -> i32 {
         let closed = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let refused_port = closed.local_addr().unwrap().port();
         drop(closed);
-        hosts.push(format!("{user}@127.0.0.1:{refused_port}"));
-        hosts.push(format!(
-            "{user}@127.0.0.1:{}",
-            frozen.local_addr().unwrap().port()
-        ));
+        // In the middle of the list: a frozen host costs its connect timeout counted from
+        // when its turn to connect comes, so at the very end of a long list it would
+        // outlast the others by up to that timeout.
+        let middle = hosts.len() / 2;
+        let frozen_port = frozen.local_addr().unwrap().port();
+        hosts.insert(middle, format!("{user}@127.0.0.1:{refused_port}"));
+        hosts.insert(middle, format!("{user}@127.0.0.1:{frozen_port}"));
     }
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let began = Instant::now();
@@ -130,6 +132,7 @@ fn worker(count: usize, faulty: bool, commands: bool) -> i32 {
             })
             .connect()
             .await;
+        println!("connect returned after {:?}", began.elapsed());
         // Memory once every host connected; not with the faulty hosts, whose frozen one
         // would be waited for here instead of in its own slot of the run.
         if !faulty {

@@ -98,7 +98,7 @@ pub struct Fleet<M = SshMachine> {
 
 /// How long [`FleetBuilder::connect`] waits, at least and at most, with no host connecting,
 /// before it leaves the hosts still connecting to finish in the background.
-const STRAGGLER_WAIT_MIN: Duration = Duration::from_millis(200);
+const STRAGGLER_WAIT_MIN: Duration = Duration::from_millis(100);
 const STRAGGLER_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// A background task, aborted when dropped.
@@ -346,8 +346,8 @@ impl FleetBuilder {
     /// keeps its error, which every report of the fleet shows.
     ///
     /// It returns once every host has connected or failed, or, after the first has, once
-    /// no host has for a while (twice the slowest connection so far, between 200 ms and
-    /// 2 s): the hosts
+    /// no host has for a while (ten times the median gap between hosts settling, between
+    /// 100 ms and 2 s): the hosts
     /// still connecting then (a frozen server, a slow link) finish in the background, and
     /// every call of the fleet waits for each of them in its own slot, while the others
     /// run. So one host that never answers costs the fleet its connect timeout in one slot,
@@ -373,14 +373,13 @@ impl FleetBuilder {
         }
         // Each host's connection is made by one task on leadpipe's runtime, `concurrency`
         // at a time; it goes on after this call returns while stragglers connect.
-        let (settled, mut settling) = mpsc::unbounded_channel::<Duration>();
+        let (settled, mut settling) = mpsc::unbounded_channel::<()>();
         let concurrency = options.concurrency;
         let connecting = futures::stream::iter(jobs)
             .map(move |(entry, sender)| {
                 let template = template.clone();
                 let settled = settled.clone();
                 async move {
-                    let began = Instant::now();
                     let machine = match entry {
                         Entry::Host(spec) => connect_host(spec, template, connect_timeout).await,
                         Entry::Invalid { name, reason } => Err(Error::Connect {
@@ -392,29 +391,47 @@ impl FleetBuilder {
                         }),
                     };
                     let _ = sender.send(machine.map_err(Arc::new));
-                    let _ = settled.send(began.elapsed());
+                    let _ = settled.send(());
                 }
             })
             .buffer_unordered(concurrency)
             .for_each(|()| async {});
         let connecting = Arc::new(Background(crate::lifecycle::spawn_handle(connecting)));
-        // Wait for every host, or, once one has, until none has for twice the slowest
-        // connection so far (at least 200 ms, at most 2 s): the rest are stragglers.
+        // Wait for every host, or, once one has, until none has for ten times the median
+        // gap between hosts settling so far (at least 100 ms, at most 2 s): the rest are
+        // stragglers. The typical gap, not a host's own time: a hundred hosts connecting at
+        // once each take long, but they finish one after the other.
         crate::lifecycle::run(async move {
-            let mut slowest: Option<Duration> = None;
+            let mut gaps: Vec<Duration> = Vec::with_capacity(total);
+            let mut last: Option<Instant> = None;
             for _ in 0..total {
-                let took = match slowest {
+                let next = match last {
                     None => settling.recv().await,
-                    Some(slowest) => {
-                        let quiet = (slowest * 2).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
+                    Some(_) if gaps.is_empty() => {
+                        tokio::time::timeout(STRAGGLER_WAIT_MAX, settling.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Some(_) => {
+                        let mut sorted = gaps.clone();
+                        let middle = sorted.len() / 2;
+                        let (_, median, _) = sorted.select_nth_unstable(middle);
+                        let quiet = (*median * 10).clamp(STRAGGLER_WAIT_MIN, STRAGGLER_WAIT_MAX);
                         tokio::time::timeout(quiet, settling.recv())
                             .await
                             .ok()
                             .flatten()
                     }
                 };
-                let Some(took) = took else { break };
-                slowest = Some(slowest.unwrap_or_default().max(took));
+                if next.is_none() {
+                    break;
+                }
+                let now = Instant::now();
+                if let Some(last) = last {
+                    gaps.push(now - last);
+                }
+                last = Some(now);
             }
         })
         .await;
