@@ -7,68 +7,32 @@
 mod support;
 
 use std::{
-    fmt::Write as _,
     os::unix::fs::{MetadataExt, PermissionsExt},
-    sync::{
-        Mutex, Once,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use leadpipe::{Error, Machine, Secret, SshMachine, local};
-use support::sshd::{Sshd, SudoUsers, TEST_PASSWORD};
+use support::{
+    sshd::{Sshd, SudoUsers, TEST_PASSWORD},
+    trace::Capture,
+};
 
 /// Everything every tracing span and event of this binary said.
-static TRACE: Mutex<String> = Mutex::new(String::new());
-
-struct Capture;
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let mut text = TRACE.lock().unwrap();
-        text.push_str(span.metadata().name());
-        span.record(&mut Fields(&mut text));
-        text.push('\n');
-        tracing::span::Id::from_u64(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut text = TRACE.lock().unwrap();
-        values.record(&mut Fields(&mut text));
-        text.push('\n');
-    }
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = TRACE.lock().unwrap();
-        event.record(&mut Fields(&mut text));
-        text.push('\n');
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+static TRACE: OnceLock<Capture> = OnceLock::new();
 
 /// Installs the capturing subscriber (once for the binary).
 fn capture_tracing() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| tracing::subscriber::set_global_default(Capture).unwrap());
+    TRACE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing::subscriber::set_global_default(capture.clone()).unwrap();
+        capture
+    });
+}
+
+/// What the tracing spans and events of this binary said so far.
+fn traced() -> String {
+    TRACE.get().map(Capture::text).unwrap_or_default()
 }
 
 /// Fails if `secret` is in `text`.
@@ -96,9 +60,13 @@ async fn times_out_and_dies(view: &SshMachine, seconds: &str) {
         .unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(4));
+    wait_gone(seconds).await;
+}
+
+/// Waits up to 5 s for `sleep SECONDS` to be gone from every process of the machine:
+/// sudo's reset environment and a parent that died would hide it from `Sshd::pgrep`.
+async fn wait_gone(seconds: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    // Every process of the machine: sudo's reset environment and a parent that died would
-    // hide it from `Sshd::pgrep`.
     let needle = format!("sleep\0{seconds}\0");
     let alive = || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
@@ -109,7 +77,7 @@ async fn times_out_and_dies(view: &SshMachine, seconds: &str) {
     while alive() {
         assert!(
             Instant::now() < deadline,
-            "sleep {seconds} survived its timeout"
+            "sleep {seconds} outlived its call"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -173,7 +141,7 @@ async fn sudo_with_a_password_runs_commands_as_root_and_shows_the_password_nowhe
     assert_hidden("Debug of the machine", &format!("{root:?}"), TEST_PASSWORD);
     // A timeout kills root's processes too (the login's own kill could not).
     times_out_and_dies(&root, "31.25").await;
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), TEST_PASSWORD);
+    assert_hidden("the tracing output", &traced(), TEST_PASSWORD);
 }
 
 #[tokio::test]
@@ -239,7 +207,7 @@ async fn requiretty_is_met_with_a_pty() {
         format!("{error}").contains("sudo as root failed"),
         "{error}"
     );
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), TEST_PASSWORD);
+    assert_hidden("the tracing output", &traced(), TEST_PASSWORD);
 }
 
 #[tokio::test]
@@ -280,7 +248,7 @@ async fn a_wrong_or_missing_password_fails_fast_with_error_sudo() {
     assert!(matches!(error, Error::Sudo { .. }), "{error}");
     assert!(format!("{error}").contains("none was given"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), wrong);
+    assert_hidden("the tracing output", &traced(), wrong);
 }
 
 #[tokio::test]
@@ -330,7 +298,7 @@ async fn files_are_written_and_uploaded_into_a_root_owned_directory_with_their_m
         root.cmd(target.join("bin/app")).read().await.unwrap(),
         "app"
     );
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), TEST_PASSWORD);
+    assert_hidden("the tracing output", &traced(), TEST_PASSWORD);
 }
 
 /// Every process's command line on the machine, one per line.
@@ -432,8 +400,8 @@ async fn secret_arguments_and_environment_values_stay_out_of_ps_and_every_text()
     let text = format!("{error}");
     assert!(text.contains("NUL") && text.contains("`***`"), "{text}");
     assert_hidden("the error", &text, "nul");
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), "arg-secret");
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), "env-secret");
+    assert_hidden("the tracing output", &traced(), "arg-secret");
+    assert_hidden("the tracing output", &traced(), "env-secret");
 }
 
 /// Who `machine` runs as once it becomes `user`: one body for every machine.
@@ -497,7 +465,7 @@ async fn local_sudo_as_a_normal_user() {
     assert_eq!(piped.trim(), "2");
     let error = view.cmd("false").run().await.unwrap_err();
     assert!(format!("{error}").contains("(sudo -u"), "{error}");
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), "local-secret");
+    assert_hidden("the tracing output", &traced(), "local-secret");
 }
 
 /// The processes running `sftp-server` that descend from this test process (each with
@@ -671,7 +639,7 @@ async fn a_responder_answers_two_prompts_as_they_stream() {
     let text = remote.read().await.unwrap();
     assert_eq!(text, "Your name? Password: \r\nname=alice pw-length=14\r");
     assert_hidden("Display/Debug", &format!("{remote}\n{remote:?}"), "hunter2");
-    assert_hidden("the tracing output", &TRACE.lock().unwrap(), "hunter2");
+    assert_hidden("the tracing output", &traced(), "hunter2");
 }
 
 #[tokio::test]
