@@ -697,3 +697,108 @@ async fn a_deadline_while_sudo_asks_leaves_no_sudo_behind() {
         "0"
     );
 }
+
+/// Sudo views against what the other tests leave out: user names a shell or sudo could
+/// misread, a program that prints sudo's prompts and leadpipe's marker words, non-bash
+/// login shells, the blocking API, a child dropped with its process running (as when
+/// `main` returns), and the connection cut mid-call.
+#[tokio::test]
+async fn sudo_views_against_hostile_names_forged_prompts_other_shells_drops_and_cuts() {
+    let Some((sshd, users)) = setup().await else {
+        return;
+    };
+    let machine = with_password(&sshd, users.password, TEST_PASSWORD).await;
+    for name in [
+        "root -s", "-u", "a;id", "$(id)", "a b", "a\nb", "", "#", "root\0",
+    ] {
+        let error = machine.sudo_as(name).cmd("true").run().await.unwrap_err();
+        assert!(matches!(error, Error::Sudo { .. }), "{name:?}: {error}");
+    }
+
+    // A program under sudo that prints prompts: its bytes come back as they were, its
+    // status is its own, and nothing (no password) is written to its stdin.
+    let root = machine.sudo();
+    let script = "printf '[sudo] password for x: \\nCustom prompt for y: \\nlp-sudo-0123abcd:\\n'; \
+                  printf 'lp-sudo-0123abcd:' >&2; read -r line; printf 'got:%s\\n' \"$line\"; exit 7";
+    let output = root
+        .cmd("sh")
+        .args(["-c", script])
+        .unchecked()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "[sudo] password for x: \nCustom prompt for y: \nlp-sudo-0123abcd:\ngot:\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "lp-sudo-0123abcd:");
+
+    // The blocking API.
+    let blocking = root.clone();
+    // A plain thread: no runtime of the caller's.
+    let uid = std::thread::spawn(move || {
+        use leadpipe::blocking::Wait;
+        blocking.cmd("id").arg("-u").read().wait()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(uid.unwrap(), "0");
+
+    // A child dropped with its root process running: the process is stopped.
+    let child = root.cmd("sleep").arg("33.25").spawn().await.unwrap();
+    drop(child);
+    wait_gone("33.25").await;
+
+    // tcsh and fish logins become root alike.
+    let rules: String = ["tcsh", "fish"]
+        .iter()
+        .filter_map(|shell| sshd.shell_user(shell))
+        .map(|user| format!("{user} ALL=(ALL) NOPASSWD: ALL\n"))
+        .collect();
+    let rules_file = "/etc/sudoers.d/leadpipe-tests-shells";
+    std::fs::write(rules_file, &rules).unwrap();
+    std::fs::set_permissions(rules_file, std::fs::Permissions::from_mode(0o440)).unwrap();
+    for user in rules.lines().filter_map(|l| l.split(' ').next()) {
+        let login = sshd.login(user).await;
+        let secret = Secret::new("a b'c$d");
+        let said = login
+            .sudo()
+            .cmd("sh")
+            .args(["-c", "printf '%s|%s' \"$(id -un)\" \"$LP_SECRET\""])
+            .env("LP_SECRET", secret)
+            .read()
+            .await
+            .unwrap();
+        assert_eq!(said, "root|a b'c$d", "{user}");
+    }
+
+    // The connection cut while a root command runs: the call ends with ConnectionLost.
+    let proxy = leadpipe_test_server::FaultProxy::start(([127, 0, 0, 1], sshd.port).into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = std::fs::read_to_string(&sshd.known_hosts).unwrap().replace(
+        &format!("[127.0.0.1]:{}", sshd.port),
+        &format!("[127.0.0.1]:{}", proxy.addr().port()),
+    );
+    std::fs::write(dir.path().join("known_hosts"), known_hosts).unwrap();
+    let cut = sshd
+        .builder(users.password)
+        .port(proxy.addr().port())
+        .known_hosts(dir.path().join("known_hosts"))
+        .sudo_password(Secret::new(TEST_PASSWORD))
+        .connect()
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move { cut.sudo().cmd("sleep").arg("34.5").run().await });
+    let started = Instant::now();
+    while sshd.pgrep("sleep 34.5").is_empty() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    let error = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the call ends soon after the cut")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost { .. }), "{error}");
+}
