@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use leadpipe::{Line, Signal, TempDir, prelude::*};
+use leadpipe::{Line, Secret, Signal, TempDir, prelude::*};
 use leadpipe_test_server::TestServer;
 
 /// Prints a heading, then what the step shows.
@@ -153,6 +153,23 @@ async fn main() -> Result<()> {
         std::env::var_os("DEPLOY_ENV")
     );
     println!("which sh -> {}", sh.which("sh").await?.display());
+
+    step("Seeing what runs: echo, secrets as ***, prompts answered");
+    let token = Secret::new("s3cret-token");
+    let login = sh
+        .cmd("sh")
+        .args(["-c", "echo \"the program got ${#1} bytes\"", "sh"])
+        .arg(&token)
+        .echo(true);
+    println!("Display: {login}");
+    println!("read() -> {:?}", login.read().await?);
+    let asks = "printf 'Continue? [y/N] '; read a; echo \"answered $a\"";
+    let answered = sh.cmd("sh").args(["-c", asks]).respond("[y/N] ", "y");
+    println!("respond(\"[y/N] \", \"y\") -> {:?}", answered.read().await?);
+    match sh.sudo().cmd("id").arg("-un").read().await {
+        Ok(user) => println!("local().sudo(): id -un -> {user}"),
+        Err(error) => println!("local().sudo() here: {error}"),
+    }
 
     remote_tour().await?;
 
