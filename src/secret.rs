@@ -46,6 +46,16 @@ pub struct Secret(Arc<[u8]>);
 
 impl Secret {
     /// A secret holding these bytes (a `&str`, `String`, `Vec<u8>` or `&[u8]`).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// let token = Secret::new(std::env::var("API_TOKEN").unwrap_or_default());
+    /// let call = leadpipe::local().cmd("curl").arg("-H").arg(&token).arg("https://api.example");
+    /// println!("{call}");                         // curl -H '***' https://api.example
+    /// # Ok(()) }
+    /// ```
     pub fn new(value: impl Into<Vec<u8>>) -> Secret {
         Secret(value.into().into())
     }

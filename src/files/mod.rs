@@ -208,6 +208,16 @@ impl Metadata {
 
     /// The numeric user id of the owner, when the machine reports one (local files and
     /// OpenSSH's SFTP server always do).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// let meta = web1.path("/srv/app/current").metadata().await?;
+    /// if meta.uid() != Some(0) {
+    ///     web1.sudo().cmd("chown").args(["root:", "/srv/app/current"]).run().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn uid(&self) -> Option<u32> {
         self.owner.map(|(uid, _)| uid)
     }

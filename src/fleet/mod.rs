@@ -256,6 +256,14 @@ macro_rules! option_setters {
         /// appended to. Output handed to the script as a stream
         /// ([`spawn`](crate::Command::spawn), [`lines`](crate::Command::lines)) is the
         /// script's to log; everything else (inherited, read, captured) is logged.
+        ///
+        /// # Example
+        /// ```no_run
+        /// # async fn demo(fleet: leadpipe::Fleet) {
+        /// // logs/web01/commands.log, logs/web01/stdout.log, ...
+        /// let report = fleet.cmd("apt-get").arg("upgrade").log_dir("logs").echo(true).run().await;
+        /// # }
+        /// ```
         pub fn log_dir(mut self, dir: impl AsRef<Path>) -> Self {
             self.options.log_dir = Some(Arc::from(dir.as_ref()));
             self
@@ -651,6 +659,17 @@ impl<M: Machine> Fleet<M> {
 
     /// The connection report: `Ok(())` for each connected host, the connect error of the
     /// others. Waits for the hosts still connecting (see [`FleetBuilder::connect`]).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// let fleet = leadpipe::Fleet::connect(["web[01-20]"]).await;
+    /// let connected = fleet.connected().await;
+    /// if !connected.is_ok() {
+    ///     eprintln!("{connected}");             // 20 hosts: 19 ok, 1 failed ...
+    /// }
+    /// # }
+    /// ```
     pub async fn connected(&self) -> FleetReport<()> {
         let mut report = Vec::with_capacity(self.hosts.len());
         for host in &self.hosts {

@@ -156,6 +156,15 @@ impl LocalMachine {
 
     /// A view whose commands and file operations run as root through `sudo`: as
     /// [`sudo_as`](LocalMachine::sudo_as)`("root")`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// let root = leadpipe::local().sudo();
+    /// root.path("/etc/app.conf").write("level = info\n").await?;   // written as root
+    /// root.cmd("systemctl").args(["reload", "app"]).run().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sudo(&self) -> LocalMachine {
         self.sudo_as("root")
     }
@@ -208,6 +217,16 @@ impl LocalMachine {
     }
 
     /// A view (and the sudo views made from it) whose sudo password is `password`.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// let password = Secret::new(std::env::var("SUDO_PASSWORD").unwrap_or_default());
+    /// let root = leadpipe::local().sudo_password(password).sudo();
+    /// root.cmd("apt-get").arg("update").run().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sudo_password(&self, password: Secret) -> LocalMachine {
         self.view(self.sudo_user.clone(), SudoPassword::given(password))
     }
@@ -215,6 +234,21 @@ impl LocalMachine {
     /// A view (and the sudo views made from it) that asks `ask` for sudo's password the
     /// first time one is needed, and reuses the answer. Called on a blocking thread, so it
     /// may read a terminal; `None`: there is none.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// // Asked once, with the machine's name.
+    /// let local = leadpipe::local().sudo_password_with(|machine| {
+    ///     eprint!("sudo password for {machine}: ");
+    ///     let mut line = String::new();
+    ///     std::io::stdin().read_line(&mut line).ok()?;
+    ///     Some(Secret::new(line.trim_end()))
+    /// });
+    /// local.sudo().cmd("id").run().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sudo_password_with(
         &self,
         ask: impl Fn(&str) -> Option<Secret> + Send + Sync + 'static,

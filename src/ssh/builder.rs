@@ -184,6 +184,16 @@ impl SshBuilder {
     /// The password sudo asks for on this machine's [`sudo`](SshMachine::sudo) and
     /// [`sudo_as`](SshMachine::sudo_as) views. It goes only to sudo's stdin: never echoed,
     /// never in `Debug`, an error or a log.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::{Secret, SshMachine};
+    /// let password = Secret::new(std::env::var("SUDO_PASSWORD").unwrap_or_default());
+    /// let web1 = SshMachine::builder("deploy@web1").sudo_password(password).connect().await?;
+    /// web1.sudo().cmd("systemctl").args(["restart", "app"]).run().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sudo_password(mut self, password: Secret) -> SshBuilder {
         self.sudo_password = Some(SudoPassword::given(password));
         self

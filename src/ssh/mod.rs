@@ -432,6 +432,15 @@ impl SshMachine {
 
     /// A view (and the sudo views made from it) whose sudo password is `password`. Clones
     /// share it; the machine it was made from keeps its own.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(web1: leadpipe::SshMachine) -> leadpipe::Result<()> {
+    /// use leadpipe::Secret;
+    /// let root = web1.sudo_password(Secret::new("s3cret")).sudo();
+    /// root.upload("dist/app.toml", "/etc/app/app.toml").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn sudo_password(&self, password: Secret) -> SshMachine {
         self.view(self.sudo_user.clone(), SudoPassword::given(password))
     }
