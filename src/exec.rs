@@ -8,7 +8,7 @@
 //! the timeout, and checks each stage's status.
 
 use std::{
-    io,
+    fmt, io,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -509,9 +509,8 @@ impl Started {
         let mut running = match running {
             Ok(running) => running,
             Err(error) => {
-                let first = error.to_string();
-                let first = first.lines().next().unwrap_or_default();
-                observe.ended(&format!("not started: {first}"), began.elapsed());
+                let outcome = format_args!("not started: {}", FirstLine(&error));
+                observe.ended(outcome, began.elapsed());
                 return Err(error);
             }
         };
@@ -551,14 +550,16 @@ impl Started {
         })
     }
 
-    /// Records how the job ended in its span and its log.
-    fn ended(&self, outcome: &str) {
+    /// Records how the job ended in its span and its log; `outcome` is rendered only for
+    /// a span someone listens to, or a log.
+    fn ended(&self, outcome: impl fmt::Display) {
         let took = self.began.elapsed();
         // A remote pid is known once the remote shell reported it, after the start.
         if let Some(pid) = self.running.logged_pid() {
             self.span.record("pid", pid);
         }
-        self.span.record("status", outcome);
+        self.span
+            .record("status", tracing::field::display(&outcome));
         self.span.record("duration_ms", took.as_millis() as u64);
         self.observe.ended(outcome, took);
     }
@@ -733,12 +734,11 @@ impl Started {
                 let statuses = match statuses {
                     Ok(statuses) => statuses,
                     Err(error) => {
-                        let text = error.to_string();
-                        self.ended(text.lines().next().unwrap_or_default());
+                        self.ended(FirstLine(&error));
                         return Err(error);
                     }
                 };
-                self.ended(&self.job.status_of(&statuses).to_string());
+                self.ended(self.job.status_of(&statuses));
                 self.statuses = Some(statuses.clone());
                 Ok(statuses)
             }
@@ -821,6 +821,16 @@ impl Drop for Started {
         if self.statuses.is_none() {
             self.abort_tasks();
         }
+    }
+}
+
+/// The first line of an error's text, for a log line or a span field.
+struct FirstLine<'a>(&'a Error);
+
+impl fmt::Display for FirstLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        f.write_str(text.lines().next().unwrap_or_default())
     }
 }
 

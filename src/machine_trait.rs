@@ -157,7 +157,9 @@ macro_rules! machine_by_inherent_methods {
     ($machine:ty) => {
         impl sealed::Sealed for $machine {
             fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> Self {
-                <$machine>::observed(self, change)
+                let mut view = self.clone();
+                change(&mut view.scope.observe);
+                view
             }
         }
 

@@ -63,7 +63,7 @@ impl Observe {
     }
 
     /// Logs how the command ended.
-    pub(crate) fn ended(&self, outcome: &str, took: Duration) {
+    pub(crate) fn ended(&self, outcome: impl fmt::Display, took: Duration) {
         if let Some(log) = &self.log {
             log.command(&format!("# {outcome} after {:.3} s", took.as_secs_f64()));
         }

@@ -566,7 +566,8 @@ fn explain_open_file_limit(error: Error) -> Error {
             reason,
             source: Some(source),
         } if source.raw_os_error() == Some(libc::EMFILE) => {
-            let limit = open_file_limit().map_or_else(|| "?".to_owned(), |soft| soft.to_string());
+            let limit =
+                open_file_limit().map_or_else(|| "?".to_owned(), |l| l.rlim_cur.to_string());
             Error::Connect {
                 destination,
                 given,
@@ -583,33 +584,30 @@ fn explain_open_file_limit(error: Error) -> Error {
     }
 }
 
-/// This process's open-file limit (the soft one, which applies).
-fn open_file_limit() -> Option<libc::rlim_t> {
+/// This process's open-file limits: the soft one, which applies, and the hard one.
+fn open_file_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct it is given, which lives across the call.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (got == 0).then_some(limit.rlim_cur)
+    (got == 0).then_some(limit)
 }
 
 /// Raises this process's open-file limit to its hard limit (each connected host holds a
 /// socket, and each running command a few pipes): what `ulimit -n $(ulimit -Hn)` does.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(limit) = open_file_limit().filter(|l| l.rlim_cur < l.rlim_max) else {
+        return;
     };
-    // SAFETY: getrlimit/setrlimit read and write the struct given, which lives across both.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::debug!("raising the open-file limit failed");
-            }
-        }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        ..limit
+    };
+    // SAFETY: setrlimit reads the struct it is given, which lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::debug!("raising the open-file limit failed");
     }
 }
 

@@ -46,7 +46,8 @@ use crate::{
 #[derive(Clone)]
 pub struct LocalMachine {
     backend: MachineRef,
-    scope: Scope,
+    /// The view's cwd, env and what it shows of its commands.
+    pub(crate) scope: Scope,
     /// sudo's password, shared by this machine and the views made from it.
     sudo_password: Arc<SudoPassword>,
     /// The user this view's commands run as, through sudo.
@@ -136,15 +137,6 @@ impl LocalMachine {
     pub fn echo(&self, echo: bool) -> LocalMachine {
         LocalMachine {
             scope: self.scope.with_echo(echo),
-            ..self.clone()
-        }
-    }
-
-    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> LocalMachine {
-        let mut scope = self.scope.clone();
-        change(&mut scope.observe);
-        LocalMachine {
-            scope,
             ..self.clone()
         }
     }

@@ -118,7 +118,8 @@ pub struct SshMachine {
     connection: Arc<Connection>,
     files: FilesRef,
     backend: MachineRef,
-    scope: Scope,
+    /// The view's cwd, env and what it shows of its commands.
+    pub(crate) scope: Scope,
     /// sudo's password, shared by this machine and the views made from it.
     sudo_password: Arc<SudoPassword>,
     /// The user this view runs everything as, through sudo.
@@ -339,15 +340,6 @@ impl SshMachine {
     pub fn echo(&self, echo: bool) -> SshMachine {
         SshMachine {
             scope: self.scope.with_echo(echo),
-            ..self.clone()
-        }
-    }
-
-    pub(crate) fn observed(&self, change: &dyn Fn(&mut crate::observe::Observe)) -> SshMachine {
-        let mut scope = self.scope.clone();
-        change(&mut scope.observe);
-        SshMachine {
-            scope,
             ..self.clone()
         }
     }
