@@ -14,8 +14,9 @@
 //! done.
 //!
 //! `LAB_FEW_SESSIONS_DIR`, the `LAB_DIR` of a second lab server (started with
-//! `LAB_MAX_SESSIONS=10`), adds the 200-at-once row against it: the environment's server
-//! allows 1000 sessions per connection, OpenSSH's default is 10.
+//! `LAB_MAX_SESSIONS=10`), adds the 200-at-once rows against it, on one connection and
+//! spread over two (`SshBuilder::connections`): the environment's server allows 1000
+//! sessions per connection, OpenSSH's default is 10.
 
 #[allow(dead_code)]
 mod lab;
@@ -133,6 +134,7 @@ async fn main() -> leadpipe::Result<()> {
         start_master(&few.ssh_config, &few_socket_arg);
         at_once(&machine, &few, &mux_options(&few_socket_arg), rounds).await;
         stop_master(&few.ssh_config, &few_socket_arg);
+        spread_at_once(&few, 2, rounds).await?;
     }
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -234,18 +236,8 @@ async fn at_once(
     let (mut ours, mut muxed) = (Vec::new(), Vec::new());
     let (mut ours_ok, mut muxed_ok) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..200)
-            .map(|_| {
-                let remote = remote.clone();
-                tokio::spawn(async move { remote.cmd("true").run().await })
-            })
-            .collect();
-        let mut ok = 0;
-        for task in tasks {
-            ok += usize::from(task.await.is_ok_and(|run| run.is_ok()));
-        }
-        ours.push(start.elapsed());
+        let (took, ok) = ours_at_once(remote).await;
+        ours.push(took);
         ours_ok.push(ok);
         let start = Instant::now();
         let children: Vec<_> = (0..200)
@@ -258,14 +250,6 @@ async fn at_once(
         muxed.push(start.elapsed());
         muxed_ok.push(ok);
     }
-    let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
-    let oks = |counts: &[usize]| {
-        counts
-            .iter()
-            .map(|ok| format!("{ok}/200"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     println!(
         "| 200 x `true` at once, MaxSessions {}, total | {} ({} ok) | | {} ({} ok) |",
         max_sessions(server),
@@ -274,4 +258,54 @@ async fn at_once(
         secs(lab::median(&muxed)),
         oks(&muxed_ok),
     );
+}
+
+/// 200 `true` at once on `remote`: the time, and how many succeeded.
+async fn ours_at_once(remote: &leadpipe::SshMachine) -> (Duration, usize) {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let remote = remote.clone();
+            tokio::spawn(async move { remote.cmd("true").run().await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        ok += usize::from(task.await.is_ok_and(|run| run.is_ok()));
+    }
+    (start.elapsed(), ok)
+}
+
+/// The same on `connections` connections (`SshBuilder::connections`), leadpipe alone.
+async fn spread_at_once(
+    server: &lab::Server,
+    connections: usize,
+    rounds: usize,
+) -> leadpipe::Result<()> {
+    let remote = server.builder().connections(connections).connect().await?;
+    let (mut took, mut oks_seen) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (time, ok) = ours_at_once(&remote).await;
+        took.push(time);
+        oks_seen.push(ok);
+    }
+    println!(
+        "| 200 x `true` at once, MaxSessions {}, `connections({connections})`, total | {} ({} ok) | | |",
+        max_sessions(server),
+        secs(lab::median(&took)),
+        oks(&oks_seen),
+    );
+    Ok(())
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.3} s", duration.as_secs_f64())
+}
+
+fn oks(counts: &[usize]) -> String {
+    counts
+        .iter()
+        .map(|ok| format!("{ok}/200"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -676,3 +676,58 @@ async fn a_detached_remote_pipeline_shares_one_session_and_a_missing_program_is_
     );
     assert_eq!(exactly("cat"), cat);
 }
+
+/// `connections(3)` against a server that allows 2 sessions per connection runs six
+/// commands at once: each waits (up to 20 s) until all six have started, then prints how
+/// many it saw and its connection (`SSH_CONNECTION` names the client port). One connection
+/// runs only two at a time, so there (waiting up to 1 s) they never all start together.
+#[tokio::test]
+async fn more_connections_run_more_commands_at_once_than_one_allows() {
+    let Some(sshd) = Sshd::start_with(&["MaxSessions 2"]) else {
+        return;
+    };
+    let started = shared_dir(&sshd, "started");
+    let wait_for_six = "touch \"$1/$2\"; n=0; \
+        while [ \"$(ls \"$1\" | wc -l)\" -lt 6 ] && [ $n -lt \"$3\" ]; do sleep 0.05; n=$((n+1)); done; \
+        printf '%s %s' \"$(ls \"$1\" | wc -l)\" \"$SSH_CONNECTION\"";
+    let run_six = |remote: SshMachine, dir: PathBuf, polls: u32| async move {
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let command = remote
+                    .cmd("sh")
+                    .args(["-c", wait_for_six, "sh"])
+                    .arg(&dir)
+                    .args([i.to_string(), polls.to_string()]);
+                tokio::spawn(async move { command.read().await })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for task in tasks {
+            seen.push(task.await.unwrap().unwrap());
+        }
+        seen
+    };
+
+    let spread = sshd
+        .builder(&sshd.user)
+        .connections(3)
+        .connect()
+        .await
+        .unwrap();
+    let seen = run_six(spread.clone(), started.clone(), 400).await;
+    let ports: std::collections::BTreeSet<&str> = seen
+        .iter()
+        // `6 CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`
+        .map(|line| line.split(' ').nth(2).unwrap_or_default())
+        .collect();
+    assert!(seen.iter().all(|line| line.starts_with("6 ")), "{seen:?}");
+    assert_eq!(ports.len(), 3, "three connections: {seen:?}");
+    // Files and tunnels go over the first connection; the machine works as one.
+    assert_eq!(spread.cmd("echo").arg("ok").read().await.unwrap(), "ok");
+
+    // The same on one connection: only two ever run together.
+    let again = shared_dir(&sshd, "again");
+    let single = sshd.login(&sshd.user).await;
+    let seen = run_six(single, again, 20).await;
+    assert!(seen.iter().any(|line| !line.starts_with("6 ")), "{seen:?}");
+}

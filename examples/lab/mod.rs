@@ -60,14 +60,17 @@ impl Server {
 
     /// Connects with the server's own key and known_hosts, reading no ssh config.
     pub async fn connect(&self) -> leadpipe::Result<SshMachine> {
+        self.builder().connect().await
+    }
+
+    /// The settings [`connect`](Server::connect) uses, to add to.
+    pub fn builder(&self) -> leadpipe::SshBuilder {
         SshMachine::builder(&self.host)
             .port(self.port)
             .user(&self.user)
             .identity_file(&self.key)
             .known_hosts(&self.known_hosts)
             .ssh_config(None)
-            .connect()
-            .await
     }
 }
 

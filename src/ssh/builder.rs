@@ -143,6 +143,7 @@ pub struct SshBuilder {
     connect_timeout: Option<Duration>,
     keepalive: Option<(Duration, usize)>,
     max_channels: Option<usize>,
+    connections: usize,
     config_file: Option<PathBuf>,
     /// Whether `/etc/ssh/ssh_config` is read after `config_file` (as `ssh` does without
     /// `-F`).
@@ -173,6 +174,7 @@ impl SshBuilder {
             connect_timeout: None,
             keepalive: None,
             max_channels: None,
+            connections: 1,
             config_file: home().map(|home| home.join(".ssh/config")),
             system_config: true,
             ignored_keywords: Vec::new(),
@@ -389,6 +391,40 @@ impl SshBuilder {
         self
     }
 
+    /// Spreads the machine's commands over `connections` SSH connections to the host
+    /// (default 1; 0 counts as 1), all opened and authenticated when connecting.
+    ///
+    /// For a server that allows few session channels per connection (OpenSSH's
+    /// `MaxSessions`, 10 by default) and a script that runs more commands at once than
+    /// that: each connection has a limit of its own (learnt, or
+    /// [`max_channels`](SshBuilder::max_channels) for each). A command starts on the
+    /// connection with a free channel (or the spare), else on the one with the fewest
+    /// commands waiting, and stays there; a kill goes over the same one. Everything else
+    /// uses the first connection: [`connect_sock`](SshMachine::connect_sock) and the other
+    /// forwards, files (SFTP), and [`is_closed`](SshMachine::is_closed). A command on a
+    /// connection that dies fails with [`Error::ConnectionLost`](crate::Error::ConnectionLost),
+    /// and later commands go to the others.
+    ///
+    /// Off by default, because each connection is a login of its own on the server (one
+    /// more sshd process, one more entry in its `MaxStartups` count and its logs).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() -> leadpipe::Result<()> {
+    /// use leadpipe::SshMachine;
+    /// // 40 checks at once against a server that allows 10 sessions per connection.
+    /// let web1 = SshMachine::builder("web1").connections(4).connect().await?;
+    /// let checks = (0..40).map(|i| web1.cmd("check-shard").arg(i.to_string()).output());
+    /// for output in futures::future::join_all(checks).await {
+    ///     output?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn connections(mut self, connections: usize) -> SshBuilder {
+        self.connections = connections.max(1);
+        self
+    }
+
     /// Reads this ssh_config file instead of `~/.ssh/config` and `/etc/ssh/ssh_config`
     /// (as `ssh -F`); `None` reads none.
     pub fn ssh_config(mut self, path: Option<PathBuf>) -> SshBuilder {
@@ -484,9 +520,18 @@ impl SshBuilder {
         // the runtime that creates them, and must outlive the caller's (see `lifecycle`).
         let sent_env = send_env(&settings.send_env);
         let via = jump.map(|j| j.connection);
-        let connection =
-            crate::lifecycle::run(async move { Connection::open(&settings, via).await }).await?;
-        let connection = Arc::new(connection);
+        let count = self.connections;
+        let connection = crate::lifecycle::run(async move {
+            let others = (1..count).map(|_| Connection::open(&settings, via.clone()));
+            let (first, others) = futures::future::try_join(
+                Connection::open(&settings, via.clone()),
+                futures::future::try_join_all(others),
+            )
+            .await?;
+            first.share_commands_with(others);
+            Ok::<_, Error>(first)
+        })
+        .await?;
         let mut scope = Scope::default();
         // SetEnv after SendEnv, so it wins for a name both set (as sshd applies them).
         for (name, value) in sent_env {

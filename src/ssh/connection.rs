@@ -5,7 +5,7 @@ use std::{
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -602,6 +602,9 @@ pub(crate) struct Connection {
     /// Whether the login shell can read the remote line itself (learnt from the first
     /// command's report).
     pub(crate) login_shell: super::remote_line::LoginShell,
+    /// The other connections to the same host that commands may start on
+    /// (`SshBuilder::connections`); set once, right after connecting.
+    shared_with: OnceLock<Vec<Arc<Connection>>>,
 }
 
 impl Drop for Connection {
@@ -626,7 +629,7 @@ impl Connection {
     pub(crate) async fn open(
         settings: &Settings,
         via: Option<Arc<Connection>>,
-    ) -> Result<Connection> {
+    ) -> Result<Arc<Connection>> {
         let destination = settings.machine_name();
         let limit = settings.connect_timeout;
         let forwards = Arc::new(Forwards::default());
@@ -722,18 +725,30 @@ impl Connection {
             slots: Slots::new(settings.max_channels),
             forward_agent: settings.agent_socket.is_some(),
             login_shell: super::remote_line::LoginShell::default(),
+            shared_with: OnceLock::new(),
         };
-        // The first channel after authentication meets the server's delayed ACK (~40 ms):
-        // open the spare now, inside connect, rather than in the first command.
-        let spare = match connection.slots.take(false).await {
-            Taken::Slot(slot) => connection.open_on(slot).await,
-            Taken::Spare(channel, slot) => Ok(Some((channel, slot))),
-        };
-        quick_ack_done.release();
-        if let Some((channel, slot)) = spare? {
-            connection.put_spare(channel, slot);
-        }
+        let connection = Arc::new(connection);
+        // The spare is opened now, in the background: connecting ends with authentication
+        // (as `ssh`'s does), and the first command finds the spare open, or on its way. The
+        // server's packets after authentication wait for our ACKs (see `QuickAck`), which
+        // go out at once until the first channel is open.
+        let first = connection.clone();
+        crate::lifecycle::spawn(async move {
+            if let Some(slot) = first.slots.take_for_spare()
+                && let Ok(Some((channel, slot))) = first.open_on(slot).await
+            {
+                first.put_spare(channel, slot);
+            }
+            quick_ack_done.release();
+        });
         Ok(connection)
+    }
+
+    /// Lets commands start on `others` too (see [`Connection::for_command`]).
+    pub(crate) fn share_commands_with(&self, others: Vec<Arc<Connection>>) {
+        if !others.is_empty() {
+            let _ = self.shared_with.set(others);
+        }
     }
 
     fn put_spare(&self, channel: russh::Channel<Msg>, slot: Slot) {
@@ -822,17 +837,56 @@ impl Connection {
         for_kill: bool,
     ) -> Result<(russh::Channel<Msg>, Slot)> {
         loop {
-            match self.slots.take(for_kill).await {
-                Taken::Spare(channel, slot) => {
-                    self.refill();
-                    return Ok((channel, slot));
-                }
-                Taken::Slot(slot) => {
-                    if let Some(opened) = self.open_on(slot).await? {
-                        return Ok(opened);
-                    }
-                }
+            let taken = self.slots.take(for_kill).await;
+            if let Some(opened) = self.use_taken(taken).await? {
+                return Ok(opened);
             }
+        }
+    }
+
+    /// A session channel for a command, and the connection it is on: with
+    /// `SshBuilder::connections`, the open connection with the spare or a free slot (the
+    /// least busy first), else the one with the fewest taken and waiting, waiting there.
+    pub(crate) async fn open_for_command(
+        self: &Arc<Self>,
+    ) -> Result<(Arc<Connection>, russh::Channel<Msg>, Slot)> {
+        let Some(others) = self.shared_with.get() else {
+            let (channel, slot) = self.open_session(false).await?;
+            return Ok((self.clone(), channel, slot));
+        };
+        let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
+            .chain(others.iter().filter(|other| !other.is_closed()))
+            .collect();
+        candidates.sort_by_key(|connection| connection.slots.busyness());
+        // Taken at once, so that commands starting together spread out.
+        let free = candidates
+            .iter()
+            .find_map(|connection| Some((*connection, connection.slots.try_take()?)));
+        let connection = match free {
+            Some((connection, taken)) => {
+                if let Some((channel, slot)) = connection.use_taken(taken).await? {
+                    return Ok((connection.clone(), channel, slot));
+                }
+                connection
+            }
+            None => candidates.first().copied().unwrap_or(self),
+        };
+        let (channel, slot) = connection.open_session(false).await?;
+        Ok((connection.clone(), channel, slot))
+    }
+
+    /// The channel `taken` gives: the spare (another is opened), or one opened on the
+    /// slot; `None` when the server refused it and the slot was given back.
+    async fn use_taken(
+        self: &Arc<Self>,
+        taken: Taken,
+    ) -> Result<Option<(russh::Channel<Msg>, Slot)>> {
+        match taken {
+            Taken::Spare(channel, slot) => {
+                self.refill();
+                Ok(Some((channel, slot)))
+            }
+            Taken::Slot(slot) => self.open_on(slot).await,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `SshMachine`: commands on a remote machine, over one SSH connection.
 //!
-//! One TCP connection and one SSH session per `SshMachine` (clones share it); every
-//! started pipeline gets a `session` channel of its own, so many run at once. This file
+//! One TCP connection and one SSH session per `SshMachine` (clones share it; with
+//! `SshBuilder::connections(n)`, commands spread over `n`); every started pipeline gets a
+//! `session` channel of its own, so many run at once. This file
 //! holds [`SshMachine`] and the SSH backend; the pieces, one concept per file:
 //! [`builder`] settles how to connect (the builder's values, then ssh_config read by
 //! [`config`], then defaults; `user@host:port`; `ProxyJump` hops);

@@ -278,6 +278,20 @@ pub(crate) async fn start(
             io::Error::new(io::ErrorKind::InvalidInput, reason),
         ));
     }
+    let mut pty = plan.stages.iter().any(|s| s.process.pty);
+    // Under sudo, the channel arrives exec'd, read until sudo started the line's shell.
+    let (connection, read, write, permit, exec_sent) = match runas {
+        Some(runas) => {
+            let (read, write, permit, used_pty) = sudo_channel(&connection, runas, pty).await?;
+            pty = used_pty;
+            (connection, read, write, permit, true)
+        }
+        None => {
+            let (connection, channel, permit) = connection.open_for_command().await?;
+            let (read, write) = channel.split();
+            (connection, read, write, permit, false)
+        }
+    };
     let marker = Marker::new();
     let (exec_string, ask_login) = match runas {
         // Under sudo the line's shell is always `/bin/sh`, and not the login's.
@@ -285,20 +299,6 @@ pub(crate) async fn start(
         None => connection.login_shell.exec_string(),
     };
     let header = remote_line::header(&plan, &marker, ask_login, runas.is_some());
-    let mut pty = plan.stages.iter().any(|s| s.process.pty);
-    // Under sudo, the channel arrives exec'd, read until sudo started the line's shell.
-    let (read, write, permit, exec_sent) = match runas {
-        Some(runas) => {
-            let (read, write, permit, used_pty) = sudo_channel(&connection, runas, pty).await?;
-            pty = used_pty;
-            (read, write, permit, true)
-        }
-        None => {
-            let (channel, permit) = connection.open_session(false).await?;
-            let (read, write) = channel.split();
-            (read, write, permit, false)
-        }
-    };
 
     let last = plan.stages.len() - 1;
     let (stdout_sink, stdout) = match plan.stages[last].stdout {
@@ -464,7 +464,7 @@ async fn sudo_attempt(
     let user = runas
         .checked_user(&connection.name)
         .map_err(|error| (error, false))?;
-    let (channel, permit) = (connection.open_session(false).await).map_err(|e| (e, false))?;
+    let (_, channel, permit) = (connection.open_for_command().await).map_err(|e| (e, false))?;
     let (mut read, write) = channel.split();
     let lost = || (connection.lost(), false);
     let mut gate = Gate::new(&token());

@@ -128,17 +128,8 @@ impl Slots {
             freed.as_mut().enable();
             {
                 let mut state = self.state();
-                if let Some((channel, slot)) = state.spare.take() {
-                    return Taken::Spare(channel, slot);
-                }
-                let room = if for_kill {
-                    state.limit
-                } else {
-                    state.limit.saturating_sub(state.reserve)
-                };
-                if state.held < room && (for_kill || state.kills_waiting == 0) {
-                    state.held += 1;
-                    return Taken::Slot(self.slot());
+                if let Some(taken) = self.take_now(&mut state, for_kill) {
+                    return taken;
                 }
                 if for_kill {
                     state.kills_waiting += 1;
@@ -153,6 +144,30 @@ impl Slots {
             freed.await;
             drop(waiting);
         }
+    }
+
+    /// The spare or a free slot for a caller (not a kill), without waiting; `None` when
+    /// there is neither, or kills wait.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Taken> {
+        self.take_now(&mut self.state(), false)
+    }
+
+    /// The spare, or a free slot: a kill takes any slot of the limit, a caller leaves the
+    /// reserve to kills and lets waiting kills go first.
+    fn take_now(self: &Arc<Self>, state: &mut State, for_kill: bool) -> Option<Taken> {
+        if let Some((channel, slot)) = state.spare.take() {
+            return Some(Taken::Spare(channel, slot));
+        }
+        let room = if for_kill {
+            state.limit
+        } else {
+            state.limit.saturating_sub(state.reserve)
+        };
+        if state.held < room && (for_kill || state.kills_waiting == 0) {
+            state.held += 1;
+            return Some(Taken::Slot(self.slot()));
+        }
+        None
     }
 
     /// A free slot for a spare, only when nobody waits for one.
@@ -215,6 +230,21 @@ impl Slots {
         } else {
             Refused::Retry
         }
+    }
+
+    /// How busy the channels are, lowest first: 0 with the spare ready, 1 with a free
+    /// slot, 2 with neither; then the slots taken and the callers waiting.
+    pub(crate) fn busyness(&self) -> (u8, usize) {
+        let state = self.state();
+        let room = state.limit.saturating_sub(state.reserve);
+        let rank = if state.spare.is_some() {
+            0
+        } else if state.held < room {
+            1
+        } else {
+            2
+        };
+        (rank, state.held + state.waiting + state.kills_waiting)
     }
 
     /// The spare channel, taken out (when the connection closes).
