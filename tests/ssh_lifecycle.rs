@@ -614,8 +614,9 @@ async fn a_detached_remote_pipeline_shares_one_session_and_a_missing_program_is_
             .filter(|&p| support::process_cmdline(p) == line)
             .collect()
     };
+    // Both stages start at once; either may exec first.
     for _ in 0..500 {
-        if exactly("sleep 1002.5").len() == 1 {
+        if exactly("sleep 1002.5").len() == 1 && exactly("cat").len() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -730,4 +731,59 @@ async fn more_connections_run_more_commands_at_once_than_one_allows() {
     let single = sshd.login(&sshd.user).await;
     let seen = run_six(single, again, 20).await;
     assert!(seen.iter().any(|line| !line.starts_with("6 ")), "{seen:?}");
+}
+
+/// The spare channel is warm: the remote line's shell waits on the server for the next
+/// command. Killed from outside, it is not used: once its end has reached the client, the
+/// next command runs on a fresh channel with its own output and status; killed just before
+/// a command, the command either runs the same way or fails saying nothing of it ran, never
+/// with the dead shell's status. The warm shell goes with the machine.
+#[tokio::test]
+async fn the_warm_spare_is_replaced_when_killed_and_goes_with_the_machine() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.login(&sshd.user).await;
+    let waiting = "read -r lp_m";
+    let kill = |pid: u32| {
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    let two = remote
+        .cmd("sh")
+        .args(["-c", "echo two; exit 3"])
+        .unchecked();
+    assert_eq!(remote.cmd("echo").arg("one").read().await.unwrap(), "one");
+    for _ in 0..3 {
+        let warm = wait_running(&sshd, waiting).await;
+        assert_eq!(warm.len(), 1, "one warm shell: {warm:?}");
+        kill(warm[0]);
+        while std::path::Path::new(&format!("/proc/{}", warm[0])).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // For its channel's end to reach the client.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let output = two.output().await.unwrap();
+        assert_eq!(output.status, ExitStatus::Code(3));
+        assert_eq!(output.stdout, b"two\n");
+    }
+    for _ in 0..5 {
+        let warm = wait_running(&sshd, waiting).await;
+        kill(warm[0]);
+        match two.output().await {
+            Ok(output) => {
+                assert_eq!(output.status, ExitStatus::Code(3));
+                assert_eq!(output.stdout, b"two\n");
+            }
+            Err(error) => assert!(error.to_string().contains("nothing of it ran"), "{error}"),
+        }
+    }
+    wait_running(&sshd, waiting).await;
+    drop(two);
+    drop(remote);
+    assert!(
+        gone(&sshd, waiting).await,
+        "the warm shell outlived its machine"
+    );
 }

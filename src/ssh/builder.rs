@@ -414,8 +414,10 @@ impl SshBuilder {
     /// use leadpipe::SshMachine;
     /// // 40 checks at once against a server that allows 10 sessions per connection.
     /// let web1 = SshMachine::builder("web1").connections(4).connect().await?;
-    /// let checks = (0..40).map(|i| web1.cmd("check-shard").arg(i.to_string()).output());
-    /// for output in futures::future::join_all(checks).await {
+    /// let checks: Vec<_> = (0..40)
+    ///     .map(|shard| web1.cmd("check-shard").arg(shard.to_string()))
+    ///     .collect();
+    /// for output in futures::future::join_all(checks.iter().map(|check| check.output())).await {
     ///     output?;
     /// }
     /// # Ok(()) }

@@ -10,13 +10,14 @@ use std::{
 };
 
 use russh::{
-    ChannelOpenFailure, MethodKind,
+    ChannelMsg, ChannelOpenFailure, MethodKind,
     client::{self, Handle, Msg},
     keys::{
         HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate, agent::AgentIdentity,
         ssh_key::public::KeyData,
     },
 };
+use tokio::sync::oneshot;
 
 use super::{
     certificates,
@@ -734,29 +735,24 @@ impl Connection {
         // go out at once until the first channel is open.
         let first = connection.clone();
         crate::lifecycle::spawn(async move {
-            if let Some(slot) = first.slots.take_for_spare()
-                && let Ok(Some((channel, slot))) = first.open_on(slot).await
-            {
-                first.put_spare(channel, slot);
+            if let Some(slot) = first.slots.take_for_spare() {
+                first.make_spare(slot).await;
             }
             quick_ack_done.release();
         });
         Ok(connection)
     }
 
-    /// Lets commands start on `others` too (see [`Connection::for_command`]).
+    /// Lets commands start on `others` too (see [`Connection::open_for_command`]).
     pub(crate) fn share_commands_with(&self, others: Vec<Arc<Connection>>) {
         if !others.is_empty() {
             let _ = self.shared_with.set(others);
         }
     }
 
-    fn put_spare(&self, channel: russh::Channel<Msg>, slot: Slot) {
-        if let Some((extra, slot)) = self.slots.put_spare(channel, slot) {
-            crate::lifecycle::spawn(async move {
-                let _ = extra.close().await;
-                drop(slot);
-            });
+    fn put_spare(&self, spare: Warm, slot: Slot) {
+        if let Some((extra, slot)) = self.slots.put_spare(spare, slot) {
+            crate::lifecycle::spawn(end_spare(extra, slot));
         }
     }
 
@@ -829,30 +825,37 @@ impl Connection {
         Ok(handle)
     }
 
-    /// A session channel for a process (or SFTP, or a kill), waiting for a free slot when
-    /// the server allows no more (see [`Slots`]): the spare when there is one, else a channel
-    /// opened now. A kill goes before every other caller waiting.
+    /// A session channel with nothing sent on it yet, for SFTP or a kill (or a command
+    /// that needs a pty first), waiting for a free slot when the server allows no more (see
+    /// [`Slots`]): the spare when it is not warm, else a channel opened now. A kill goes
+    /// before every other caller waiting.
     pub(crate) async fn open_session(
         self: &Arc<Self>,
         for_kill: bool,
     ) -> Result<(russh::Channel<Msg>, Slot)> {
+        let opened = self.open_waiting(for_kill, false).await?;
+        Ok((opened.channel, opened.slot))
+    }
+
+    async fn open_waiting(self: &Arc<Self>, for_kill: bool, warm_ok: bool) -> Result<Opened> {
         loop {
-            let taken = self.slots.take(for_kill).await;
-            if let Some(opened) = self.use_taken(taken).await? {
+            let taken = self.slots.take(for_kill, warm_ok).await;
+            if let Some(opened) = self.use_taken(taken, warm_ok).await? {
                 return Ok(opened);
             }
         }
     }
 
-    /// A session channel for a command, and the connection it is on: with
-    /// `SshBuilder::connections`, the open connection with the spare or a free slot (the
-    /// least busy first), else the one with the fewest taken and waiting, waiting there.
+    /// A session channel for a command, and the connection it is on; a warm spare (see
+    /// [`Opened::warm`]) only when `warm_ok`. With `SshBuilder::connections`, the open
+    /// connection with the spare or a free slot (the least busy first), else the one with
+    /// the fewest taken and waiting, waiting there.
     pub(crate) async fn open_for_command(
         self: &Arc<Self>,
-    ) -> Result<(Arc<Connection>, russh::Channel<Msg>, Slot)> {
+        warm_ok: bool,
+    ) -> Result<(Arc<Connection>, Opened)> {
         let Some(others) = self.shared_with.get() else {
-            let (channel, slot) = self.open_session(false).await?;
-            return Ok((self.clone(), channel, slot));
+            return Ok((self.clone(), self.open_waiting(false, warm_ok).await?));
         };
         let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
             .chain(others.iter().filter(|other| !other.is_closed()))
@@ -861,51 +864,67 @@ impl Connection {
         // Taken at once, so that commands starting together spread out.
         let free = candidates
             .iter()
-            .find_map(|connection| Some((*connection, connection.slots.try_take()?)));
+            .find_map(|connection| Some((*connection, connection.slots.try_take(warm_ok)?)));
         let connection = match free {
             Some((connection, taken)) => {
-                if let Some((channel, slot)) = connection.use_taken(taken).await? {
-                    return Ok((connection.clone(), channel, slot));
+                if let Some(opened) = connection.use_taken(taken, warm_ok).await? {
+                    return Ok((connection.clone(), opened));
                 }
                 connection
             }
             None => candidates.first().copied().unwrap_or(self),
         };
-        let (channel, slot) = connection.open_session(false).await?;
-        Ok((connection.clone(), channel, slot))
+        Ok((
+            connection.clone(),
+            connection.open_waiting(false, warm_ok).await?,
+        ))
     }
 
-    /// The channel `taken` gives: the spare (another is opened), or one opened on the
-    /// slot; `None` when the server refused it and the slot was given back.
-    async fn use_taken(
-        self: &Arc<Self>,
-        taken: Taken,
-    ) -> Result<Option<(russh::Channel<Msg>, Slot)>> {
-        match taken {
-            Taken::Spare(channel, slot) => {
-                self.refill();
-                Ok(Some((channel, slot)))
-            }
-            Taken::Slot(slot) => self.open_on(slot).await,
-        }
+    /// The channel `taken` gives: the spare, or one opened on the slot; `None` when there
+    /// is none yet (the server refused the open and the slot was given back, or the spare
+    /// was warm for a caller that cannot use it, or its shell was gone, and it is being
+    /// ended): wait for another. A spare is opened again when nobody waits.
+    async fn use_taken(self: &Arc<Self>, taken: Taken, warm_ok: bool) -> Result<Option<Opened>> {
+        let opened = match taken {
+            Taken::Spare(spare, slot) => match open_spare(spare, slot, warm_ok).await {
+                Some(opened) => opened,
+                None => return Ok(None),
+            },
+            Taken::Slot(slot) => match self.open_on(slot, warm_ok).await? {
+                Some(opened) => opened,
+                None => return Ok(None),
+            },
+        };
+        self.refill();
+        Ok(Some(opened))
     }
 
-    /// Opens a spare channel in the background when a slot is free and nobody waits.
+    /// Opens a spare channel in the background when a slot is free and nobody waits, and
+    /// starts the remote line's bootstrap on it (see [`Opened::warm`]).
     fn refill(self: &Arc<Self>) {
         let Some(slot) = self.slots.take_for_spare() else {
             return;
         };
         let refill = self.clone();
-        crate::lifecycle::spawn(async move {
-            if let Ok(Some((channel, slot))) = refill.open_on(slot).await {
-                refill.put_spare(channel, slot);
+        crate::lifecycle::spawn(async move { refill.make_spare(slot).await });
+    }
+
+    /// Opens the spare on `slot`, and warms it.
+    async fn make_spare(&self, slot: Slot) {
+        match self.open_on(slot, false).await {
+            Ok(Some(Opened { channel, slot, .. })) => {
+                let (exec_string, _) = self.login_shell.exec_string();
+                if channel.exec(true, exec_string).await.is_ok() {
+                    self.put_spare(Warm::keep(channel), slot);
+                }
             }
-        });
+            _ => self.slots.spare_failed(),
+        }
     }
 
     /// Opens a session channel on `slot`; `None` when the server's limit turned out lower
     /// and the slot was given back (wait for another).
-    async fn open_on(&self, mut slot: Slot) -> Result<Option<(russh::Channel<Msg>, Slot)>> {
+    async fn open_on(&self, mut slot: Slot, warm_ok: bool) -> Result<Option<Opened>> {
         let mut pause = Duration::ZERO;
         loop {
             match self.handle.channel_open_session().await {
@@ -915,7 +934,11 @@ impl Connection {
                         let _ = channel.agent_forward(false).await;
                     }
                     self.slots.confirmed(&mut slot);
-                    return Ok(Some((channel, slot)));
+                    return Ok(Some(Opened {
+                        channel,
+                        slot,
+                        warm: None,
+                    }));
                 }
                 // The server's limit, or one of our channels still in its close exchange
                 // (sshd frees a session only then).
@@ -924,11 +947,11 @@ impl Connection {
                         Refused::Wait => return Ok(None),
                         Refused::Retry => {}
                     }
-                    // The spare is as good as the channel asked for, and frees nothing by
-                    // being closed.
-                    if let Some((channel, spare_slot)) = self.slots.take_spare() {
+                    // A spare this caller can use is as good as the channel asked for, and
+                    // frees nothing by being closed.
+                    if warm_ok && let Some((spare, spare_slot)) = self.slots.take_spare() {
                         drop(slot);
-                        return Ok(Some((channel, spare_slot)));
+                        return Ok(open_spare(spare, spare_slot, warm_ok).await);
                     }
                     // At once the first time: the answer came after the server handled
                     // the close that held the slot.
@@ -966,6 +989,121 @@ impl Connection {
     pub(crate) fn forwards(&self) -> &Forwards {
         &self.forwards
     }
+}
+
+/// A session channel and its slot, for a caller.
+pub(crate) struct Opened {
+    pub(crate) channel: russh::Channel<Msg>,
+    pub(crate) slot: Slot,
+    /// A warm spare: the remote line's bootstrap was sent as its exec string when it was
+    /// opened, and that shell waits for the line's header on stdin, so a command on it
+    /// costs one round trip (its header) instead of two (exec, which opens the channel's
+    /// window, then the header). With the messages that came before, for the command: a
+    /// login shell's rc file may print.
+    pub(crate) warm: Option<Vec<ChannelMsg>>,
+}
+
+/// The most a warm spare keeps of what arrives before a command takes it (a login shell's
+/// rc file may print); past it, the spare is ended.
+const WARM_KEEP: usize = 1 << 20;
+
+/// A warm spare's channel, drained by a task of its own until a command takes it: nothing
+/// it receives waits in russh's queue for the channel, which, full, would stall the
+/// whole connection.
+pub(crate) struct Warm {
+    give: oneshot::Sender<()>,
+    given: oneshot::Receiver<Option<WarmChannel>>,
+}
+
+/// A warm channel, and what it received before it was taken.
+type WarmChannel = (russh::Channel<Msg>, Vec<ChannelMsg>);
+
+impl Warm {
+    fn keep(mut channel: russh::Channel<Msg>) -> Warm {
+        let (give, mut asked) = oneshot::channel::<()>();
+        let (answer, given) = oneshot::channel();
+        crate::lifecycle::spawn(async move {
+            let mut early = Vec::new();
+            let mut kept = 0;
+            let usable = loop {
+                tokio::select! {
+                    biased;
+                    asked = &mut asked => break asked.is_ok(),
+                    message = channel.wait() => match message {
+                        // Its exec refused, or its shell gone.
+                        None
+                        | Some(
+                            ChannelMsg::Failure
+                            | ChannelMsg::Eof
+                            | ChannelMsg::Close
+                            | ChannelMsg::ExitStatus { .. }
+                            | ChannelMsg::ExitSignal { .. },
+                        ) => break false,
+                        Some(ChannelMsg::Success | ChannelMsg::WindowAdjusted { .. }) => {}
+                        Some(other) => {
+                            if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } =
+                                &other
+                            {
+                                kept += data.len();
+                            }
+                            early.push(other);
+                            if kept > WARM_KEEP {
+                                break false;
+                            }
+                        }
+                    },
+                }
+            };
+            if usable {
+                // Nobody took the answer (the spare was dropped meanwhile).
+                if let Err(Some((channel, _))) = answer.send(Some((channel, early))) {
+                    end_warm(channel).await;
+                }
+            } else {
+                let _ = answer.send(None);
+                end_warm(channel).await;
+            }
+        });
+        Warm { give, given }
+    }
+
+    /// The channel and what it received so far; `None` when it was unusable (and is being
+    /// ended).
+    async fn take(self) -> Option<WarmChannel> {
+        let _ = self.give.send(());
+        self.given.await.ok().flatten()
+    }
+}
+
+/// Ends a warm channel: its shell gets end of file and exits, and the channel is drained
+/// until the server closes it (a close from here would leave the shell's messages
+/// unanswered).
+async fn end_warm(mut channel: russh::Channel<Msg>) {
+    let _ = channel.eof().await;
+    while channel.wait().await.is_some() {}
+}
+
+/// What the spare gives a caller: its channel, to a caller that can use it (`warm_ok`)
+/// while its shell waits; else it is ended (`None`).
+async fn open_spare(spare: Warm, slot: Slot, warm_ok: bool) -> Option<Opened> {
+    if !warm_ok {
+        crate::lifecycle::spawn(end_spare(spare, slot));
+        return None;
+    }
+    let (channel, early) = spare.take().await?;
+    Some(Opened {
+        channel,
+        slot,
+        warm: Some(early),
+    })
+}
+
+/// Ends a spare nobody will use (see [`end_warm`]), then gives its slot back.
+async fn end_spare(spare: Warm, slot: Slot) {
+    if let Some((channel, _)) = spare.take().await {
+        end_warm(channel).await;
+    }
+    drop(slot);
 }
 
 /// Tries, in order: the identity files given (builder or ssh_config), the password given,

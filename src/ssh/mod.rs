@@ -73,6 +73,15 @@ use crate::{
 /// the exec string stays far below what sshd accepts. The login shell's rc files still run
 /// as sshd starts it (as with `ssh host cmd`).
 ///
+/// The next command's shell is started ahead of need: while the machine is connected, one
+/// session channel of it holds a shell that waits for a command line on stdin (visible in
+/// the remote process list as the login shell running leadpipe's exec string). A command
+/// that starts on it costs one round trip instead of two, and the login's rc files are
+/// read before it is needed. Commands that need a pty, files, sudo and kills take channels
+/// of their own. A waiting shell killed from outside is not used; in the moment between its
+/// death and the client learning of it, a command can fail with an error saying nothing of
+/// it ran. It ends (end of file) with the connection.
+///
 /// What no remote program could receive is refused before anything is sent, with an error
 /// of kind [`InvalidInput`](std::io::ErrorKind::InvalidInput) naming the part: a NUL byte
 /// in the program, an argument, an environment name or value, the directory or a redirect

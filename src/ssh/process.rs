@@ -15,7 +15,10 @@ use std::{
     ffi::OsString,
     io,
     path::PathBuf,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -145,6 +148,9 @@ struct Control {
     detached: OnceLock<u32>,
     /// The line runs under sudo, on a pty or not: so must its kill.
     sudo: Option<(Runas, bool)>,
+    /// Whether a signal was sent (a shell killed by it before its first report was killed
+    /// by us, not from outside).
+    signaled: AtomicBool,
 }
 
 impl Control {
@@ -152,6 +158,7 @@ impl Control {
     /// ordinary logins) and `kill -SIG -PGID` from a second channel (which also works
     /// where sshd refuses `signal`, e.g. for root).
     async fn signal(self: Arc<Self>, signal: Signal) {
+        self.signaled.store(true, Ordering::Relaxed);
         if let Some(sig) = to_sig(signal) {
             let _ = self.channel.signal(sig).await;
         }
@@ -244,6 +251,12 @@ struct StageNames {
     cwd: Option<PathBuf>,
 }
 
+/// The pipeline's command lines, as errors show it.
+fn pipeline_line(stages: &[StageNames]) -> String {
+    let lines: Vec<&str> = stages.iter().map(|stage| stage.line.as_str()).collect();
+    lines.join(" | ")
+}
+
 /// How the channel ended, kept so that `wait` can answer again.
 type Outcome = std::result::Result<Vec<ExitStatus>, Failure>;
 
@@ -253,6 +266,9 @@ enum Failure {
     Lost,
     /// The line reported that (a stage of) the pipeline could not start.
     Start(StartFailure),
+    /// The warm spare's shell ended before it read the line (killed from outside between
+    /// the check of the spare and the header): nothing of the line ran.
+    Gone,
 }
 
 /// Starts `plan` on a channel of `connection`; as another user through sudo when
@@ -272,13 +288,17 @@ pub(crate) async fn start(
         })
         .collect();
     if let Err(reason) = remote_line::check(&plan) {
-        let line: Vec<&str> = stages.iter().map(|s| s.line.as_str()).collect();
         return Err(Error::io(
-            format!("cannot start `{}` on {}", line.join(" | "), connection.name),
+            format!(
+                "cannot start `{}` on {}",
+                pipeline_line(&stages),
+                connection.name
+            ),
             io::Error::new(io::ErrorKind::InvalidInput, reason),
         ));
     }
     let mut pty = plan.stages.iter().any(|s| s.process.pty);
+    let mut early = Vec::new();
     // Under sudo, the channel arrives exec'd, read until sudo started the line's shell.
     let (connection, read, write, permit, exec_sent) = match runas {
         Some(runas) => {
@@ -286,10 +306,13 @@ pub(crate) async fn start(
             pty = used_pty;
             (connection, read, write, permit, true)
         }
+        // A warm spare has run the bootstrap already; a pty must be asked for before.
         None => {
-            let (connection, channel, permit) = connection.open_for_command().await?;
-            let (read, write) = channel.split();
-            (connection, read, write, permit, false)
+            let (connection, opened) = connection.open_for_command(!pty).await?;
+            let (read, write) = opened.channel.split();
+            let warm = opened.warm.is_some();
+            early = opened.warm.unwrap_or_default();
+            (connection, read, write, opened.slot, warm)
         }
     };
     let marker = Marker::new();
@@ -331,10 +354,12 @@ pub(crate) async fn start(
         finished: OnceLock::new(),
         detached: OnceLock::new(),
         sudo: runas.map(|runas| (runas.clone(), pty)),
+        signaled: AtomicBool::new(false),
     });
     let (done_sender, done) = oneshot::channel();
     let pump = Pump {
         pty,
+        warm: runas.is_none() && exec_sent,
         detached: plan.detached,
         ask_login,
         stages: plan.stages.len(),
@@ -358,7 +383,7 @@ pub(crate) async fn start(
     // future (a deadline may drop it at any await below); on leadpipe's runtime, so that
     // it outlives the caller's.
     crate::lifecycle::spawn(async move {
-        let result = pump.run(read).await;
+        let result = pump.run(early, read).await;
         drop(live);
         let _ = done_sender.send(result);
     });
@@ -431,7 +456,7 @@ async fn sudo_channel(
     bool,
 )> {
     runas.checked_user(&connection.name)?;
-    pty |= runas.needs_pty.load(std::sync::atomic::Ordering::Relaxed);
+    pty |= runas.needs_pty.load(Ordering::Relaxed);
     loop {
         let (sender, receiver) = oneshot::channel();
         let attempt = sudo_attempt(connection.clone(), runas.clone(), pty);
@@ -443,9 +468,7 @@ async fn sudo_channel(
         match receiver.await {
             Ok(Ok((read, write, permit))) => return Ok((read, write, permit, pty)),
             Ok(Err((_, true))) if !pty => {
-                runas
-                    .needs_pty
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                runas.needs_pty.store(true, Ordering::Relaxed);
                 pty = true;
             }
             Ok(Err((error, _))) => return Err(error),
@@ -464,7 +487,8 @@ async fn sudo_attempt(
     let user = runas
         .checked_user(&connection.name)
         .map_err(|error| (error, false))?;
-    let (_, channel, permit) = (connection.open_for_command().await).map_err(|e| (e, false))?;
+    let (_, opened) = (connection.open_for_command(false).await).map_err(|e| (e, false))?;
+    let (channel, permit) = (opened.channel, opened.slot);
     let (mut read, write) = channel.split();
     let lost = || (connection.lost(), false);
     let mut gate = Gate::new(&token());
@@ -538,6 +562,8 @@ impl Drop for Unstarted {
 struct Pump {
     /// With a pty, stderr (and so the reports) arrives in the stdout data.
     pty: bool,
+    /// The line went to a warm spare's shell (see `connection::Opened::warm`).
+    warm: bool,
     /// The line was asked to report the login shell, and has not yet.
     ask_login: bool,
     /// The line starts the stages in the background and exits: its status stands for all.
@@ -554,11 +580,21 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, mut read: russh::ChannelReadHalf) -> Outcome {
+    /// Drains the channel: the messages a warm spare had received first (`early`), then
+    /// `read` until the server closes it.
+    async fn run(mut self, early: Vec<ChannelMsg>, mut read: russh::ChannelReadHalf) -> Outcome {
         let mut exit = None;
         let mut closed = false;
         let mut user = Vec::new();
-        while let Some(message) = read.wait().await {
+        let mut early = early.into_iter();
+        loop {
+            let message = match early.next() {
+                Some(message) => message,
+                None => match read.wait().await {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
             match message {
                 ChannelMsg::Data { data } if !self.pty => self.stdout.send(data.to_vec()),
                 ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, ext: 1 } => {
@@ -609,6 +645,12 @@ impl Pump {
             self.stdout.abort();
             self.stderr.abort();
             return Err(Failure::Lost);
+        }
+        // The pid report comes before anything of the line runs; a signal of ours may
+        // have come first.
+        let signaled = self.control.signaled.load(Ordering::Relaxed);
+        if self.warm && self.reports.pid().is_none() && !signaled {
+            return Err(Failure::Gone);
         }
         if let Some(failure) = self.reports.failure() {
             return Err(Failure::Start(failure.clone()));
@@ -701,6 +743,15 @@ impl Running for SshRunning {
                 Ok(statuses) => Ok(statuses),
                 Err(Failure::Lost) => Err(self.control.connection.lost()),
                 Err(Failure::Start(failure)) => Err(self.start_error(&failure)),
+                Err(Failure::Gone) => Err(Error::io(
+                    format!(
+                        "cannot start `{}` on {}: the remote shell that was to run it ended \
+                         first (was it killed?); nothing of it ran",
+                        pipeline_line(&self.stages),
+                        self.control.connection.name
+                    ),
+                    io::Error::from(io::ErrorKind::BrokenPipe),
+                )),
             }
         })
     }

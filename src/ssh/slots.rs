@@ -10,16 +10,22 @@
 //! a refusal can also come within the limit: that open is retried). With
 //! `max_channels(n)` the limit is `n` from the start, and one slot of it is kept for kills.
 //!
-//! The spare is a session channel opened ahead of need, so that starting a command costs
-//! one round trip (exec) instead of two (open, exec). sshd leaves an idle session channel
-//! alone; it receives nothing before its exec, so it needs no draining. It is opened again
-//! only when a slot is free and nobody waits for one (so it never takes a slot from a
-//! caller), and it goes to the first caller, kills before the others.
+//! The spare is a session channel opened ahead of need, and *warm*: the remote line's
+//! bootstrap is its exec string, sent as soon as it is open, so its shell is up and waits
+//! for a line's header on stdin. A command on it costs one round trip (the header) instead
+//! of three (open; exec, which is what makes sshd open the channel's window; the header).
+//! A task drains it until a command takes it (`connection::Warm`); what a login shell's rc
+//! file printed meanwhile goes to that command first. It is opened again only when a slot
+//! is free and nobody waits for one (so it never takes a slot from a caller), and it goes
+//! to the first command. Callers that need a channel with nothing sent on it (SFTP, kills,
+//! sudo, a pty) take a free slot instead, and end the spare to make one only when there is
+//! none.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use russh::{Channel, client::Msg};
 use tokio::sync::Notify;
+
+use super::connection::Warm;
 
 /// The limit before the server has refused a channel: far above OpenSSH's default, so that
 /// a server that allows many sessions gets them all.
@@ -47,7 +53,10 @@ struct State {
     reserve: usize,
     waiting: usize,
     kills_waiting: usize,
-    spare: Option<(Channel<Msg>, Slot)>,
+    /// The spare (see the module docs).
+    spare: Option<(Warm, Slot)>,
+    /// A spare is being opened.
+    spare_coming: bool,
 }
 
 /// One slot, given back when dropped.
@@ -60,7 +69,7 @@ pub(crate) struct Slot {
 /// What a caller waiting for a channel gets.
 pub(crate) enum Taken {
     /// The spare channel, open and unused.
-    Spare(Channel<Msg>, Slot),
+    Spare(Warm, Slot),
     /// A slot to open a channel on.
     Slot(Slot),
 }
@@ -92,6 +101,7 @@ impl Slots {
                 waiting: 0,
                 kills_waiting: 0,
                 spare: None,
+                spare_coming: false,
             }),
             freed: Notify::new(),
             freed_for_kill: Notify::new(),
@@ -115,8 +125,10 @@ impl Slots {
     }
 
     /// The spare, or a free slot, waiting for one. A kill takes any slot of the limit and
-    /// goes before the callers waiting; a caller leaves the reserve to kills.
-    pub(crate) async fn take(self: &Arc<Self>, for_kill: bool) -> Taken {
+    /// goes before the callers waiting; a caller leaves the reserve to kills. A warm spare
+    /// goes to a caller that cannot use it (`!warm_ok`) only when there is no free slot:
+    /// to be ended, which frees one.
+    pub(crate) async fn take(self: &Arc<Self>, for_kill: bool, warm_ok: bool) -> Taken {
         loop {
             let notify = if for_kill {
                 &self.freed_for_kill
@@ -128,7 +140,7 @@ impl Slots {
             freed.as_mut().enable();
             {
                 let mut state = self.state();
-                if let Some(taken) = self.take_now(&mut state, for_kill) {
+                if let Some(taken) = self.take_now(&mut state, for_kill, warm_ok) {
                     return taken;
                 }
                 if for_kill {
@@ -146,17 +158,20 @@ impl Slots {
         }
     }
 
-    /// The spare or a free slot for a caller (not a kill), without waiting; `None` when
-    /// there is neither, or kills wait.
-    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Taken> {
-        self.take_now(&mut self.state(), false)
+    /// What [`take`](Slots::take) gives a caller (not a kill) at once, without waiting;
+    /// `None` when there is nothing, or kills wait.
+    pub(crate) fn try_take(self: &Arc<Self>, warm_ok: bool) -> Option<Taken> {
+        self.take_now(&mut self.state(), false, warm_ok)
     }
 
-    /// The spare, or a free slot: a kill takes any slot of the limit, a caller leaves the
-    /// reserve to kills and lets waiting kills go first.
-    fn take_now(self: &Arc<Self>, state: &mut State, for_kill: bool) -> Option<Taken> {
-        if let Some((channel, slot)) = state.spare.take() {
-            return Some(Taken::Spare(channel, slot));
+    fn take_now(
+        self: &Arc<Self>,
+        state: &mut State,
+        for_kill: bool,
+        warm_ok: bool,
+    ) -> Option<Taken> {
+        if warm_ok && let Some((spare, slot)) = state.spare.take() {
+            return Some(Taken::Spare(spare, slot));
         }
         let room = if for_kill {
             state.limit
@@ -167,16 +182,24 @@ impl Slots {
             state.held += 1;
             return Some(Taken::Slot(self.slot()));
         }
-        None
+        // No room: the spare, for a caller that cannot use it to end, which makes one.
+        state
+            .spare
+            .take()
+            .map(|(spare, slot)| Taken::Spare(spare, slot))
     }
 
     /// A free slot for a spare, only when nobody waits for one.
     pub(crate) fn take_for_spare(self: &Arc<Self>) -> Option<Slot> {
         let mut state = self.state();
         let room = state.limit.saturating_sub(state.reserve);
-        let idle = state.waiting == 0 && state.kills_waiting == 0 && state.spare.is_none();
+        let idle = state.waiting == 0
+            && state.kills_waiting == 0
+            && state.spare.is_none()
+            && !state.spare_coming;
         if idle && state.held < room {
             state.held += 1;
+            state.spare_coming = true;
             Some(self.slot())
         } else {
             None
@@ -190,18 +213,15 @@ impl Slots {
         }
     }
 
-    /// Keeps `channel` as the spare, for the first caller. Returns it when there already is
-    /// one (to be closed).
-    pub(crate) fn put_spare(
-        &self,
-        channel: Channel<Msg>,
-        slot: Slot,
-    ) -> Option<(Channel<Msg>, Slot)> {
+    /// Keeps `spare` as the spare, for the first caller. Returns it when there already is
+    /// one (to be ended).
+    pub(crate) fn put_spare(&self, spare: Warm, slot: Slot) -> Option<(Warm, Slot)> {
         let mut state = self.state();
+        state.spare_coming = false;
         if state.spare.is_some() {
-            return Some((channel, slot));
+            return Some((spare, slot));
         }
-        state.spare = Some((channel, slot));
+        state.spare = Some((spare, slot));
         self.wake(&state);
         None
     }
@@ -247,8 +267,13 @@ impl Slots {
         (rank, state.held + state.waiting + state.kills_waiting)
     }
 
+    /// The spare could not be opened.
+    pub(crate) fn spare_failed(&self) {
+        self.state().spare_coming = false;
+    }
+
     /// The spare channel, taken out (when the connection closes).
-    pub(crate) fn take_spare(&self) -> Option<(Channel<Msg>, Slot)> {
+    pub(crate) fn take_spare(&self) -> Option<(Warm, Slot)> {
         self.state().spare.take()
     }
 }
