@@ -612,6 +612,78 @@ async fn an_interrupted_write_leaves_the_old_file() {
     assert!(matches!(later, Error::ConnectionLost { .. }), "{later}");
 }
 
+/// 300 whole-file writes at once on one connection all land: OpenSSH's `sftp-server` names
+/// a handle past the 128th open at once with bytes that are not UTF-8, so leadpipe never
+/// holds more than 128 open in a session (the others wait for a close).
+#[tokio::test]
+async fn three_hundred_writes_at_once_share_one_session() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let dir = remote.tempdir().await.unwrap();
+    let files: Vec<MachinePath> = (0..300).map(|i| dir.join(format!("f{i:03}"))).collect();
+    // Joined, every open goes out before any of their answers is read.
+    let written = futures::future::join_all(
+        files
+            .iter()
+            .zip(0..)
+            .map(|(file, i)| file.write(format!("{i}\n"))),
+    )
+    .await;
+    for (result, file) in written.iter().zip(&files) {
+        assert!(result.is_ok(), "{file:?}: {result:?}");
+    }
+    for (file, i) in files.iter().zip(0..) {
+        assert_eq!(file.read_to_string().await.unwrap(), format!("{i}\n"));
+    }
+    assert_eq!(names_in(dir.path()).await.len(), 300);
+}
+
+/// An upload of 400 files, many in flight, one of which cannot replace what is in its place
+/// (a directory that is not empty): the error names that file, and every other file at the
+/// destination is whole or absent, with no temporary file left behind.
+#[tokio::test]
+async fn a_file_failing_among_many_in_flight_is_named_and_the_rest_are_whole() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = tempfile::tempdir().unwrap();
+    let source = here.path().join("tree");
+    std::fs::create_dir(&source).unwrap();
+    let content = |i: usize| format!("file {i}\n").repeat(i % 50 + 1);
+    for i in 0..400 {
+        std::fs::write(source.join(format!("f{i:03}")), content(i)).unwrap();
+    }
+    let there = remote.tempdir().await.unwrap();
+    let tree = there.join("tree");
+    let blocked = tree.join("f200");
+    blocked.mkdir().await.unwrap();
+    blocked.join("keep").write("kept").await.unwrap();
+
+    let error = remote.upload(&source, there.as_path()).await.unwrap_err();
+    assert_eq!(file_error(&error).path(), blocked.as_path(), "{error}");
+    assert_eq!(blocked.join("keep").read_to_string().await.unwrap(), "kept");
+    // Temporary files of the files cut short go in the background.
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = names_in(&tree).await;
+        if !names.iter().any(|name| name.contains(".leadpipe-")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !names.iter().any(|name| name.contains(".leadpipe-")),
+        "left behind: {names:?}"
+    );
+    for name in names.iter().filter(|name| *name != "f200") {
+        let i: usize = name[1..].parse().unwrap();
+        assert_eq!(
+            tree.join(name).read_to_string().await.unwrap(),
+            content(i),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tempdirs_are_private_and_go_away() {
     let Some(sshd) = Sshd::start() else { return };
