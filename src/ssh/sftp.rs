@@ -291,10 +291,14 @@ macro_rules! guarded {
     ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         impl Raw {
             $(async fn $name(&self, $($arg: $ty),*) -> Result<$out, SftpError> {
-                tokio::select! {
-                    biased;
-                    reply = self.session.$name($($arg),*) => reply,
-                    () = self.end.over() => Err(SftpError::Status(Status {
+                // A request goes out when its future is first polled, so that poll must
+                // not be put off: `tokio::select!` polls nothing once the task's budget is
+                // spent, which would let a request made later (a close) go out first.
+                let reply = std::pin::pin!(self.session.$name($($arg),*));
+                let over = std::pin::pin!(self.end.over());
+                match futures::future::select(reply, over).await {
+                    futures::future::Either::Left((reply, _)) => reply,
+                    futures::future::Either::Right(((), _)) => Err(SftpError::Status(Status {
                         id: 0,
                         status_code: StatusCode::ConnectionLost,
                         error_message: "the SFTP channel is closed".to_owned(),
@@ -852,10 +856,17 @@ impl AsyncWrite for SftpWriter {
         }
         let n = buf.len().min(this.chunk);
         let (raw, offset, data) = (this.raw.clone(), this.offset, buf[..n].to_vec());
-        this.in_flight
-            .push_back(async move { raw.write(handle, offset, data).await }.boxed());
+        let mut write = async move { raw.write(handle, offset, data).await }.boxed();
+        // The first poll sends the request: here, so that every write goes out before the
+        // close `poll_shutdown` sends (a set of futures may put off polling a new one, and
+        // a write sent after the close lands in whichever file the server opens next under
+        // the same handle).
+        match write.poll_unpin(cx) {
+            Poll::Ready(ack) => drop(ack.map_err(io_error)?),
+            Poll::Pending => this.in_flight.push_back(write),
+        }
         this.offset += n as u64;
-        // Polling sends the request; what has been acknowledged meanwhile is taken too.
+        // What has been acknowledged meanwhile is taken too.
         this.collect_acks(cx)?;
         Poll::Ready(Ok(n))
     }
