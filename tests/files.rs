@@ -1088,3 +1088,54 @@ async fn remote_renames_follow_the_view() {
     let view = remote.with_cwd(dir.as_path());
     check_renames(&view.path(""), dir.path(), &(here.path() / "moved")).await;
 }
+
+/// Two tree copies within one remote machine at once, and two between two remote machines
+/// in opposite directions, each of 200 files, all finish: every file of such a copy holds
+/// a handle on the source while it opens one on the destination, and an SFTP session holds
+/// 128 at most.
+#[tokio::test]
+async fn copies_holding_two_handles_per_file_at_once_all_finish() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (a, b) = (sshd.machine().await, sshd.machine().await);
+    let (a_dir, b_dir) = (a.tempdir().await.unwrap(), b.tempdir().await.unwrap());
+    for dir in [&a_dir, &b_dir] {
+        for name in ["one", "two"] {
+            let tree = dir.join(name);
+            tree.mkdir().await.unwrap();
+            let files = (0..200).map(|i| {
+                let file = tree.join(format!("f{i:03}"));
+                async move { file.write(format!("{i}\n")).await }
+            });
+            for written in futures::future::join_all(files).await {
+                written.unwrap();
+            }
+        }
+    }
+    let copies = futures::future::join_all([
+        a_dir.join("one").copy_to(a_dir.join("one-copy")),
+        a_dir.join("two").copy_to(a_dir.join("two-copy")),
+        a_dir.join("one").copy_to(b_dir.join("from-a")),
+        b_dir.join("one").copy_to(a_dir.join("from-b")),
+    ]);
+    let copied = tokio::time::timeout(Duration::from_secs(120), copies)
+        .await
+        .expect("the copies finished");
+    for result in copied {
+        // 0-9, 10-99 and 100-199 with their newlines.
+        assert_eq!(result.unwrap(), 10 * 2 + 90 * 3 + 100 * 4);
+    }
+    for copy in [
+        a_dir.join("one-copy"),
+        a_dir.join("from-b"),
+        b_dir.join("from-a"),
+    ] {
+        for i in [0, 99, 199] {
+            let text = copy
+                .join(format!("f{i:03}"))
+                .read_to_string()
+                .await
+                .unwrap();
+            assert_eq!(text, format!("{i}\n"));
+        }
+    }
+}

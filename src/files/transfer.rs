@@ -48,6 +48,15 @@ const SAME_MACHINE_CONCURRENCY: usize = 64;
 /// How many of them may be larger than [`SMALL_FILE`] (each holds up to 64 requests of
 /// 255 KiB in flight over SFTP).
 const FILE_CONCURRENCY: usize = 16;
+/// Copies whose source and destination are both over SFTP hold a handle of each (one
+/// session or two) and wait for the second while holding the first. A session holds at
+/// most 128 handles open (`ssh/sftp.rs`), so copies running at once (two within one
+/// machine, or A to B beside B to A) could each hold every handle of a session and wait
+/// forever for the other's. At most half that many of them run at once, in the whole
+/// process: every session then keeps handles that no such copy waits on, and whatever
+/// holds those (an upload, a download) finishes without waiting on a copy.
+static TWO_HANDLE_COPIES: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(SAME_MACHINE_CONCURRENCY);
 /// How many directories of a tree are created (or have their modes set) at once.
 const DIRS_AT_ONCE: usize = 64;
 /// The size up to which a file is small: a few requests.
@@ -460,6 +469,12 @@ async fn copy_file(
     if from.files().is_local() && to.files().is_local() {
         return copy_local_file(from, to, meta, progress).await;
     }
+    // Never closed.
+    let _two_handles = if from.files().is_local() || to.files().is_local() {
+        None
+    } else {
+        TWO_HANDLE_COPIES.acquire().await.ok()
+    };
     let read_error = |e| file_error(from.files(), "read", from.as_path(), e);
     let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
     let mut reader =
