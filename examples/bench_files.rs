@@ -25,6 +25,9 @@
 //! Bounds, for slow links: `BENCH_FILES_CASES` picks rows (`file`, `tree`, or all when
 //! unset), and `BENCH_FILES_LIMIT` (seconds, default 120) cuts an OpenSSH run that takes
 //! longer: the run is stopped, its cell shows `> LIMIT`, and its ratio is a lower bound.
+//! `BENCH_FILES_CLIENTS` picks the OpenSSH clients (`sftp`, `scp`, `scp-O`, comma-separated;
+//! all when unset; `none` times leadpipe alone): at a 10 ms round trip one OpenSSH run of
+//! the tree takes tens of seconds.
 
 #[allow(dead_code)]
 mod lab;
@@ -374,6 +377,17 @@ async fn main() -> leadpipe::Result<()> {
             .and_then(|secs| secs.parse().ok())
             .unwrap_or(120),
     );
+    // The OpenSSH clients to time: `sftp`, `scp`, `scp-O` (comma-separated), or all.
+    let picked: Vec<Client> = match std::env::var("BENCH_FILES_CLIENTS") {
+        Ok(list) => OPENSSH
+            .into_iter()
+            .filter(|client| {
+                list.split(',')
+                    .any(|name| name.trim() == client.label().replace(' ', ""))
+            })
+            .collect(),
+        Err(_) => OPENSSH.to_vec(),
+    };
     println!("load average at start: {}", lab::load());
 
     let started = Instant::now();
@@ -465,16 +479,17 @@ async fn main() -> leadpipe::Result<()> {
     );
     openssh.ensure_master();
     // `scp -O` needs the remote `scp` binary; leave its column out when it fails.
-    let legacy = {
+    let legacy = picked.contains(&Client::ScpLegacy) && {
         clear(&remote, &places, Case::UploadTree).await?;
         let mut probe = openssh.command(Client::ScpLegacy, Case::UploadTree, &places, false);
         probe.output().is_ok_and(|out| out.status.success())
     };
-    let clients: Vec<Client> = OPENSSH
-        .into_iter()
+    let clients: Vec<Client> = picked
+        .iter()
+        .copied()
         .filter(|&client| legacy || client != Client::ScpLegacy)
         .collect();
-    if !legacy {
+    if !legacy && picked.contains(&Client::ScpLegacy) {
         println!("`scp -O` (legacy protocol) does not work against this server: left out");
     }
 
@@ -611,7 +626,7 @@ async fn main() -> leadpipe::Result<()> {
     println!("\nGoals:");
     for case in [Case::UploadFile, Case::DownloadFile]
         .into_iter()
-        .filter(|case| cases.contains(case))
+        .filter(|case| cases.contains(case) && !clients.is_empty())
     {
         for mux in [false, true] {
             let (fastest, worst) = clients
@@ -630,7 +645,7 @@ async fn main() -> leadpipe::Result<()> {
     }
     for case in [Case::UploadTree, Case::DownloadTree]
         .into_iter()
-        .filter(|case| cases.contains(case))
+        .filter(|case| cases.contains(case) && clients.contains(&Client::Scp))
     {
         for mux in [false, true] {
             let against = ratio(case, Client::Scp, mux);

@@ -612,6 +612,119 @@ async fn an_interrupted_write_leaves_the_old_file() {
     assert!(matches!(later, Error::ConnectionLost { .. }), "{later}");
 }
 
+/// 300 whole-file writes at once on one connection all land: OpenSSH's `sftp-server` names
+/// a handle past the 128th open at once with bytes that are not UTF-8, so leadpipe never
+/// holds more than 128 open in a session (the others wait for a close).
+#[tokio::test]
+async fn three_hundred_writes_at_once_share_one_session() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let dir = remote.tempdir().await.unwrap();
+    let files: Vec<MachinePath> = (0..300).map(|i| dir.join(format!("f{i:03}"))).collect();
+    // Joined, every open goes out before any of their answers is read.
+    let written = futures::future::join_all(
+        files
+            .iter()
+            .zip(0..)
+            .map(|(file, i)| file.write(format!("{i}\n"))),
+    )
+    .await;
+    for (result, file) in written.iter().zip(&files) {
+        assert!(result.is_ok(), "{file:?}: {result:?}");
+    }
+    for (file, i) in files.iter().zip(0..) {
+        assert_eq!(file.read_to_string().await.unwrap(), format!("{i}\n"));
+    }
+    assert_eq!(names_in(dir.path()).await.len(), 300);
+}
+
+/// A tree of 1000 small files (each its own bytes) uploaded twenty times on one connection
+/// lands byte for byte every time: with many files in flight, a file's write once went out
+/// after its close and landed in the next file opened under the same handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_land_byte_for_byte_every_time() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = tempfile::tempdir().unwrap();
+    let source = here.path().join("tree");
+    for dir in ["a", "b/c"] {
+        std::fs::create_dir_all(source.join(dir)).unwrap();
+    }
+    for i in 0..1000u32 {
+        let len = 1024 + (i.wrapping_mul(2_654_435_761) % 7168) as usize;
+        let content: Vec<u8> = (0..len)
+            .map(|j| (j as u32 ^ i.wrapping_mul(97)) as u8)
+            .collect();
+        let dir = if i % 2 == 0 { "a" } else { "b/c" };
+        std::fs::write(source.join(dir).join(format!("f{i:04}")), content).unwrap();
+    }
+    let expected = snapshot(&source);
+    let there = remote.tempdir().await.unwrap();
+    let back = here.path().join("back");
+    for round in 0..20 {
+        let target = there.join(format!("round{round}"));
+        // In a task of its own, as a script's transfers run.
+        let upload = remote.upload(&source, target.as_path());
+        tokio::spawn(upload).await.unwrap().unwrap();
+        std::fs::create_dir(&back).unwrap();
+        remote.download(target.as_path(), &back).await.unwrap();
+        let landed = snapshot(&back.join(format!("round{round}")));
+        let wrong: Vec<&PathBuf> = expected
+            .iter()
+            .filter(|(path, entry)| landed.get(*path) != Some(entry))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(wrong.is_empty(), "round {round}: {wrong:?} differ");
+        std::fs::remove_dir_all(&back).unwrap();
+    }
+}
+
+/// An upload of 400 files, many in flight, one of which cannot replace what is in its place
+/// (a directory that is not empty): the error names that file, and every other file at the
+/// destination is whole or absent, with no temporary file left behind.
+#[tokio::test]
+async fn a_file_failing_among_many_in_flight_is_named_and_the_rest_are_whole() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.machine().await;
+    let here = tempfile::tempdir().unwrap();
+    let source = here.path().join("tree");
+    std::fs::create_dir(&source).unwrap();
+    let content = |i: usize| format!("file {i}\n").repeat(i % 50 + 1);
+    for i in 0..400 {
+        std::fs::write(source.join(format!("f{i:03}")), content(i)).unwrap();
+    }
+    let there = remote.tempdir().await.unwrap();
+    let tree = there.join("tree");
+    let blocked = tree.join("f200");
+    blocked.mkdir().await.unwrap();
+    blocked.join("keep").write("kept").await.unwrap();
+
+    let error = remote.upload(&source, there.as_path()).await.unwrap_err();
+    assert_eq!(file_error(&error).path(), blocked.as_path(), "{error}");
+    assert_eq!(blocked.join("keep").read_to_string().await.unwrap(), "kept");
+    // Temporary files of the files cut short go in the background.
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = names_in(&tree).await;
+        if !names.iter().any(|name| name.contains(".leadpipe-")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !names.iter().any(|name| name.contains(".leadpipe-")),
+        "left behind: {names:?}"
+    );
+    for name in names.iter().filter(|name| *name != "f200") {
+        let i: usize = name[1..].parse().unwrap();
+        assert_eq!(
+            tree.join(name).read_to_string().await.unwrap(),
+            content(i),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn tempdirs_are_private_and_go_away() {
     let Some(sshd) = Sshd::start() else { return };
@@ -974,4 +1087,55 @@ async fn remote_renames_follow_the_view() {
     let dir = remote.tempdir().await.unwrap();
     let view = remote.with_cwd(dir.as_path());
     check_renames(&view.path(""), dir.path(), &(here.path() / "moved")).await;
+}
+
+/// Two tree copies within one remote machine at once, and two between two remote machines
+/// in opposite directions, each of 200 files, all finish: every file of such a copy holds
+/// a handle on the source while it opens one on the destination, and an SFTP session holds
+/// 128 at most.
+#[tokio::test]
+async fn copies_holding_two_handles_per_file_at_once_all_finish() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (a, b) = (sshd.machine().await, sshd.machine().await);
+    let (a_dir, b_dir) = (a.tempdir().await.unwrap(), b.tempdir().await.unwrap());
+    for dir in [&a_dir, &b_dir] {
+        for name in ["one", "two"] {
+            let tree = dir.join(name);
+            tree.mkdir().await.unwrap();
+            let files = (0..200).map(|i| {
+                let file = tree.join(format!("f{i:03}"));
+                async move { file.write(format!("{i}\n")).await }
+            });
+            for written in futures::future::join_all(files).await {
+                written.unwrap();
+            }
+        }
+    }
+    let copies = futures::future::join_all([
+        a_dir.join("one").copy_to(a_dir.join("one-copy")),
+        a_dir.join("two").copy_to(a_dir.join("two-copy")),
+        a_dir.join("one").copy_to(b_dir.join("from-a")),
+        b_dir.join("one").copy_to(a_dir.join("from-b")),
+    ]);
+    let copied = tokio::time::timeout(Duration::from_secs(120), copies)
+        .await
+        .expect("the copies finished");
+    for result in copied {
+        // 0-9, 10-99 and 100-199 with their newlines.
+        assert_eq!(result.unwrap(), 10 * 2 + 90 * 3 + 100 * 4);
+    }
+    for copy in [
+        a_dir.join("one-copy"),
+        a_dir.join("from-b"),
+        b_dir.join("from-a"),
+    ] {
+        for i in [0, 99, 199] {
+            let text = copy
+                .join(format!("f{i:03}"))
+                .read_to_string()
+                .await
+                .unwrap();
+            assert_eq!(text, format!("{i}\n"));
+        }
+    }
 }

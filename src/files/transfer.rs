@@ -6,7 +6,9 @@
 //! across files, which is what makes many small files fast: each file costs three round
 //! trips over SFTP (open; the writes, mode and close together; rename), and
 //! [`SMALL_FILE_CONCURRENCY`] small files are in flight at once ([`FILE_CONCURRENCY`] of
-//! the larger ones, whose many requests in flight each already fill the link).
+//! the larger ones, whose many requests in flight each already fill the link). A tree's
+//! directories are created a level at a time (a round trip per level, not per directory),
+//! and their modes set the same way, deepest level first.
 //!
 //! Every file is written as [`Replacement`] writes one: under a temporary name beside its
 //! target, renamed over it once whole, so an interrupted transfer destroys nothing.
@@ -36,11 +38,27 @@ use super::{
 };
 use crate::{Error, Result, local::files::blocking};
 
-/// How many files of a tree are copied at once.
-const SMALL_FILE_CONCURRENCY: usize = 64;
+/// How many files of a tree are copied at once between two machines: as many as an SFTP
+/// session holds handles open (`ssh/sftp.rs`), so that each round trip of the one
+/// connection serves that many files.
+const SMALL_FILE_CONCURRENCY: usize = 128;
+/// How many within one machine: each file then holds two of the session's handles, and
+/// locally each is a blocking thread.
+const SAME_MACHINE_CONCURRENCY: usize = 64;
 /// How many of them may be larger than [`SMALL_FILE`] (each holds up to 64 requests of
 /// 255 KiB in flight over SFTP).
 const FILE_CONCURRENCY: usize = 16;
+/// Copies whose source and destination are both over SFTP hold a handle of each (one
+/// session or two) and wait for the second while holding the first. A session holds at
+/// most 128 handles open (`ssh/sftp.rs`), so copies running at once (two within one
+/// machine, or A to B beside B to A) could each hold every handle of a session and wait
+/// forever for the other's. At most half that many of them run at once, in the whole
+/// process: every session then keeps handles that no such copy waits on, and whatever
+/// holds those (an upload, a download) finishes without waiting on a copy.
+static TWO_HANDLE_COPIES: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(SAME_MACHINE_CONCURRENCY);
+/// How many directories of a tree are created (or have their modes set) at once.
+const DIRS_AT_ONCE: usize = 64;
 /// The size up to which a file is small: a few requests.
 const SMALL_FILE: u64 = 1 << 20;
 /// How much is read before it is written: OpenSSH's largest SFTP write (255 KiB), so a
@@ -265,18 +283,37 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
     {
         existed.push(parent.to_owned());
     }
-    for entry in entries.iter().filter(|entry| entry.meta.is_dir()) {
-        let target = under(&dst, &entry.relative);
-        let made = (mkdir_or_existing(dst.files(), target.as_path(), 0o700).await)
-            .map_err(|e| file_error(dst.files(), "create directory", target.as_path(), e))?;
-        if !made {
-            existed.push(target.as_path().to_owned());
+    let levels = dir_levels(&entries);
+    for level in &levels {
+        // A level's directories at once: their parents exist.
+        let mkdirs: Vec<_> = level
+            .iter()
+            .map(|&(relative, _)| {
+                let target = under(&dst, relative);
+                async move {
+                    let files = target.files();
+                    match mkdir_or_existing(files, target.as_path(), 0o700).await {
+                        Ok(made) => Ok((target, made)),
+                        Err(e) => Err(file_error(files, "create directory", target.as_path(), e)),
+                    }
+                }
+            })
+            .collect();
+        for (target, made) in all_at_once(mkdirs).await? {
+            if !made {
+                existed.push(target.as_path().to_owned());
+            }
         }
     }
     let progress = Arc::new(progress);
     let large = tokio::sync::Semaphore::new(FILE_CONCURRENCY);
+    let at_once = if src.same_machine(&dst) || (src.files().is_local() && dst.files().is_local()) {
+        SAME_MACHINE_CONCURRENCY
+    } else {
+        SMALL_FILE_CONCURRENCY
+    };
     stream::iter(entries.iter().filter(|entry| !entry.meta.is_dir()).map(Ok))
-        .try_for_each_concurrent(SMALL_FILE_CONCURRENCY, |entry| {
+        .try_for_each_concurrent(at_once, |entry| {
             let (from, to) = (under(&src, &entry.relative), under(&dst, &entry.relative));
             let (progress, large) = (progress.clone(), &large);
             async move {
@@ -302,11 +339,21 @@ async fn run(src: MachinePath, dst: MachinePath, progress: Option<ProgressFn>) -
         })
         .await?;
     sweep_leftovers(&dst, &entries, existed).await;
-    // Directory modes last, children before parents (a read-only parent is set after).
-    for entry in entries.iter().rev().filter(|entry| entry.meta.is_dir()) {
-        let target = under(&dst, &entry.relative);
-        (dst.files().chmod(target.as_path(), entry.meta.mode).await)
-            .map_err(|e| file_error(dst.files(), "chmod", target.as_path(), e))?;
+    // Directory modes last, children before parents (a parent that can no longer be
+    // searched is set after), a level at once.
+    for level in levels.iter().rev() {
+        let chmods: Vec<_> = level
+            .iter()
+            .map(|&(relative, mode)| {
+                let target = under(&dst, relative);
+                async move {
+                    let files = target.files();
+                    (files.chmod(target.as_path(), mode).await)
+                        .map_err(|e| file_error(files, "chmod", target.as_path(), e))
+                }
+            })
+            .collect();
+        all_at_once(chmods).await?;
     }
     Ok(total)
 }
@@ -333,6 +380,26 @@ async fn sweep_leftovers(dst: &MachinePath, entries: &[Entry], existed: Vec<Path
             replace::sweep(dst.files(), &dir, &written).await;
         })
         .await;
+}
+
+/// Runs `jobs`, [`DIRS_AT_ONCE`] at a time: their results in order, or the first error.
+async fn all_at_once<T>(jobs: Vec<impl Future<Output = Result<T>>>) -> Result<Vec<T>> {
+    let done: Vec<Result<T>> = stream::iter(jobs).buffered(DIRS_AT_ONCE).collect().await;
+    done.into_iter().collect()
+}
+
+/// The directories of a tree (relative, with their modes) by depth: the top, then its
+/// subdirectories, then theirs.
+fn dir_levels(entries: &[Entry]) -> Vec<Vec<(&Path, u32)>> {
+    let mut levels: Vec<Vec<(&Path, u32)>> = Vec::new();
+    for entry in entries.iter().filter(|entry| entry.meta.is_dir()) {
+        let depth = entry.relative.components().count();
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push((entry.relative.as_path(), entry.meta.mode));
+    }
+    levels
 }
 
 /// A directory (relative to the top of a tree) and its entries.
@@ -402,6 +469,12 @@ async fn copy_file(
     if from.files().is_local() && to.files().is_local() {
         return copy_local_file(from, to, meta, progress).await;
     }
+    // Never closed.
+    let _two_handles = if from.files().is_local() || to.files().is_local() {
+        None
+    } else {
+        TWO_HANDLE_COPIES.acquire().await.ok()
+    };
     let read_error = |e| file_error(from.files(), "read", from.as_path(), e);
     let write_error = |e| file_error(to.files(), "write", to.as_path(), e);
     let mut reader =

@@ -24,6 +24,9 @@
 //!   dead connection is detected by the connection itself (keepalive, reset), failing
 //!   every request at once.
 //!
+//! At most [`HANDLES`] files and directories are open at once in a session: an open waits
+//! for a close, however many transfers and calls share the session.
+//!
 //! Replacing a file uses OpenSSH's `posix-rename@openssh.com` (SFTP's own RENAME refuses
 //! an existing target). SFTP names are UTF-8 strings in russh-sftp; other paths are refused.
 
@@ -67,6 +70,11 @@ const MAX_CHUNK: u64 = 255 * 1024;
 const PORTABLE_CHUNK: u64 = 32 * 1024;
 /// How long one request may wait for its answer.
 const REQUEST_TIMEOUT_SECS: u64 = 600;
+/// Handles open at once in one session. russh-sftp keeps a handle as a UTF-8 string, and
+/// OpenSSH's `sftp-server` names the handle with index N as N's four big-endian bytes: past
+/// index 127 those are not UTF-8, the name is mangled, and the server refuses every request
+/// on it. OpenSSH reuses the lowest free index, so 128 handles open at once all work.
+const HANDLES: usize = 128;
 
 /// A byte stream an SFTP session runs on.
 pub(crate) trait SftpStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -106,6 +114,19 @@ struct Live {
     end: ChannelEnd,
     posix_rename: bool,
     chunk: u32,
+    /// A permit per handle open (see [`HANDLES`]): an open waits for one, and gives it back
+    /// once the server has answered its close.
+    handles: Arc<tokio::sync::Semaphore>,
+}
+
+/// A permit to hold one handle open.
+type HandlePermit = tokio::sync::OwnedSemaphorePermit;
+
+impl Live {
+    async fn handle_permit(&self) -> io::Result<HandlePermit> {
+        (self.handles.clone().acquire_owned().await)
+            .map_err(|_| io::Error::other("the SFTP session is closed"))
+    }
 }
 
 /// The `sftp` subsystem on a channel of a connection, or `sftp-server` through sudo.
@@ -173,7 +194,7 @@ impl SftpFiles {
         let mut raw = RawSftpSession::new_with_config(stream, config);
         let version = raw.init().await.map_err(io_error)?;
         let has = |name: &str| version.extensions.contains_key(name);
-        let mut chunk = PORTABLE_CHUNK;
+        let (mut chunk, mut handles) = (PORTABLE_CHUNK, HANDLES);
         if has("limits@openssh.com") {
             let limits = raw.limits().await.map_err(io_error)?;
             let largest = [limits.max_read_len, limits.max_write_len]
@@ -182,6 +203,10 @@ impl SftpFiles {
                 .min()
                 .unwrap_or(MAX_CHUNK);
             chunk = largest.min(MAX_CHUNK);
+            if limits.max_open_handles > 0 {
+                let most = usize::try_from(limits.max_open_handles).unwrap_or(HANDLES);
+                handles = handles.min(most);
+            }
             raw.set_limits(limits.into());
         }
         Ok(Live {
@@ -193,6 +218,7 @@ impl SftpFiles {
             end,
             posix_rename: has("posix-rename@openssh.com"),
             chunk: u32::try_from(chunk).unwrap_or(32 * 1024),
+            handles: Arc::new(tokio::sync::Semaphore::new(handles)),
         })
     }
 }
@@ -265,10 +291,14 @@ macro_rules! guarded {
     ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
         impl Raw {
             $(async fn $name(&self, $($arg: $ty),*) -> Result<$out, SftpError> {
-                tokio::select! {
-                    biased;
-                    reply = self.session.$name($($arg),*) => reply,
-                    () = self.end.over() => Err(SftpError::Status(Status {
+                // A request goes out when its future is first polled, so that poll must
+                // not be put off: `tokio::select!` polls nothing once the task's budget is
+                // spent, which would let a request made later (a close) go out first.
+                let reply = std::pin::pin!(self.session.$name($($arg),*));
+                let over = std::pin::pin!(self.end.over());
+                match futures::future::select(reply, over).await {
+                    futures::future::Either::Left((reply, _)) => reply,
+                    futures::future::Either::Right(((), _)) => Err(SftpError::Status(Status {
                         id: 0,
                         status_code: StatusCode::ConnectionLost,
                         error_message: "the SFTP channel is closed".to_owned(),
@@ -402,6 +432,7 @@ impl Files for SftpFiles {
     fn list<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, io::Result<Vec<(OsString, Metadata)>>> {
         async move {
             let live = self.live().await?;
+            let _permit = live.handle_permit().await?;
             let handle = live.raw.opendir(name(dir)?).await.map_err(io_error)?.handle;
             let mut entries = Vec::new();
             let listed = loop {
@@ -437,13 +468,14 @@ impl Files for SftpFiles {
     ) -> BoxFuture<'a, io::Result<BoxRead>> {
         async move {
             let live = self.live().await?;
+            let permit = live.handle_permit().await?;
             let handle = (live
                 .raw
                 .open(name(path)?, OpenFlags::READ, FileAttributes::empty()))
             .await
             .map_err(io_error)?
             .handle;
-            Ok(Box::new(SftpReader::new(&live, handle, size)) as BoxRead)
+            Ok(Box::new(SftpReader::new(&live, (handle, permit), size)) as BoxRead)
         }
         .boxed()
     }
@@ -456,6 +488,7 @@ impl Files for SftpFiles {
     ) -> BoxFuture<'a, io::Result<BoxWrite>> {
         async move {
             let live = self.live().await?;
+            let permit = live.handle_permit().await?;
             let flags = OpenFlags::WRITE
                 | OpenFlags::CREATE
                 | match how {
@@ -477,7 +510,7 @@ impl Files for SftpFiles {
                 Err(error) => return Err(io_error(error)),
             };
             let exact = (how == WriteMode::CreateNewExact).then_some(mode).flatten();
-            Ok(Box::new(SftpWriter::new(&live, handle, exact)) as BoxWrite)
+            Ok(Box::new(SftpWriter::new(&live, (handle, permit), exact)) as BoxWrite)
         }
         .boxed()
     }
@@ -591,10 +624,15 @@ fn first_name(files: Vec<russh_sftp::protocol::File>) -> io::Result<PathBuf> {
         .ok_or_else(|| io::Error::other("the server answered with no name"))
 }
 
-/// Closes a handle in the background: for readers and writers dropped before the end.
-fn close_later(raw: Arc<Raw>, handle: String) {
+/// An open handle, and the permit that counts it.
+type OpenHandle = (String, HandlePermit);
+
+/// Closes a handle in the background: for readers at their end, and readers and writers
+/// dropped before it. The permit goes back once the close is answered.
+fn close_later(raw: Arc<Raw>, handle: String, permit: Option<HandlePermit>) {
     spawn_cleanup(async move {
         let _ = raw.close(handle).await;
+        drop(permit);
     });
 }
 
@@ -604,6 +642,8 @@ type ReadReply = (u64, u32, Result<Data, SftpError>);
 struct SftpReader {
     raw: Arc<Raw>,
     handle: Option<String>,
+    /// Counts the handle until it is closed.
+    permit: Option<HandlePermit>,
     chunk: u32,
     /// Requests to keep in flight now: doubles after every full read, up to `IN_FLIGHT`.
     window: usize,
@@ -620,7 +660,7 @@ struct SftpReader {
 }
 
 impl SftpReader {
-    fn new(live: &Live, handle: String, expected: Option<u64>) -> SftpReader {
+    fn new(live: &Live, (handle, permit): OpenHandle, expected: Option<u64>) -> SftpReader {
         // Every read up to the expected end, and the one past it, at once.
         let window = expected.map_or(1, |size| {
             let reads = size.div_ceil(u64::from(live.chunk)) + 1;
@@ -629,6 +669,7 @@ impl SftpReader {
         SftpReader {
             raw: live.raw.clone(),
             handle: Some(handle),
+            permit: Some(permit),
             chunk: live.chunk,
             window,
             expected,
@@ -730,7 +771,7 @@ impl AsyncRead for SftpReader {
             if this.eof {
                 this.in_flight = FuturesOrdered::new();
                 if let Some(handle) = this.handle.take() {
-                    close_later(this.raw.clone(), handle);
+                    close_later(this.raw.clone(), handle, this.permit.take());
                 }
             }
         }
@@ -740,7 +781,7 @@ impl AsyncRead for SftpReader {
 impl Drop for SftpReader {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            close_later(self.raw.clone(), handle);
+            close_later(self.raw.clone(), handle, self.permit.take());
         }
     }
 }
@@ -749,6 +790,8 @@ impl Drop for SftpReader {
 struct SftpWriter {
     raw: Arc<Raw>,
     handle: Option<String>,
+    /// Counts the handle until it is closed.
+    permit: Option<HandlePermit>,
     chunk: usize,
     offset: u64,
     in_flight: FuturesOrdered<BoxFuture<'static, Result<Status, SftpError>>>,
@@ -758,10 +801,11 @@ struct SftpWriter {
 }
 
 impl SftpWriter {
-    fn new(live: &Live, handle: String, exact: Option<u32>) -> SftpWriter {
+    fn new(live: &Live, (handle, permit): OpenHandle, exact: Option<u32>) -> SftpWriter {
         SftpWriter {
             raw: live.raw.clone(),
             handle: Some(handle),
+            permit: Some(permit),
             chunk: live.chunk as usize,
             offset: 0,
             in_flight: FuturesOrdered::new(),
@@ -812,10 +856,17 @@ impl AsyncWrite for SftpWriter {
         }
         let n = buf.len().min(this.chunk);
         let (raw, offset, data) = (this.raw.clone(), this.offset, buf[..n].to_vec());
-        this.in_flight
-            .push_back(async move { raw.write(handle, offset, data).await }.boxed());
+        let mut write = async move { raw.write(handle, offset, data).await }.boxed();
+        // The first poll sends the request: here, so that every write goes out before the
+        // close `poll_shutdown` sends (a set of futures may put off polling a new one, and
+        // a write sent after the close lands in whichever file the server opens next under
+        // the same handle).
+        match write.poll_unpin(cx) {
+            Poll::Ready(ack) => drop(ack.map_err(io_error)?),
+            Poll::Pending => this.in_flight.push_back(write),
+        }
         this.offset += n as u64;
-        // Polling sends the request; what has been acknowledged meanwhile is taken too.
+        // What has been acknowledged meanwhile is taken too.
         this.collect_acks(cx)?;
         Poll::Ready(Ok(n))
     }
@@ -834,7 +885,7 @@ impl AsyncWrite for SftpWriter {
             let Some(handle) = this.handle.take() else {
                 return Poll::Ready(Ok(()));
             };
-            let (raw, exact) = (this.raw.clone(), this.exact);
+            let (raw, exact, permit) = (this.raw.clone(), this.exact, this.permit.take());
             let mut writes = std::mem::take(&mut this.in_flight);
             this.closing = Some(
                 async move {
@@ -856,6 +907,7 @@ impl AsyncWrite for SftpWriter {
                     // Polled in this order, so the mode goes out before the close.
                     let (written, set, closed) =
                         futures::join!(written, set, raw.close(handle.as_str()));
+                    drop(permit);
                     written.and(set).and(closed.map(drop)).map_err(io_error)
                 }
                 .boxed(),
@@ -873,7 +925,7 @@ impl AsyncWrite for SftpWriter {
 impl Drop for SftpWriter {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            close_later(self.raw.clone(), handle);
+            close_later(self.raw.clone(), handle, self.permit.take());
         }
     }
 }
