@@ -857,27 +857,26 @@ impl Connection {
         let Some(others) = self.shared_with.get() else {
             return Ok((self.clone(), self.open_waiting(false, warm_ok).await?));
         };
-        let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
-            .chain(others.iter().filter(|other| !other.is_closed()))
-            .collect();
-        candidates.sort_by_key(|connection| connection.slots.busyness());
-        // Taken at once, so that commands starting together spread out.
-        let free = candidates
-            .iter()
-            .find_map(|connection| Some((*connection, connection.slots.try_take(warm_ok)?)));
-        let connection = match free {
-            Some((connection, taken)) => {
-                if let Some(opened) = connection.use_taken(taken, warm_ok).await? {
-                    return Ok((connection.clone(), opened));
-                }
-                connection
+        loop {
+            let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
+                .chain(others.iter().filter(|other| !other.is_closed()))
+                .collect();
+            candidates.sort_by_key(|connection| connection.slots.busyness());
+            // Taken at once, so that commands starting together spread out.
+            let free = candidates
+                .iter()
+                .find_map(|connection| Some((*connection, connection.slots.try_take(warm_ok)?)));
+            let Some((connection, taken)) = free else {
+                let connection = candidates.first().copied().unwrap_or(self);
+                let opened = connection.open_waiting(false, warm_ok).await?;
+                return Ok((connection.clone(), opened));
+            };
+            if let Some(opened) = connection.use_taken(taken, warm_ok).await? {
+                return Ok((connection.clone(), opened));
             }
-            None => candidates.first().copied().unwrap_or(self),
-        };
-        Ok((
-            connection.clone(),
-            connection.open_waiting(false, warm_ok).await?,
-        ))
+            // Refused there (its limit is now known), or its spare was unusable: look
+            // again, so that the command goes where there is room.
+        }
     }
 
     /// The channel `taken` gives: the spare, or one opened on the slot; `None` when there
