@@ -1,7 +1,8 @@
 //! Nothing left behind, however a script ends: the script (tests/bin/exit_script.rs) holds
 //! a remote and a local `sleep` and a remote and a local `TempDir`, then returns, fails
 //! through `?`, panics, exits, or gets SIGINT (Ctrl-C in a real terminal, tmux), SIGTERM or
-//! SIGHUP; within 2 s neither machine runs its processes and both dirs are gone. And from
+//! SIGHUP; within 2 s neither machine runs its processes (nor the connection's shell waiting
+//! for a command) and both dirs are gone. And from
 //! a plain `fn main` (`leadpipe::blocking`, no runtime): a dropped remote `Child` is
 //! killed, a dropped remote `ChildStdin` gives its reader end of file, a dropped
 //! `ReverseTunnel` stops listening. Against a real OpenSSH sshd, as the normal user.
@@ -37,6 +38,9 @@ fn unique_tag() -> String {
 
 /// Pids of every process on this machine whose command line contains `pattern` (the
 /// server's processes are on this machine too).
+/// What the command line of a remote shell waiting for leadpipe's line contains.
+const WAITING_SHELL: &str = "read -r lp_m";
+
 fn pgrep_anywhere(pattern: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -120,6 +124,11 @@ impl Script {
             if !remote.is_empty() {
                 left.push(format!("remote sleep {remote:?}"));
             }
+            // The connection's warm spare: a shell waiting for a command line.
+            let waiting = sshd.pgrep(WAITING_SHELL);
+            if !waiting.is_empty() {
+                left.push(format!("remote waiting shell {waiting:?}"));
+            }
             let local = pgrep_anywhere(&self.local_pattern());
             if !local.is_empty() {
                 left.push(format!("local sleep {local:?}"));
@@ -138,7 +147,7 @@ impl Script {
             }
             if since.elapsed() > Duration::from_secs(2) {
                 let remote = sshd.pgrep(&self.remote_pattern());
-                for pid in remote {
+                for pid in remote.into_iter().chain(sshd.pgrep(WAITING_SHELL)) {
                     // SAFETY: cleaning up after the failed check.
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 }

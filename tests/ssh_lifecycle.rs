@@ -787,3 +787,47 @@ async fn the_warm_spare_is_replaced_when_killed_and_goes_with_the_machine() {
         "the warm shell outlived its machine"
     );
 }
+
+/// A login whose rc file prints 300 lines to each stream for every command: the warm
+/// spare's shell prints them before any command takes it, and they go to that command, as
+/// to a command on a channel of its own. Meanwhile they never stall the connection: a
+/// command running beside the spare gets its late output.
+#[tokio::test]
+async fn a_login_shell_printing_before_the_command_neither_stalls_nor_loses_it() {
+    let Some(sshd) = Sshd::start() else { return };
+    let rc = "for i in $(seq 300); do echo rc-out-$i; echo rc-err-$i >&2; done\n";
+    let Some(user) = sshd.bashrc_user("noisy-rc", rc) else {
+        return;
+    };
+    let remote = sshd.login(&user).await;
+    let rc_lines =
+        |stream: &str| -> String { (1..=300).map(|i| format!("rc-{stream}-{i}\n")).collect() };
+    // Started first, on a channel of its own; its output comes while a spare fills.
+    let late = remote.cmd("sh").args(["-c", "sleep 2; echo late"]);
+    let late = late.output();
+    let sequence = async {
+        let mut outputs = Vec::new();
+        for i in 0..4 {
+            outputs.push(remote.cmd("echo").arg(format!("cmd-{i}")).output().await);
+        }
+        outputs
+    };
+    let (late, outputs) = tokio::time::timeout(Duration::from_secs(30), async {
+        futures::join!(late, sequence)
+    })
+    .await
+    .expect("nothing stalled");
+    let late = late.unwrap();
+    assert_eq!(
+        late.stdout,
+        format!("{}late\n", rc_lines("out")).into_bytes()
+    );
+    for (i, output) in outputs.into_iter().enumerate() {
+        let output = output.unwrap();
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            format!("{}cmd-{i}\n", rc_lines("out"))
+        );
+        assert_eq!(String::from_utf8(output.stderr).unwrap(), rc_lines("err"));
+    }
+}

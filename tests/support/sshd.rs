@@ -260,6 +260,20 @@ impl Sshd {
         Some(name)
     }
 
+    /// A user whose login shell is bash and whose `~/.bashrc` is `bashrc` (written anew
+    /// each time), created once as `leadpipe-NAME` (and left in place). `None` when not
+    /// root. bash reads `~/.bashrc` for every command sshd starts.
+    pub fn bashrc_user(&self, name: &str, bashrc: &str) -> Option<String> {
+        if !self.privileged {
+            return None;
+        }
+        let name = format!("leadpipe-{name}");
+        create_user(&name, &["-m", "-s", "/bin/bash"]);
+        let home = passwd_entry(&name).expect("just created").home;
+        fs::write(Path::new(&home).join(".bashrc"), bashrc).unwrap();
+        Some(name)
+    }
+
     /// [`Sshd::start_with`] without the skip-or-panic: why the server could not start
     /// (for a failed sshd: the end of its log), whatever `CI` says.
     pub fn try_start(extra_config: &[&str]) -> Result<Sshd, String> {
