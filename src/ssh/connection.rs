@@ -861,7 +861,7 @@ impl Connection {
             let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
                 .chain(others.iter().filter(|other| !other.is_closed()))
                 .collect();
-            candidates.sort_by_key(|connection| connection.slots.busyness());
+            candidates.sort_by_cached_key(|connection| connection.slots.busyness());
             // Taken at once, so that commands starting together spread out.
             let free = candidates
                 .iter()
@@ -910,15 +910,14 @@ impl Connection {
 
     /// Opens the spare on `slot`, and warms it.
     async fn make_spare(&self, slot: Slot) {
-        match self.open_on(slot, false).await {
-            Ok(Some(Opened { channel, slot, .. })) => {
-                let (exec_string, _) = self.login_shell.exec_string();
-                if channel.exec(true, exec_string).await.is_ok() {
-                    self.put_spare(Warm::keep(channel), slot);
-                }
+        if let Ok(Some(Opened { channel, slot, .. })) = self.open_on(slot, false).await {
+            let (exec_string, _) = self.login_shell.exec_string();
+            if channel.exec(true, exec_string).await.is_ok() {
+                self.put_spare(Warm::keep(channel), slot);
+                return;
             }
-            _ => self.slots.spare_failed(),
         }
+        self.slots.spare_failed();
     }
 
     /// Opens a session channel on `slot`; `None` when the server's limit turned out lower

@@ -298,23 +298,34 @@ pub(crate) async fn start(
         ));
     }
     let mut pty = plan.stages.iter().any(|s| s.process.pty);
-    let mut early = Vec::new();
     // Under sudo, the channel arrives exec'd, read until sudo started the line's shell.
-    let (connection, read, write, permit, exec_sent) = match runas {
+    let (channel, early) = match runas {
         Some(runas) => {
-            let (read, write, permit, used_pty) = sudo_channel(&connection, runas, pty).await?;
+            let (channel, used_pty) = sudo_channel(&connection, runas, pty).await?;
             pty = used_pty;
-            (connection, read, write, permit, true)
+            (channel, None)
         }
         // A warm spare has run the bootstrap already; a pty must be asked for before.
         None => {
             let (connection, opened) = connection.open_for_command(!pty).await?;
             let (read, write) = opened.channel.split();
-            let warm = opened.warm.is_some();
-            early = opened.warm.unwrap_or_default();
-            (connection, read, write, opened.slot, warm)
+            let channel = LineChannel {
+                connection,
+                read,
+                write,
+                slot: opened.slot,
+            };
+            (channel, opened.warm)
         }
     };
+    let warm = early.is_some();
+    let exec_sent = runas.is_some() || warm;
+    let LineChannel {
+        connection,
+        read,
+        write,
+        slot: permit,
+    } = channel;
     let marker = Marker::new();
     let (exec_string, ask_login) = match runas {
         // Under sudo the line's shell is always `/bin/sh`, and not the login's.
@@ -359,7 +370,7 @@ pub(crate) async fn start(
     let (done_sender, done) = oneshot::channel();
     let pump = Pump {
         pty,
-        warm: runas.is_none() && exec_sent,
+        warm,
         detached: plan.detached,
         ask_login,
         stages: plan.stages.len(),
@@ -383,7 +394,7 @@ pub(crate) async fn start(
     // future (a deadline may drop it at any await below); on leadpipe's runtime, so that
     // it outlives the caller's.
     crate::lifecycle::spawn(async move {
-        let result = pump.run(early, read).await;
+        let result = pump.run(early.unwrap_or_default(), read).await;
         drop(live);
         let _ = done_sender.send(result);
     });
@@ -432,12 +443,15 @@ pub(crate) async fn start(
     })
 }
 
-/// A channel on which sudo has started the line's `/bin/sh`, waiting for its header.
-type SudoChannel = (
-    russh::ChannelReadHalf,
-    russh::ChannelWriteHalf<Msg>,
-    super::slots::Slot,
-);
+/// A channel for a line, and the connection it is on (under sudo: sudo has started the
+/// line's `/bin/sh` on it, waiting for its header).
+struct LineChannel {
+    /// The one of the machine's connections it is on.
+    connection: Arc<Connection>,
+    read: russh::ChannelReadHalf,
+    write: russh::ChannelWriteHalf<Msg>,
+    slot: super::slots::Slot,
+}
 
 /// A channel on which sudo has started the line's `/bin/sh` as `runas`'s user, waiting
 /// for its header; and whether it has a pty (the plan asked for one, or sudo needs one).
@@ -449,24 +463,19 @@ async fn sudo_channel(
     connection: &Arc<Connection>,
     runas: &Runas,
     mut pty: bool,
-) -> Result<(
-    russh::ChannelReadHalf,
-    russh::ChannelWriteHalf<Msg>,
-    super::slots::Slot,
-    bool,
-)> {
+) -> Result<(LineChannel, bool)> {
     runas.checked_user(&connection.name)?;
     pty |= runas.needs_pty.load(Ordering::Relaxed);
     loop {
         let (sender, receiver) = oneshot::channel();
         let attempt = sudo_attempt(connection.clone(), runas.clone(), pty);
         crate::lifecycle::spawn(async move {
-            if let Err(Ok((read, write, permit))) = sender.send(attempt.await) {
-                end_channel(read, write, permit).await;
+            if let Err(Ok(channel)) = sender.send(attempt.await) {
+                end_channel(channel).await;
             }
         });
         match receiver.await {
-            Ok(Ok((read, write, permit))) => return Ok((read, write, permit, pty)),
+            Ok(Ok(channel)) => return Ok((channel, pty)),
             Ok(Err((_, true))) if !pty => {
                 runas.needs_pty.store(true, Ordering::Relaxed);
                 pty = true;
@@ -483,13 +492,13 @@ async fn sudo_attempt(
     connection: Arc<Connection>,
     runas: Runas,
     pty: bool,
-) -> std::result::Result<SudoChannel, (Error, bool)> {
+) -> std::result::Result<LineChannel, (Error, bool)> {
     let user = runas
         .checked_user(&connection.name)
         .map_err(|error| (error, false))?;
-    let (_, opened) = (connection.open_for_command(false).await).map_err(|e| (e, false))?;
-    let (channel, permit) = (opened.channel, opened.slot);
-    let (mut read, write) = channel.split();
+    let (connection, opened) =
+        (connection.open_for_command(false).await).map_err(|e| (e, false))?;
+    let (mut read, write) = opened.channel.split();
     let lost = || (connection.lost(), false);
     let mut gate = Gate::new(&token());
     if pty {
@@ -508,10 +517,16 @@ async fn sudo_attempt(
         pty,
     )
     .await;
+    let channel = LineChannel {
+        connection: connection.clone(),
+        read,
+        write,
+        slot: opened.slot,
+    };
     match passed {
-        Ok(_) => Ok((read, write, permit)),
+        Ok(_) => Ok(channel),
         Err(shut) => {
-            crate::lifecycle::spawn(end_channel(read, write, permit));
+            crate::lifecycle::spawn(end_channel(channel));
             let no_terminal = matches!(shut, Shut::NoTerminal(_));
             Err((
                 ssh_sudo::shut_error(shut, || connection.lost()),
@@ -523,15 +538,11 @@ async fn sudo_attempt(
 
 /// Ends a channel whose line will not run: sudo (or the shell waiting for its header)
 /// sees end of file, and the channel is drained until the server closes it.
-async fn end_channel(
-    mut read: russh::ChannelReadHalf,
-    write: russh::ChannelWriteHalf<Msg>,
-    permit: super::slots::Slot,
-) {
-    let _ = write.eof().await;
-    let _ = write.close().await;
-    while read.wait().await.is_some() {}
-    drop(permit);
+async fn end_channel(mut channel: LineChannel) {
+    let _ = channel.write.eof().await;
+    let _ = channel.write.close().await;
+    while channel.read.wait().await.is_some() {}
+    drop(channel.slot);
 }
 
 /// A start that did not finish (an error, or its future dropped by a deadline): the
