@@ -159,13 +159,7 @@ impl Command {
     /// globbed, never interpreted by a shell. A [`Secret`](crate::Secret) is passed as its bytes and
     /// shown as `***` (see [`Secret`](crate::Secret) for where an argument remains visible).
     pub fn arg(self, arg: impl ArgValue) -> Command {
-        let (arg, secret) = arg.into_value();
-        self.edit(|c| {
-            if secret {
-                c.secret_args.push(c.args.len());
-            }
-            c.args.push(arg);
-        })
+        self.args([arg])
     }
 
     /// Adds several arguments, each as [`arg`](Command::arg) does. An `Option` adds its

@@ -65,21 +65,11 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
 
 /// Runs `task` on leadpipe's runtime (on the current one if leadpipe's cannot start).
 pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
-    match runtime() {
-        Ok(runtime) => {
-            runtime.spawn(task);
-        }
-        Err(_) => {
-            if let Ok(current) = tokio::runtime::Handle::try_current() {
-                current.spawn(task);
-            }
-        }
-    }
+    let _ = spawn_handle(task);
 }
 
 /// Runs `task` on leadpipe's runtime (on the current one if leadpipe's cannot start), and
 /// returns its handle; `None` when there is no runtime to run it on.
-#[cfg(feature = "ssh")]
 pub(crate) fn spawn_handle(
     task: impl Future<Output = ()> + Send + 'static,
 ) -> Option<tokio::task::JoinHandle<()>> {

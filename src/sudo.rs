@@ -128,7 +128,8 @@ impl Runas {
     }
 }
 
-/// 128 random bits as hex, new for every call: the token of a [`Gate`].
+/// 128 random bits as hex, new for every call: the token of a [`Gate`], and the marker of
+/// a remote line's reports.
 pub(crate) fn token() -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -67,14 +67,7 @@
 //! written before any user program exists; the kill line checks once more that it still
 //! leads its own process group ([`kill_line`]).
 
-use std::{
-    collections::hash_map::RandomState,
-    ffi::OsStr,
-    hash::{BuildHasher, Hasher},
-    os::unix::ffi::OsStrExt,
-    path::Path,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::Path, sync::atomic::Ordering};
 
 use crate::{
     Signal,
@@ -173,17 +166,7 @@ pub(crate) struct Marker(String);
 impl Marker {
     /// 128 random bits, new for every run.
     pub(crate) fn new() -> Marker {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // RandomState is seeded from the OS's randomness; hashing a counter with two fresh
-        // states gives 128 bits without a random-number dependency.
-        let mut halves = [0u64; 2];
-        for half in &mut halves {
-            let mut hasher = RandomState::new().build_hasher();
-            hasher.write_u64(count);
-            *half = hasher.finish();
-        }
-        Marker(format!("{:016x}{:016x}", halves[0], halves[1]))
+        Marker(crate::sudo::token())
     }
 
     #[cfg(test)]
