@@ -230,6 +230,29 @@ async fn remote_tour() -> Result<()> {
         .args(["-c", "sleep 30 & wait"])
         .timeout(Duration::from_millis(300));
     println!("{}", slow.run().await.unwrap_err());
+    // Commands at once run each on a channel of the one connection; for a server that
+    // allows few per connection (OpenSSH's MaxSessions, 10 by default), spread them.
+    let builder = match (&_server, std::env::args().nth(1)) {
+        (Some(server), _) => server.builder(),
+        (None, destination) => SshMachine::builder(destination.unwrap_or_default()),
+    };
+    let spread = builder.connections(2).connect().await?;
+    let checks: Vec<Command> = (0..40)
+        .map(|i| {
+            spread
+                .cmd("sh")
+                .args(["-c", "exit $(($1 % 3))", "sh", &i.to_string()])
+        })
+        .collect();
+    let statuses = futures::future::join_all(checks.iter().map(|check| check.status())).await;
+    let codes: Vec<String> = statuses
+        .into_iter()
+        .map(|status| status.map(|status| status.code().unwrap_or(-1).to_string()))
+        .collect::<leadpipe::Result<_>>()?;
+    println!(
+        "40 commands at once over connections(2), each exiting with its number mod 3: {}",
+        codes.join(" ")
+    );
     let name = "it's $HOME";
     println!(
         "cmd!(remote, \"echo {{name}} | tr a-z A-Z\") -> {:?}",
