@@ -831,3 +831,67 @@ async fn a_login_shell_printing_before_the_command_neither_stalls_nor_loses_it()
         assert_eq!(String::from_utf8(output.stderr).unwrap(), rc_lines("err"));
     }
 }
+
+/// With `connections(2)`, when the first connection dies (its sshd session killed), the
+/// machine reads as closed, and later commands run on the other one. `connections(0)`
+/// counts as one.
+#[tokio::test]
+async fn commands_go_on_over_the_connections_still_open() {
+    let Some(sshd) = Sshd::start() else { return };
+    let sessions = || {
+        sshd.pgrep(&format!(
+            "sshd: {}@notty",
+            support::sshd::unix_name(&sshd.user)
+        ))
+    };
+    let one = sshd
+        .builder(&sshd.user)
+        .connections(0)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(one.cmd("echo").arg("one").read().await.unwrap(), "one");
+    // Which connection a session belongs to is not visible from here: kill one of a fresh
+    // machine's two until the one killed was the first.
+    for _ in 0..20 {
+        let before = sessions();
+        let spread = sshd
+            .builder(&sshd.user)
+            .connections(2)
+            .connect()
+            .await
+            .unwrap();
+        // Each login's process takes its name once authenticated.
+        let mut new = Vec::new();
+        for _ in 0..200 {
+            new = sessions();
+            new.retain(|pid| !before.contains(pid));
+            if new.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(new.len(), 2, "two logins: {new:?}");
+        // SAFETY: a process of the test's own sshd.
+        unsafe { libc::kill(new[0] as i32, libc::SIGKILL) };
+        for _ in 0..200 {
+            if spread.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !spread.is_closed() {
+            continue;
+        }
+        // At once, so that not every command finds the spare of the open one.
+        let echoes: Vec<_> = (0..10)
+            .map(|i| spread.cmd("echo").arg(i.to_string()))
+            .collect();
+        let echoed = futures::future::join_all(echoes.iter().map(|echo| echo.read())).await;
+        for (i, echoed) in echoed.into_iter().enumerate() {
+            assert_eq!(echoed.unwrap(), i.to_string());
+        }
+        return;
+    }
+    panic!("the first connection was never the one killed");
+}

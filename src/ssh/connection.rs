@@ -858,9 +858,14 @@ impl Connection {
             return Ok((self.clone(), self.open_waiting(false, warm_ok).await?));
         };
         loop {
+            // This one, even closed, when all are: its error is the one to give.
             let mut candidates: Vec<&Arc<Connection>> = std::iter::once(self)
-                .chain(others.iter().filter(|other| !other.is_closed()))
+                .chain(others)
+                .filter(|connection| !connection.is_closed())
                 .collect();
+            if candidates.is_empty() {
+                candidates.push(self);
+            }
             candidates.sort_by_cached_key(|connection| connection.slots.busyness());
             // Taken at once, so that commands starting together spread out.
             let free = candidates
