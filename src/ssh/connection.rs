@@ -872,9 +872,16 @@ impl Connection {
                 .iter()
                 .find_map(|connection| Some((*connection, connection.slots.try_take(warm_ok)?)));
             let Some((connection, taken)) = free else {
+                // Waits on the least busy, looking at all again now and then: a slot or a
+                // spare may come up on another first.
                 let connection = candidates.first().copied().unwrap_or(self);
-                let opened = connection.open_waiting(false, warm_ok).await?;
-                return Ok((connection.clone(), opened));
+                let waited = connection.slots.take(false, warm_ok);
+                if let Ok(taken) = tokio::time::timeout(LOOK_AGAIN, waited).await
+                    && let Some(opened) = connection.use_taken(taken, warm_ok).await?
+                {
+                    return Ok((connection.clone(), opened));
+                }
+                continue;
             };
             if let Some(opened) = connection.use_taken(taken, warm_ok).await? {
                 return Ok((connection.clone(), opened));
@@ -1005,6 +1012,10 @@ pub(crate) struct Opened {
     /// login shell's rc file may print.
     pub(crate) warm: Option<Vec<ChannelMsg>>,
 }
+
+/// How long a command waiting on one of several connections (`SshBuilder::connections`)
+/// waits there before it looks at the others again.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 /// The most a warm spare keeps of what arrives before a command takes it (a login shell's
 /// rc file may print); past it, the spare is ended.
